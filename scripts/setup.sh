@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up everything the IVR and its tests need on a fresh Debian machine:
+# the Debian packages (SIP peers, TTS, sound tools), a Python venv with the
+# pinned dependencies, and the bundled prompts rendered once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(sip-tester baresip-core espeak-ng sox)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e ".[dev]"
+echo "setup: ok"
