@@ -1,0 +1,84 @@
+"""Call: the one interface the dial plan sees.
+
+The dial plan interpreter (ivr.dialplan.run) drives a call only through this
+protocol; the SIP/RTP implementation lives in ivr.sip / ivr.media and is
+adapted to it by ivr.session (the live call).  Tests of the interpreter may
+implement it with scripted digits; the real call path is tested with real
+SIP peers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from ivr.media.prompt_audio import PromptAudio
+
+
+class EndReason(enum.StrEnum):
+    """Why a call ended. The callback queue keys on this."""
+
+    CALLER_HANGUP = "caller_hangup"
+    OPERATOR_HANGUP = "operator_hangup"
+    IVR_HANGUP = "ivr_hangup"
+    RTP_TIMEOUT = "rtp_timeout"
+    TRANSPORT_ERROR = "transport_error"
+    CANCELLED = "cancelled"  # caller cancelled before we answered
+    REJECTED = "rejected"  # we refused the call (no shared codec, shutting down...)
+    SHUTDOWN = "shutdown"
+
+
+class CallEnded(Exception):
+    """Raised inside the dial plan when the caller is gone."""
+
+    def __init__(self, reason: EndReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class TransferOutcome(enum.StrEnum):
+    BRIDGED = "bridged"  # talked to an operator; the call is over when this returns
+    NO_OPERATOR = "no_operator"  # nobody answered / queue empty; dial plan continues
+    QUEUE_FULL = "queue_full"
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    outcome: TransferOutcome
+    operator: str | None = None
+
+
+class Call(Protocol):
+    """What the dial plan can do with one call."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def caller(self) -> str: ...
+
+    def mark(self, node_id: str) -> None:
+        """Record that the call entered a dial-plan node (the call's path)."""
+
+    async def play(self, prompt: PromptAudio, *, barge_in: bool = True) -> str | None:
+        """Play a prompt to the end; with ``barge_in`` a key press stops it.
+
+        Returns the digit that interrupted the prompt (it is also kept for the
+        next collect_digits) or None when it played to the end.
+        Raises CallEnded when the caller is gone.
+        """
+
+    async def collect_digits(
+        self, max_digits: int, timeout: float, *, terminator: str = "#"
+    ) -> str:
+        """Digits pressed (including any that barged in), up to ``max_digits``
+        or the terminator (not included), or "" after ``timeout`` seconds of
+        no key. Raises CallEnded when the caller is gone."""
+
+    async def transfer(self, queue: str, *, hold_prompt: PromptAudio | None) -> TransferResult:
+        """Bridge the caller to an operator of ``queue``; the caller hears
+        ``hold_prompt`` (looped) while waiting."""
+
+    async def hangup(self) -> None:
+        """End the call from the IVR side (reason IVR_HANGUP)."""
