@@ -1,0 +1,1 @@
+"""SIP signalling. Nothing outside ivr.sip imports aiosipua."""

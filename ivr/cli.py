@@ -1,0 +1,160 @@
+"""`ivr serve | call | dialplan check | voices build`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ivr.config import ConfigError, Settings, load_settings
+from ivr.logs import setup_logging
+
+
+def _settings(path: Path) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"ivr: bad config: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    except FileNotFoundError as exc:
+        print(f"ivr: config file not found: {path}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ivr.dialplan.load import DialPlanError
+    from ivr.server import serve
+
+    settings = _settings(args.config)
+    log = setup_logging(settings.logging.level, settings.logging.format)
+    try:
+        asyncio.run(serve(settings, log))
+    except DialPlanError as exc:
+        print(f"ivr: the dial plan has errors, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ivr: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from ivr.trial_call import TrialOptions, place_call, summary
+
+    log = setup_logging("WARNING" if not args.verbose else "DEBUG", "text")
+    options = TrialOptions(
+        target=args.target,
+        play=args.play,
+        digits=args.digits,
+        digit_delay=args.digit_delay,
+        digit_gap=args.digit_gap,
+        dtmf_mode=args.dtmf_mode,
+        duration=args.duration,
+        record=args.record,
+        codecs=tuple(c.strip().upper() for c in args.codecs.split(",")),
+        caller=args.caller,
+    )
+    result = asyncio.run(place_call(options, log))
+    print(json.dumps(summary(result), ensure_ascii=False))
+    return 0 if result.status == 200 else 1
+
+
+def cmd_dialplan_check(args: argparse.Namespace) -> int:
+    from ivr.dialplan.check import check_command
+    from ivr.prompts import PromptLibrary
+
+    settings = _settings(args.config) if args.config.exists() else None
+    queues = set(settings.queues) if settings else None
+    recorded: set[str] = set()
+    if settings is not None:
+        recorded = PromptLibrary(
+            settings.prompts.voices_dir,
+            settings.prompts.cache_dir,
+            settings.prompts.dialect,
+            settings.prompts.espeak_voice,
+            settings.prompts.espeak_speed,
+        ).recorded_keys()
+    return check_command(args.file, queues, recorded)
+
+
+def cmd_voices_build(args: argparse.Namespace) -> int:
+    from ivr.dialplan.load import DialPlanError, load_dialplan
+    from ivr.prompts import PromptLibrary, build_prompts
+
+    settings = _settings(args.config)
+    setup_logging(settings.logging.level, "text")
+    library = PromptLibrary(
+        settings.prompts.voices_dir,
+        settings.prompts.cache_dir,
+        settings.prompts.dialect,
+        settings.prompts.espeak_voice,
+        settings.prompts.espeak_speed,
+    )
+    try:
+        plan = load_dialplan(
+            settings.dialplan.file,
+            queues=set(settings.queues),
+            recorded_prompts=library.recorded_keys(),
+        )
+    except DialPlanError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for line in asyncio.run(build_prompts(library, plan.prompts)):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivr", description="12345 hotline IVR")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.toml"),
+        help="config file (default: ./config.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the IVR")
+    serve.set_defaults(func=cmd_serve)
+
+    call = sub.add_parser("call", help="place a trial call (a test caller)")
+    call.add_argument("target", help="SIP URI, e.g. sip:12345@127.0.0.1:5060")
+    call.add_argument("--play", type=Path, help="WAV to play as the caller's voice")
+    call.add_argument("--digits", default="", help="keys to press, e.g. 10")
+    call.add_argument("--digit-delay", type=float, default=2.0, help="seconds before the first key")
+    call.add_argument("--digit-gap", type=float, default=1.0, help="seconds between keys")
+    call.add_argument("--dtmf-mode", choices=("rfc4733", "info", "inband"), default="rfc4733")
+    call.add_argument("--duration", type=float, default=10.0, help="hang up after N seconds")
+    call.add_argument("--record", type=Path, help="write what the caller heard to this WAV")
+    call.add_argument("--codecs", default="PCMU,PCMA", help="codecs to offer, in order")
+    call.add_argument("--caller", default="13800138000", help="caller number (From user)")
+    call.add_argument("-v", "--verbose", action="store_true")
+    call.set_defaults(func=cmd_call)
+
+    dialplan = sub.add_parser("dialplan", help="dial plan tools")
+    dialplan_sub = dialplan.add_subparsers(dest="dialplan_command", required=True)
+    check = dialplan_sub.add_parser("check", help="validate a dial plan file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_dialplan_check)
+
+    voices = sub.add_parser("voices", help="prompt audio")
+    voices_sub = voices.add_subparsers(dest="voices_command", required=True)
+    build = voices_sub.add_parser("build", help="render every prompt of the dial plan")
+    build.set_defaults(func=cmd_voices_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.captureWarnings(True)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

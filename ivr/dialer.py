@@ -1,0 +1,111 @@
+"""Placing calls to operators: an outgoing SIP leg with its own RTP stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from ivr.call import EndReason
+from ivr.media.clock import MediaClock
+from ivr.media.ports import RtpPorts
+from ivr.media.rtp import RtpStream
+from ivr.sip.dialog import Dialog, DialogEnd
+from ivr.sip.endpoint import SipEndpoint
+from ivr.sip.incoming import uri_addr
+from ivr.sip.outgoing import Answered
+from ivr.sip.sdp import build_offer, choose
+
+
+@dataclass
+class OperatorLine:
+    dialog: Dialog
+    stream: RtpStream
+    uri: str
+
+    @property
+    def ended(self) -> asyncio.Future[object]:
+        return self.dialog.ended  # type: ignore[return-value]
+
+    async def hangup(self) -> None:
+        self.stream.close()
+        await self.dialog.bye(DialogEnd.LOCAL_BYE)
+
+
+class SipDialer:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        ports: RtpPorts,
+        clock: MediaClock,
+        *,
+        media_host: str,
+        codecs: tuple[str, ...],
+        log: logging.Logger,
+    ) -> None:
+        self._endpoint = endpoint
+        self._ports = ports
+        self._clock = clock
+        self._media_host = media_host
+        self._codecs = codecs
+        self._log = log
+
+    async def dial(
+        self,
+        uri: str,
+        *,
+        caller_stream: RtpStream,
+        caller_id: str,
+        timeout: float,
+        abort: asyncio.Future[EndReason],
+        extra_headers: dict[str, str] | None = None,
+    ) -> OperatorLine | None:
+        stream = RtpStream(self._clock, self._log)
+        await stream.open(self._ports)
+        # offer the caller's codec first so the bridge needs no transcoding
+        prefs = (caller_stream.codec, *[c for c in self._codecs if c != caller_stream.codec])
+        sdp = build_offer(self._media_host, stream.local_port, prefs)
+        addr = uri_addr(uri, ("127.0.0.1", 5060))
+        outgoing = self._endpoint.invite(
+            uri, addr, from_user=caller_id, sdp=sdp, extra_headers=extra_headers
+        )
+        result_task = asyncio.ensure_future(outgoing.result())
+        done, _ = await asyncio.wait(
+            {result_task, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if result_task not in done:
+            why = "caller left" if abort.done() else f"no answer in {timeout:.0f} s"
+            self._log.info("operator %s: cancelling (%s)", uri, why)
+            outgoing.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(result_task), 5.0)
+            except TimeoutError:
+                result_task.cancel()
+            stream.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                late = result_task.result() if result_task.done() else None
+                if isinstance(late, Answered):
+                    await late.dialog.bye()
+            return None
+        result = result_task.result()
+        if not isinstance(result, Answered):
+            self._log.info("operator %s: %d %s", uri, result.status, result.reason)
+            stream.close()
+            return None
+        chosen = choose(result.media, prefs)
+        if chosen is None:
+            self._log.warning("operator %s answered with no codec we offered", uri)
+            stream.close()
+            await result.dialog.bye()
+            return None
+        result.dialog.local_sdp = sdp
+        stream.set_remote(
+            (result.media.address, result.media.port),
+            chosen.codec,
+            chosen.payload_type,
+            chosen.dtmf_pt,
+        )
+        stream.start_sending()
+        self._log.info("operator %s answered (%s)", uri, chosen.codec)
+        return OperatorLine(dialog=result.dialog, stream=stream, uri=uri)

@@ -1,0 +1,179 @@
+"""LiveCall: a caller's SIP dialog and RTP stream seen as a ivr.call.Call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ivr.call import CallEnded, EndReason, TransferResult
+from ivr.call_records import CallRecord
+from ivr.keypad import Keypad
+from ivr.media.prompt_audio import PromptAudio
+from ivr.media.rtp import RtpStream
+from ivr.sip.dialog import Dialog, DialogEnd
+
+Transfer = Callable[["LiveCall", str, PromptAudio | None], Awaitable[TransferResult]]
+
+_DIALOG_END_TO_REASON = {
+    DialogEnd.REMOTE_BYE: EndReason.CALLER_HANGUP,
+    DialogEnd.LOCAL_BYE: EndReason.IVR_HANGUP,
+    DialogEnd.TRANSPORT_ERROR: EndReason.TRANSPORT_ERROR,
+    DialogEnd.SHUTDOWN: EndReason.SHUTDOWN,
+}
+
+
+class LiveCall:
+    def __init__(
+        self,
+        *,
+        dialog: Dialog,
+        stream: RtpStream,
+        record: CallRecord,
+        transfer: Transfer,
+        log: logging.LoggerAdapter[logging.Logger],
+        inband_detector: Any | None = None,
+    ) -> None:
+        self.dialog = dialog
+        self._stream = stream
+        self.record = record
+        self._transfer = transfer
+        self.log = log
+        self.keypad = Keypad()
+        loop = asyncio.get_running_loop()
+        self._gone: asyncio.Future[EndReason] = loop.create_future()
+        self._barge_in = False
+        self._bye: asyncio.Future[None] | None = None
+        dialog.on_digit = self._digit
+        stream.on_digit = self._digit
+        if inband_detector is not None:
+            self._inband = inband_detector
+            stream.pcm_listeners.append(self._inband_frame)
+        dialog.ended.add_done_callback(self._dialog_ended)
+
+    # -- Call protocol ------------------------------------------------------
+    @property
+    def call_id(self) -> str:
+        return self.record.call_id
+
+    @property
+    def caller(self) -> str:
+        return self.record.caller
+
+    @property
+    def stream(self) -> RtpStream:
+        return self._stream
+
+    @property
+    def gone(self) -> asyncio.Future[EndReason]:
+        return self._gone
+
+    def mark(self, node_id: str) -> None:
+        self.record.path.append(node_id)
+
+    async def play(self, prompt: PromptAudio, *, barge_in: bool = True) -> str | None:
+        self._check()
+        if barge_in and self.keypad.peek() is not None:
+            return self.keypad.peek()
+        playback = self._stream.play(prompt.frames(self._stream.codec))
+        self._barge_in = barge_in
+        try:
+            await self._until(playback.done)
+        finally:
+            self._barge_in = False
+            if not playback.done.done():
+                playback.stop()
+                self._stream.stop_playback()
+        if not playback.done.result():
+            return self.keypad.peek()
+        return None
+
+    async def collect_digits(
+        self, max_digits: int, timeout: float, *, terminator: str = "#"
+    ) -> str:
+        digits = ""
+        while len(digits) < max_digits:
+            self._check()
+            digit = self.keypad.take()
+            if digit is None:
+                waiter = asyncio.ensure_future(self.keypad.wait())
+                try:
+                    done = await self._until(waiter, timeout)
+                finally:
+                    waiter.cancel()
+                if not done:
+                    break
+                continue
+            if digit == terminator and terminator:
+                break
+            digits += digit
+        return digits
+
+    async def transfer(self, queue: str, *, hold_prompt: PromptAudio | None) -> TransferResult:
+        self._check()
+        return await self._transfer(self, queue, hold_prompt)
+
+    async def hangup(self) -> None:
+        self.end(EndReason.IVR_HANGUP)
+
+    # -- used by the operator desk and the server ------------------------------
+    def note_transfer(self, queue: str, operator: str | None, outcome: str) -> None:
+        self.record.queue = queue
+        if operator is not None:
+            self.record.operator = operator
+        self.record.outcome = outcome
+
+    def end(self, reason: EndReason) -> None:
+        """End the call from our side for ``reason`` (sends BYE if still up)."""
+        if self._gone.done():
+            return
+        self._gone.set_result(reason)
+        self.record.end_reason = reason.value
+        self.record.ended_at = time.time()
+        self._stream.stop_playback()
+        if self.dialog.active:
+            dialog_reason = (
+                DialogEnd.SHUTDOWN if reason is EndReason.SHUTDOWN else DialogEnd.LOCAL_BYE
+            )
+            self._bye = asyncio.ensure_future(self.dialog.bye(dialog_reason))
+
+    # -- internals ----------------------------------------------------------------
+    def _digit(self, digit: str, source: str) -> None:
+        if self._gone.done():
+            return
+        if not self.keypad.press(digit, source):
+            return
+        self.record.digits += digit
+        self.log.info("key %s (%s)", digit, source)
+        if self._barge_in:
+            self._stream.stop_playback()  # barge-in: the next 20 ms frame is silence
+
+    def _inband_frame(self, pcm: Any) -> None:
+        if self.keypad.out_of_band_seen:
+            return
+        for digit in self._inband.feed(pcm):
+            self._digit(digit, "inband")
+
+    def _dialog_ended(self, ended: asyncio.Future[DialogEnd]) -> None:
+        if ended.cancelled() or self._gone.done():
+            return
+        reason = _DIALOG_END_TO_REASON[ended.result()]
+        self._gone.set_result(reason)
+        self.record.end_reason = reason.value
+        self.record.ended_at = time.time()
+        self._stream.stop_playback()
+
+    def _check(self) -> None:
+        if self._gone.done():
+            raise CallEnded(self._gone.result())
+
+    async def _until(self, future: asyncio.Future[Any], timeout: float | None = None) -> bool:
+        """Wait for ``future``; False on timeout; CallEnded if the caller goes."""
+        done, _ = await asyncio.wait(
+            {future, self._gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._gone in done:
+            raise CallEnded(self._gone.result())
+        return future in done

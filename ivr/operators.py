@@ -1,0 +1,262 @@
+"""Operator queues: who is free, who waits, who is rung next.
+
+A caller transferred to a queue waits in line (first come, first served)
+hearing the hold prompt. When they are at the head of the line and an
+operator of the queue is free, that operator is rung; one who does not
+answer within ``ring_timeout`` is skipped for the next. On answer the two
+legs are bridged through the IVR, and when either side hangs up the other
+is hung up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
+from ivr.media.prompt_audio import PromptAudio
+from ivr.media.rtp import RtpStream, bridge, unbridge
+
+
+class OperatorState(enum.StrEnum):
+    FREE = "free"
+    RINGING = "ringing"
+    TALKING = "talking"
+    WRAP_UP = "wrap_up"
+
+
+@dataclass
+class Operator:
+    uri: str
+    queue: str
+    state: OperatorState = OperatorState.FREE
+    calls_taken: int = 0
+
+
+class OperatorLeg(Protocol):
+    """An answered call to an operator (made by the dialer)."""
+
+    @property
+    def stream(self) -> RtpStream: ...
+
+    @property
+    def ended(self) -> asyncio.Future[object]: ...
+
+    async def hangup(self) -> None: ...
+
+
+class Dialer(Protocol):
+    async def dial(
+        self,
+        uri: str,
+        *,
+        caller_stream: RtpStream,
+        caller_id: str,
+        timeout: float,
+        abort: asyncio.Future[EndReason],
+    ) -> OperatorLeg | None: ...
+
+
+class WaitingCaller(Protocol):
+    """What the desk needs of a caller's call."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def caller(self) -> str: ...
+
+    @property
+    def stream(self) -> RtpStream: ...
+
+    @property
+    def gone(self) -> asyncio.Future[EndReason]: ...
+
+    def end(self, reason: EndReason) -> None: ...
+
+    def note_transfer(self, queue: str, operator: str | None, outcome: str) -> None: ...
+
+
+@dataclass
+class Queue:
+    name: str
+    operators: list[Operator]
+    max_waiting: int
+    max_wait: float
+    line: list[str] = field(default_factory=list)  # call ids, head first
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    operators: Sequence[str]
+    max_waiting: int
+    max_wait: float
+
+
+class OperatorDesk:
+    def __init__(
+        self,
+        queues: Mapping[str, QueueConfig],
+        *,
+        dialer: Dialer,
+        ring_timeout: float,
+        wrap_up: float,
+        log: logging.Logger,
+    ) -> None:
+        self._dialer = dialer
+        self._ring_timeout = ring_timeout
+        self._wrap_up = wrap_up
+        self._log = log
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.queues: dict[str, Queue] = {
+            name: Queue(
+                name=name,
+                operators=[Operator(uri=uri, queue=name) for uri in cfg.operators],
+                max_waiting=cfg.max_waiting,
+                max_wait=cfg.max_wait,
+            )
+            for name, cfg in queues.items()
+        }
+
+    def waiting(self, queue: str) -> int:
+        return len(self.queues[queue].line)
+
+    async def connect(
+        self, call: WaitingCaller, queue_name: str, hold_prompt: PromptAudio | None
+    ) -> TransferResult:
+        queue = self.queues.get(queue_name)
+        if queue is None:
+            self._log.error("transfer to unknown queue %r", queue_name)
+            return TransferResult(TransferOutcome.NO_OPERATOR)
+        if len(queue.line) >= queue.max_waiting:
+            self._log.warning("queue %s full (%d waiting): overflow", queue.name, len(queue.line))
+            call.note_transfer(queue.name, None, "queue_full")
+            return TransferResult(TransferOutcome.QUEUE_FULL)
+        queue.line.append(call.call_id)
+        hold = (
+            call.stream.play(hold_prompt.frames(call.stream.codec), loop_forever=True)
+            if (hold_prompt is not None)
+            else None
+        )
+        call.note_transfer(queue.name, None, "waiting")
+        try:
+            return await asyncio.wait_for(self._wait_and_bridge(call, queue), queue.max_wait)
+        except TimeoutError:
+            self._log.info("no operator of %s within %.0f s", queue.name, queue.max_wait)
+            call.note_transfer(queue.name, None, "no_operator")
+            return TransferResult(TransferOutcome.NO_OPERATOR)
+        finally:
+            if call.call_id in queue.line:
+                queue.line.remove(call.call_id)
+            if hold is not None:
+                hold.stop()
+            async with queue.changed:
+                queue.changed.notify_all()
+
+    async def _next_operator(
+        self, call: WaitingCaller, queue: Queue, skipped: set[str]
+    ) -> Operator:
+        """Wait until this caller heads the line and an operator is free."""
+        while True:
+            if call.gone.done():
+                raise CallEnded(call.gone.result())
+            free = [op for op in queue.operators if op.state is OperatorState.FREE]
+            untried = [op for op in free if op.uri not in skipped]
+            if free and not untried:
+                skipped.clear()  # everybody was tried: start over
+                untried = free
+            if queue.line and queue.line[0] == call.call_id and untried:
+                operator = min(untried, key=lambda op: op.calls_taken)
+                operator.state = OperatorState.RINGING
+                return operator
+            async with queue.changed:
+                waiter = asyncio.ensure_future(queue.changed.wait())
+                gone = call.gone
+                done, _ = await asyncio.wait(
+                    {waiter, gone}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                if waiter not in done:
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
+
+    async def _wait_and_bridge(self, call: WaitingCaller, queue: Queue) -> TransferResult:
+        skipped: set[str] = set()
+        while True:
+            operator = await self._next_operator(call, queue, skipped)
+            try:
+                leg = await self._dialer.dial(
+                    operator.uri,
+                    caller_stream=call.stream,
+                    caller_id=call.caller or "anonymous",
+                    timeout=self._ring_timeout,
+                    abort=call.gone,
+                )
+            except Exception:
+                self._log.exception("dialing operator %s failed", operator.uri)
+                leg = None
+            if leg is None:
+                operator.state = OperatorState.FREE
+                skipped.add(operator.uri)
+                await self._notify(queue)
+                if call.gone.done():
+                    raise CallEnded(call.gone.result())
+                continue
+            if call.gone.done():
+                await leg.hangup()
+                operator.state = OperatorState.FREE
+                await self._notify(queue)
+                raise CallEnded(call.gone.result())
+            operator.state = OperatorState.TALKING
+            operator.calls_taken += 1
+            if call.call_id in queue.line:
+                queue.line.remove(call.call_id)
+            await self._notify(queue)
+            await self._talk(call, leg, operator, queue)
+            return TransferResult(TransferOutcome.BRIDGED, operator=operator.uri)
+
+    async def _talk(
+        self, call: WaitingCaller, leg: OperatorLeg, operator: Operator, queue: Queue
+    ) -> None:
+        call.note_transfer(queue.name, operator.uri, "bridged")
+        bridge(call.stream, leg.stream)
+        self._log.info("bridged to operator %s", operator.uri)
+        try:
+            await asyncio.wait({call.gone, leg.ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            unbridge(call.stream, leg.stream)
+            if not call.gone.done():
+                call.end(EndReason.OPERATOR_HANGUP)
+            await leg.hangup()
+            self._log.info("operator %s call over", operator.uri)
+            self._release_later(operator, queue)
+
+    def _release_later(self, operator: Operator, queue: Queue) -> None:
+        if self._wrap_up <= 0:
+            operator.state = OperatorState.FREE
+            self._background(self._notify(queue))
+            return
+        operator.state = OperatorState.WRAP_UP
+
+        async def release() -> None:
+            await asyncio.sleep(self._wrap_up)
+            operator.state = OperatorState.FREE
+            await self._notify(queue)
+
+        self._background(release())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _notify(queue: Queue) -> None:
+        async with queue.changed:
+            queue.changed.notify_all()

@@ -1,0 +1,307 @@
+"""The composition root: builds every part from config.toml, runs, stops.
+
+Nothing else constructs long-lived objects; nothing holds module state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+from ivr.call import CallEnded, EndReason, TransferResult
+from ivr.call_records import CallRecord, CallRecordStore
+from ivr.config import Settings
+from ivr.database import Database, open_database
+from ivr.dialer import SipDialer
+from ivr.dialplan.load import DialPlanError, load_dialplan
+from ivr.dialplan.model import DialPlan
+from ivr.dialplan.run import run_dialplan
+from ivr.live_call import LiveCall
+from ivr.logs import CallLog
+from ivr.media.clock import MediaClock
+from ivr.media.inband_dtmf import InbandDtmfDetector
+from ivr.media.ports import PortsExhausted, RtpPorts
+from ivr.media.prompt_audio import PromptAudio
+from ivr.media.rtp import RtpStream
+from ivr.operators import OperatorDesk, QueueConfig
+from ivr.prompts import PromptLibrary
+from ivr.sip.endpoint import SipEndpoint
+from ivr.sip.incoming import IncomingInvite
+from ivr.sip.sdp import build_answer, choose
+
+
+class Hotline:
+    """One running IVR."""
+
+    def __init__(self, settings: Settings, log: logging.Logger) -> None:
+        self.settings = settings
+        self.log = log
+        sip = settings.sip
+        self.endpoint = SipEndpoint(
+            host=sip.host,
+            port=sip.port,
+            public_host=sip.public_host or sip.host,
+            user_agent=sip.user_agent,
+            log=log.getChild("sip"),
+        )
+        self.clock = MediaClock(log.getChild("media"))
+        self.media_host = sip.rtp_host or sip.public_host or sip.host
+        self.ports = RtpPorts(sip.rtp_host or sip.host, sip.rtp_port_min, sip.rtp_port_max)
+        self.prompts = PromptLibrary(
+            settings.prompts.voices_dir,
+            settings.prompts.cache_dir,
+            settings.prompts.dialect,
+            settings.prompts.espeak_voice,
+            settings.prompts.espeak_speed,
+        )
+        self.dialer = SipDialer(
+            self.endpoint,
+            self.ports,
+            self.clock,
+            media_host=self.media_host,
+            codecs=tuple(sip.codecs),
+            log=log.getChild("operators"),
+        )
+        self.desk = OperatorDesk(
+            {
+                name: QueueConfig(q.operators, q.max_waiting, q.max_wait)
+                for name, q in settings.queues.items()
+            },
+            dialer=self.dialer,
+            ring_timeout=settings.operators.ring_timeout,
+            wrap_up=settings.operators.wrap_up,
+            log=log.getChild("operators"),
+        )
+        self.plan: DialPlan | None = None
+        self.db: Database | None = None
+        self.records: CallRecordStore | None = None
+        self.calls: dict[str, LiveCall] = {}
+        self._call_tasks: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.stopped = asyncio.Event()
+
+    # -- start / reload / stop -------------------------------------------------
+    def _load_plan(self) -> DialPlan:
+        return load_dialplan(
+            self.settings.dialplan.file,
+            queues=set(self.settings.queues),
+            recorded_prompts=self.prompts.recorded_keys(),
+        )
+
+    async def start(self) -> None:
+        self.plan = self._load_plan()  # DialPlanError stops the start
+        await self.prompts.build(self.plan.prompts)
+        self.db = await open_database(self.settings.storage.database)
+        self.records = CallRecordStore(self.db)
+        self.endpoint.on_invite = self._on_invite
+        await self.endpoint.start()
+        self._watchdog = asyncio.ensure_future(self._watch_media())
+        self.log.info(
+            "ivr: ready on sip:%s:%d, plan %s version %s, %d queue(s)",
+            self.endpoint.public_host,
+            self.endpoint.port,
+            self.plan.name,
+            self.plan.version,
+            len(self.settings.queues),
+        )
+
+    async def reload_plan(self) -> bool:
+        """Load the dial plan again; on any error keep the running one."""
+        try:
+            plan = self._load_plan()
+            await self.prompts.build(plan.prompts)
+        except DialPlanError as exc:
+            self.log.error(
+                "dial plan reload failed, keeping version %s:\n%s",
+                self.plan.version if self.plan else "-",
+                exc,
+            )
+            return False
+        except Exception as exc:
+            self.log.error("dial plan reload failed (prompts), keeping the running plan: %s", exc)
+            return False
+        self.plan = plan
+        self.log.info("dial plan reloaded: %s version %s", plan.name, plan.version)
+        return True
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop taking calls, let current calls finish, then close."""
+        self.endpoint.accepting = False
+        self.endpoint.refuse_reason = "Shutting Down"
+        if self.calls:
+            self.log.info("ivr: shutting down, waiting for %d call(s)", len(self.calls))
+            tasks = set(self._call_tasks)
+            _, pending = (
+                await asyncio.wait(tasks, timeout=drain_timeout) if tasks else (set(), set())
+            )
+            for call in list(self.calls.values()):
+                call.end(EndReason.SHUTDOWN)
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await asyncio.sleep(0.1)  # let final BYEs leave
+        self.endpoint.close()
+        self.clock.stop()
+        if self.db is not None:
+            await self.db.close()
+        self.stopped.set()
+        self.log.info("ivr: stopped")
+
+    # -- calls ---------------------------------------------------------------------
+    def _on_invite(self, invite: IncomingInvite) -> None:
+        log = CallLog(self.log.getChild("call"), {"call_id": invite.call_id})
+        if len(self.calls) >= self.settings.sip.max_calls:
+            log.warning("refusing call: %d calls up (max_calls)", len(self.calls))
+            invite.reject(503, warning="too many calls")
+            return
+        chosen = choose(invite.offer, tuple(self.settings.sip.codecs))
+        if chosen is None:
+            offered = (
+                ", ".join(f"{name}/{pt}" for pt, name in invite.offer.codecs) or "none we know"
+            )
+            log.warning("488: no shared codec (offered: %s)", offered)
+            invite.reject(
+                488, warning=f"no shared codec; we take {'/'.join(self.settings.sip.codecs)}"
+            )
+            return
+        task = asyncio.ensure_future(self._answer_and_run(invite, chosen, log))
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
+
+    async def _answer_and_run(self, invite: IncomingInvite, chosen: object, log: CallLog) -> None:
+        from ivr.sip.sdp import Negotiated
+
+        assert isinstance(chosen, Negotiated) and self.plan is not None and self.records
+        plan = self.plan  # this call keeps this version even if the plan is reloaded
+        stream = RtpStream(self.clock, log)
+        try:
+            await stream.open(self.ports)
+        except PortsExhausted as exc:
+            log.error("503: %s", exc)
+            invite.reject(503, warning="no media ports")
+            return
+        if invite.cancelled.done():
+            stream.close()
+            return
+        offer = invite.offer
+        stream.set_remote(
+            (offer.address, offer.port), chosen.codec, chosen.payload_type, chosen.dtmf_pt
+        )
+        stream.on_hold = offer.on_hold
+        sdp = build_answer(
+            offer,
+            chosen,
+            self.media_host,
+            stream.local_port,
+            session_id=int(time.time()),
+            version=int(time.time()),
+        )
+        dialog = invite.answer(sdp)
+        stream.start_sending()
+        record = CallRecord(
+            call_id=invite.call_id,
+            caller=invite.caller,
+            dialled=invite.dialled,
+            started_at=time.time(),
+            answered_at=time.time(),
+            codec=chosen.codec,
+            plan_version=plan.version,
+        )
+
+        def reoffer(new_offer: object) -> None:
+            from ivr.sip.sdp import MediaOffer
+
+            assert isinstance(new_offer, MediaOffer)
+            stream.on_hold = new_offer.on_hold
+            if not new_offer.on_hold:
+                stream.remote = (new_offer.address, new_offer.port)
+            log.info("re-INVITE: %s", "hold" if new_offer.on_hold else "resume")
+
+        dialog.on_reoffer = reoffer
+        call = LiveCall(
+            dialog=dialog,
+            stream=stream,
+            record=record,
+            transfer=self._transfer,
+            log=log,
+            inband_detector=InbandDtmfDetector(),
+        )
+        self.calls[call.call_id] = call
+        log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
+        await self.records.start(record)
+        try:
+            outcome = await run_dialplan(plan, call, self.prompts)
+            if record.outcome is None or record.outcome == "waiting":
+                record.outcome = outcome
+        except CallEnded as ended:
+            if record.outcome == "waiting":
+                record.outcome = "abandoned"
+            elif record.outcome is None:
+                record.outcome = f"ended_in_{record.path[-1]}" if record.path else "ended"
+            log.info("call ended in the plan: %s", ended.reason.value)
+        except Exception:
+            log.exception("dial plan failed; hanging up")
+            record.outcome = "error"
+            call.end(EndReason.IVR_HANGUP)
+        finally:
+            if not call.gone.done():
+                call.end(EndReason.IVR_HANGUP)
+            stream.close()
+            self.calls.pop(call.call_id, None)
+            await self.records.update(record)
+            log.info(
+                "call over: %s, %s, path %s, digits %r",
+                record.outcome,
+                record.end_reason,
+                ">".join(record.path),
+                record.digits,
+            )
+
+    async def _transfer(
+        self, call: LiveCall, queue: str, hold_prompt: PromptAudio | None
+    ) -> TransferResult:
+        result = await self.desk.connect(call, queue, hold_prompt)
+        return result
+
+    async def _watch_media(self) -> None:
+        """Dead-call detection: no RTP from the caller for rtp_timeout seconds."""
+        timeout = self.settings.sip.rtp_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = loop.time()
+            for call in list(self.calls.values()):
+                stream = call.stream
+                if stream.on_hold or call.gone.done():
+                    continue
+                if now - stream.last_rx > timeout:
+                    call.log.warning("no RTP for %.1f s: ending the call", now - stream.last_rx)
+                    call.end(EndReason.RTP_TIMEOUT)
+
+
+async def serve(
+    settings: Settings, log: logging.Logger, *, ready: asyncio.Event | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the dial plan."""
+    hotline = Hotline(settings, log)
+    await hotline.start()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop_requested.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(hotline.reload_plan()))
+    if ready is not None:
+        ready.set()
+    await stop_requested.wait()
+    await hotline.stop()
+
+
+def default_config_path() -> Path:
+    return Path("config.toml")

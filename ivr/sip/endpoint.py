@@ -1,0 +1,312 @@
+"""The SIP endpoint: one UDP socket, our transactions, the dialogs, dispatch.
+
+Every request gets an answer where one is due (400 for malformed requests,
+481 for unknown dialogs, 488 for unusable SDP, 405 for unsupported methods,
+503 when full or shutting down) and nothing a peer sends can stop the
+endpoint from taking the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiosipua import SipRequest, SipResponse
+
+from ivr.sip.dialog import Dialog, DialogEnd
+from ivr.sip.incoming import IncomingInvite
+from ivr.sip.messages import (
+    ALLOWED_METHODS,
+    check_request,
+    cseq_method,
+    cseq_number,
+    make_response,
+    tag_of,
+)
+from ivr.sip.outgoing import OutgoingInvite
+from ivr.sip.sdp import SdpError, parse_media
+from ivr.sip.transactions import ClientTransaction, ClientTransactions, ServerTransactions, Timers
+from ivr.sip.transport import Addr, SipTransport
+
+InviteHandler = Callable[[IncomingInvite], None]
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def digit_from_info(content_type: str, body: str) -> str | None:
+    """The key in a SIP INFO body (application/dtmf-relay or application/dtmf)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "application/dtmf-relay":
+        for line in body.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal":
+                value = value.strip()
+                return value.upper() if value.upper() in DTMF_DIGITS else None
+        return None
+    if kind == "application/dtmf":
+        value = body.strip()
+        if value == "10":
+            return "*"
+        if value == "11":
+            return "#"
+        return value.upper() if value.upper() in DTMF_DIGITS else None
+    return None
+
+
+class SipEndpoint:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        public_host: str,
+        user_agent: str,
+        log: logging.Logger,
+        timers: Timers | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.public_host = public_host or host
+        self.user_agent = user_agent
+        self.log = log
+        self.timers = timers or Timers()
+        self.on_invite: InviteHandler | None = None
+        self.accepting = True
+        self.refuse_reason = "Service Unavailable"
+        self._transport = SipTransport(self._on_message, log)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.transactions_in: ServerTransactions
+        self.transactions_out: ClientTransactions
+        self._dialogs: dict[tuple[str, str], Dialog] = {}
+        self._invites: dict[tuple[str, str], IncomingInvite] = {}
+        self._acks: dict[str, SipRequest] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.transactions_in = ServerTransactions(self.transport_send, loop, self.log, self.timers)
+        self.transactions_out = ClientTransactions(self.transport_send, loop, self.log, self.timers)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self._transport, local_addr=(self.host, self.port)
+        )
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            self.port = int(sockname[1])
+        self.log.info("sip: listening on %s:%d/udp", self.host, self.port)
+
+    def close(self) -> None:
+        self.transactions_in.close()
+        self.transactions_out.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self._transport.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport.is_open
+
+    @property
+    def bad_messages(self) -> int:
+        return self._transport.bad_messages
+
+    @property
+    def dialog_count(self) -> int:
+        return len(self._dialogs)
+
+    @property
+    def pending_invites(self) -> int:
+        return len(self._invites)
+
+    # -- helpers used by dialogs and invites --------------------------------
+    @property
+    def contact_value(self) -> str:
+        return f"<sip:ivr@{self.public_host}:{self.port}>"
+
+    def via_value(self, branch: str) -> str:
+        return f"SIP/2.0/UDP {self.public_host}:{self.port};branch={branch};rport"
+
+    def transport_send(self, message: SipRequest | SipResponse, addr: Addr) -> bool:
+        return self._transport.send(message, addr)
+
+    def send_request(
+        self,
+        request: SipRequest,
+        addr: Addr,
+        on_provisional: Callable[[SipResponse], None] | None = None,
+    ) -> ClientTransaction:
+        return self.transactions_out.start(request, addr, on_provisional)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add_dialog(self, dialog: Dialog) -> None:
+        self._dialogs[dialog.key] = dialog
+
+    def forget_dialog(self, dialog: Dialog) -> None:
+        if self._dialogs.get(dialog.key) is dialog:
+            del self._dialogs[dialog.key]
+        self._acks.pop(dialog.call_id, None)
+
+    def forget_invite(self, invite: IncomingInvite) -> None:
+        self._invites.pop(invite.transaction.key, None)
+
+    def remember_ack(self, call_id: str, ack: SipRequest) -> None:
+        self._acks[call_id] = ack
+
+    def invite(
+        self,
+        target: str,
+        addr: Addr,
+        *,
+        from_user: str,
+        sdp: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> OutgoingInvite:
+        outgoing = OutgoingInvite(
+            self, target, addr, from_user=from_user, sdp=sdp, extra_headers=extra_headers
+        )
+        outgoing.start()
+        return outgoing
+
+    # -- dispatch -----------------------------------------------------------
+    def _on_message(self, message: SipRequest | SipResponse, addr: Addr) -> None:
+        if isinstance(message, SipResponse):
+            self._on_response(message, addr)
+        else:
+            self._on_request(message, addr)
+
+    def _on_response(self, response: SipResponse, addr: Addr) -> None:
+        if self.transactions_out.receive(response):
+            return
+        # a retransmitted 2xx to an INVITE of ours: ACK it again
+        if cseq_method(response) == "INVITE" and 200 <= response.status_code < 300:
+            ack = self._acks.get(response.call_id or "")
+            if ack is not None:
+                self.transport_send(ack, addr)
+                return
+        self.log.debug("sip: stray %d from %s:%d", response.status_code, addr[0], addr[1])
+
+    def _on_request(self, request: SipRequest, addr: Addr) -> None:
+        problem = check_request(request)
+        if problem is not None:
+            self.log.warning(
+                "sip: 400 to %s from %s:%d: %s", request.method, addr[0], addr[1], problem
+            )
+            if request.method != "ACK":
+                self.transport_send(make_response(request, 400, reason=problem), addr)
+            return
+        transaction = self.transactions_in.receive(request, addr)
+        if transaction is None:
+            return  # retransmission or ACK, absorbed
+        method = request.method.upper()
+        to_tag = tag_of(request.headers.get_first("to"))
+        if method == "INVITE":
+            if to_tag:
+                self._reinvite(transaction, request, to_tag)
+            else:
+                self._new_invite(transaction, request, addr)
+        elif method == "CANCEL":
+            self._cancel(transaction, request)
+        elif method == "OPTIONS":
+            transaction.respond_status(
+                200,
+                headers={
+                    "Allow": ALLOWED_METHODS,
+                    "Accept": "application/sdp, application/dtmf-relay, application/dtmf",
+                    "Supported": "",
+                    "User-Agent": self.user_agent,
+                },
+            )
+        elif method in ("BYE", "INFO", "UPDATE"):
+            dialog = self._dialogs.get((request.call_id or "", to_tag or ""))
+            if dialog is None:
+                transaction.respond_status(481)
+                return
+            if method == "BYE":
+                transaction.respond_status(200)
+                dialog.terminate(DialogEnd.REMOTE_BYE)
+            elif method == "INFO":
+                self._info(transaction, request, dialog)
+            else:
+                transaction.respond_status(200, headers={"Contact": self.contact_value})
+        else:
+            transaction.respond_status(405, headers={"Allow": ALLOWED_METHODS})
+
+    def _new_invite(self, transaction: Any, request: SipRequest, addr: Addr) -> None:
+        if not self.accepting or self.on_invite is None:
+            transaction.respond_status(503, reason=self.refuse_reason, headers={"Retry-After": "5"})
+            return
+        transaction.respond_status(100)
+        content_type = (request.content_type or "application/sdp").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            transaction.respond_status(415, headers={"Accept": "application/sdp"})
+            return
+        try:
+            offer = parse_media(request.text)
+        except SdpError as exc:
+            self.log.warning(
+                "sip: 488 to INVITE %s from %s:%d: %s", request.call_id, addr[0], addr[1], exc
+            )
+            transaction.respond_status(
+                488, headers={"Warning": f'399 12345-ivr "{exc}"'}, to_tag=None
+            )
+            return
+        invite = IncomingInvite(self, transaction, addr, offer)
+        self._invites[transaction.key] = invite
+        self.on_invite(invite)
+
+    def _reinvite(self, transaction: Any, request: SipRequest, to_tag: str) -> None:
+        dialog = self._dialogs.get((request.call_id or "", to_tag))
+        if dialog is None:
+            transaction.respond_status(481)
+            return
+        dialog.remote_cseq = cseq_number(request)
+        offer = None
+        if request.body:
+            try:
+                offer = parse_media(request.text)
+            except SdpError as exc:
+                transaction.respond_status(488, headers={"Warning": f'399 12345-ivr "{exc}"'})
+                return
+        if offer is not None and dialog.on_reoffer is not None:
+            dialog.on_reoffer(offer)
+        answer = getattr(dialog, "local_sdp", "")
+        self.transactions_in.expect_ack(transaction)
+        transaction.respond_status(
+            200,
+            headers={"Contact": self.contact_value},
+            body=answer.encode(),
+            content_type="application/sdp" if answer else None,
+        )
+
+    def _cancel(self, transaction: Any, request: SipRequest) -> None:
+        key = ServerTransactions.key_of(request)
+        invite = self._invites.get((key[0], "INVITE"))
+        if invite is None:
+            transaction.respond_status(481)
+            return
+        transaction.respond_status(200)
+        if not invite.transaction.final_sent:
+            invite.reject(487)
+        if not invite.cancelled.done():
+            invite.cancelled.set_result(None)
+
+    def _info(self, transaction: Any, request: SipRequest, dialog: Dialog) -> None:
+        content_type = request.content_type or ""
+        if not request.body:
+            transaction.respond_status(200)  # keep-alive INFO
+            return
+        digit = digit_from_info(content_type, request.text)
+        if digit is None:
+            transaction.respond_status(
+                415, headers={"Accept": "application/dtmf-relay, application/dtmf"}
+            )
+            return
+        transaction.respond_status(200)
+        if dialog.on_digit is not None:
+            dialog.on_digit(digit, "info")
