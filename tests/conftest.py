@@ -1,0 +1,105 @@
+"""Fixtures: a real IVR (in this process, on 127.0.0.1) built from a config
+file written for each test, and the paths of the project's assets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.peers import free_port_block, free_udp_port
+
+if TYPE_CHECKING:
+    from ivr.server import Hotline
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+StartHotline = Callable[..., Awaitable["Hotline"]]
+
+
+@pytest.fixture(scope="session")
+def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prompt-cache")
+
+
+def write_config(
+    directory: Path,
+    *,
+    operators: list[str],
+    prompt_cache: Path,
+    dialplan: Path | None = None,
+    sip_extra: str = "",
+    operators_extra: str = "",
+    queue_extra: str = "",
+) -> Path:
+    sip_port = free_udp_port()
+    low, high = free_port_block(400)
+    ops = ", ".join(f'"{uri}"' for uri in operators)
+    text = f"""
+[sip]
+host = "127.0.0.1"
+port = {sip_port}
+rtp_port_min = {low}
+rtp_port_max = {high}
+{sip_extra}
+
+[dialplan]
+file = "{dialplan or ROOT / 'dialplans' / '12345.toml'}"
+
+[prompts]
+voices_dir = "{ROOT / 'voices'}"
+cache_dir = "{prompt_cache}"
+
+[storage]
+database = "{directory / 'ivr.sqlite3'}"
+
+[operators]
+ring_timeout = 4.0
+{operators_extra}
+
+[queues.general]
+operators = [{ops}]
+max_wait = 60.0
+{queue_extra}
+
+[logging]
+level = "DEBUG"
+format = "text"
+"""
+    path = directory / "config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def start_hotline(
+    tmp_path: Path, prompt_cache: Path
+) -> AsyncIterator[StartHotline]:
+    started: list[Hotline] = []
+
+    from ivr.server import Hotline
+
+    async def start(operators: list[str] | None = None, **kwargs: object) -> Hotline:
+        path = write_config(
+            tmp_path, operators=operators or ["sip:nobody@127.0.0.1:9"],
+            prompt_cache=prompt_cache, **kwargs,  # type: ignore[arg-type]
+        )
+        from ivr.config import load_settings
+        from ivr.logs import setup_logging
+
+        settings = load_settings(path)
+        log = setup_logging("DEBUG", "text")
+        hotline = Hotline(settings, log)
+        await hotline.start()
+        started.append(hotline)
+        return hotline
+
+    yield start
+    for hotline in started:
+        if not hotline.stopped.is_set():
+            await hotline.stop(drain_timeout=2.0)
+    logging.getLogger("ivr").handlers.clear()
