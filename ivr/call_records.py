@@ -1,0 +1,143 @@
+"""Call records (CDR): one row per call in the ``calls`` table.
+
+A record is started when a call is answered by the IVR and updated as the
+call moves through the dial plan, reaches an operator and ends.  The dial
+plan path is stored as a JSON array of node ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import astuple, dataclass, field, fields
+from typing import Any
+
+from ivr.call import EndReason
+from ivr.database import Database
+
+MAX_RECENT = 10_000  # largest list_recent() limit
+
+_END_REASONS = frozenset(reason.value for reason in EndReason)
+
+
+@dataclass
+class CallRecord:
+    call_id: str  # SIP Call-ID of the caller's leg
+    caller: str  # the caller's number (From user part)
+    dialled: str  # the number dialled (To / Request-URI user part)
+    started_at: float  # epoch seconds the INVITE arrived
+    answered_at: float | None = None
+    ended_at: float | None = None
+    path: list[str] = field(default_factory=list)  # dial-plan node ids, in order visited
+    digits: str = ""  # every key the caller pressed, in order
+    queue: str | None = None  # operator queue the call was transferred to
+    operator: str | None = None  # SIP URI of the operator who took it
+    outcome: str | None = None  # e.g. "bridged", "abandoned", "hangup_in_menu"
+    end_reason: str | None = None  # an ivr.call.EndReason value
+    codec: str | None = None  # "PCMU" / "PCMA"
+    plan_version: str | None = None  # version of the dial plan the call ran
+
+
+class CallRecordError(ValueError):
+    """A record that cannot be stored, or a stored row that cannot be read."""
+
+
+_COLUMNS = tuple(f.name for f in fields(CallRecord))
+_INSERT = f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_START = f"{_INSERT} ON CONFLICT (call_id) DO NOTHING"
+_UPSERT = f"{_INSERT} ON CONFLICT (call_id) DO UPDATE SET " + ", ".join(
+    f"{column} = excluded.{column}" for column in _COLUMNS if column != "call_id"
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
+
+
+class CallRecordStore:
+    """Call records in the database."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self, record: CallRecord) -> None:
+        """Store a new record; CallRecordError if its call_id is already stored."""
+        if await self._db.execute(_START, _to_row(record)) == 0:
+            raise CallRecordError(f"a call record with call_id {record.call_id!r} exists")
+
+    async def update(self, record: CallRecord) -> None:
+        """Store the record, replacing the one with the same call_id if any."""
+        await self._db.execute(_UPSERT, _to_row(record))
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        row = await self._db.fetch_one(f"{_SELECT} WHERE call_id = ?", (call_id,))
+        return _from_row(row) if row is not None else None
+
+    async def list_recent(self, limit: int = 50) -> list[CallRecord]:
+        """The ``limit`` most recently started calls, newest first."""
+        if not 0 <= limit <= MAX_RECENT:
+            raise ValueError(f"limit must be 0..{MAX_RECENT}, got {limit}")
+        rows = await self._db.fetch_all(
+            f"{_SELECT} ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)
+        )
+        return [_from_row(row) for row in rows]
+
+
+def _to_row(record: CallRecord) -> tuple[object, ...]:
+    problem = _problem(record)
+    if problem is not None:
+        raise CallRecordError(f"call record {record.call_id!r}: {problem}")
+    values = list(astuple(record))
+    values[_COLUMNS.index("path")] = json.dumps(record.path, ensure_ascii=False)
+    return tuple(values)
+
+
+def _problem(record: CallRecord) -> str | None:
+    if not record.call_id:
+        return "call_id must not be empty"
+    for name in ("started_at", "answered_at", "ended_at"):
+        value = getattr(record, name)
+        if value is not None and (isinstance(value, bool) or not _is_finite_number(value)):
+            return f"{name} must be epoch seconds, got {value!r}"
+    if not all(isinstance(node, str) for node in record.path):
+        return f"path must be a list of dial-plan node ids (strings), got {record.path!r}"
+    if record.end_reason is not None and record.end_reason not in _END_REASONS:
+        return f"end_reason {record.end_reason!r} is not one of {', '.join(sorted(_END_REASONS))}"
+    return None
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _from_row(row: sqlite3.Row) -> CallRecord:
+    values = dict(zip(_COLUMNS, tuple(row), strict=True))
+    call_id = values["call_id"]
+    try:
+        path = json.loads(str(values["path"]))
+    except json.JSONDecodeError as exc:
+        raise CallRecordError(f"stored call {call_id!r}: path is not JSON ({exc})") from exc
+    if not isinstance(path, list) or not all(isinstance(node, str) for node in path):
+        raise CallRecordError(f"stored call {call_id!r}: path is not a list of strings")
+    return CallRecord(
+        call_id=str(call_id),
+        caller=str(values["caller"]),
+        dialled=str(values["dialled"]),
+        started_at=float(values["started_at"]),
+        answered_at=_float_or_none(values["answered_at"]),
+        ended_at=_float_or_none(values["ended_at"]),
+        path=path,
+        digits=str(values["digits"]),
+        queue=_str_or_none(values["queue"]),
+        operator=_str_or_none(values["operator"]),
+        outcome=_str_or_none(values["outcome"]),
+        end_reason=_str_or_none(values["end_reason"]),
+        codec=_str_or_none(values["codec"]),
+        plan_version=_str_or_none(values["plan_version"]),
+    )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)

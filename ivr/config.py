@@ -1,0 +1,722 @@
+"""config.toml -> typed, validated settings.
+
+``load_settings(path)`` reads the TOML file, checks every key (type, range,
+syntax, unknown keys) and returns frozen dataclasses.  Every problem found is
+reported at once in one ``ConfigError``, each line in the form
+
+    config.toml:4: sip.port = 99999: must be an integer 1..65535
+
+naming the file, the line where the key is (best effort: found by scanning
+the source text), the dotted key, what is wrong and how to fix it.
+
+Relative paths in the file are resolved against the config file's folder;
+the dataclass defaults are relative paths that ``load_settings`` resolves the
+same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import ipaddress
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+DIALECTS: tuple[str, ...] = ("mandarin", "wu", "yue", "min", "hakka", "xiang", "gan")
+CODECS: tuple[str, ...] = ("PCMU", "PCMA")
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: tuple[str, ...] = ("json", "text")
+
+# Everyday names of dialects -> the dialect group used in DIALECTS.
+_DIALECT_GROUPS: Mapping[str, str] = MappingProxyType(
+    {
+        "putonghua": "mandarin",
+        "chinese": "mandarin",
+        "shanghainese": "wu",
+        "cantonese": "yue",
+        "hokkien": "min",
+        "minnan": "min",
+        "taiwanese": "min",
+        "teochew": "min",
+        "hunanese": "xiang",
+        "jiangxinese": "gan",
+    }
+)
+_EXAMPLE_OPERATOR = "sip:operator@127.0.0.1:5080"
+_MAX_SHOWN = 80  # characters of a bad value quoted back in a message
+
+_QUEUE_NAME = re.compile(r"[a-z0-9_]{1,64}")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_SIP_URI = re.compile(
+    r"sip:(?P<user>[A-Za-z0-9\-_.!~*'()&=+$,%]+)@(?P<host>\[[^\]]*\]|[^:@\[\]]+):(?P<port>[0-9]+)"
+)
+_ESPEAK_VOICE = re.compile(r"[A-Za-z0-9_+\-]+")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+
+# Scanning the source text for the line of a key (see _index_key_lines).
+_BARE_OR_QUOTED = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_HEADER_LINE = re.compile(r"\s*\[\[?\s*(?P<key>[^\[\]]+?)\s*\]\]?\s*(?:#.*)?")
+_ASSIGN_LINE = re.compile(rf"\s*(?P<key>{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
+_KEY_PART = re.compile(r"[A-Za-z0-9_-]+|\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'")
+_TOML_POSITION = re.compile(r"\s*\(at line (?P<line>\d+), column (?P<column>\d+)\)$")
+
+
+# --------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    host: str = "127.0.0.1"
+    port: int = 5060
+    public_host: str = ""  # "" = same as host
+    rtp_host: str = ""  # "" = same as host
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    rtp_timeout: float = 30.0
+    max_calls: int = 1000
+    user_agent: str = "12345-hotline-ivr"
+    codecs: tuple[str, ...] = CODECS
+
+    @property
+    def contact_host(self) -> str:
+        """The address put in Contact headers and SDP."""
+        return self.public_host or self.host
+
+    @property
+    def media_host(self) -> str:
+        """The address RTP sockets bind to."""
+        return self.rtp_host or self.host
+
+
+@dataclass(frozen=True)
+class DialplanSettings:
+    file: Path = Path("dialplans/12345.toml")
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    voices_dir: Path = Path("voices")
+    cache_dir: Path = Path("var/prompt-cache")
+    dialect: str = "mandarin"
+    espeak_voice: str = "cmn-latn-pinyin"
+    espeak_speed: int = 150
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    database: Path = Path("var/ivr.sqlite3")
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    ring_timeout: float = 15.0
+    wrap_up: float = 0.0
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    name: str
+    operators: tuple[str, ...]
+    max_waiting: int = 50
+    max_wait: float = 300.0
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    queues: Mapping[str, QueueSettings]  # read-only, by queue name, in file order
+    sip: SipSettings = field(default_factory=SipSettings)
+    dialplan: DialplanSettings = field(default_factory=DialplanSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    operators: OperatorSettings = field(default_factory=OperatorSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+# ----------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    line: int | None  # 1-based; None when the key is not in the file at all
+    key: str | None  # dotted key; None for whole-file problems
+    text: str  # "key = value: what is wrong; how to fix it"
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; ``str()`` lists every problem found."""
+
+    def __init__(self, path: Path, problems: Iterable[ConfigProblem]) -> None:
+        self.path = path
+        self.problems = tuple(sorted(problems, key=lambda p: p.line or 0))
+        super().__init__("\n".join(self._format(p) for p in self.problems))
+
+    def _format(self, problem: ConfigProblem) -> str:
+        where = f"{self.path}:{problem.line}" if problem.line is not None else f"{self.path}"
+        return f"{where}: {problem.text}"
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``path``; raise ConfigError naming every problem."""
+    text = _read_text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(path, exc) from None
+    report = _Report(path, _index_key_lines(text))
+    settings = _settings(_Table(report, "", data), path.resolve().parent)
+    report.raise_if_any()
+    return settings
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise _file_error(path, "file not found; create it or pass the right path") from None
+    except OSError as exc:
+        raise _file_error(path, f"cannot be read ({exc.strerror}); check the path") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problem = ConfigProblem(line, None, "not valid UTF-8; save the file as UTF-8")
+        raise ConfigError(path, [problem]) from None
+
+
+def _file_error(path: Path, text: str) -> ConfigError:
+    return ConfigError(path, [ConfigProblem(None, None, text)])
+
+
+def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    message = str(exc)
+    line: int | None = None
+    position = _TOML_POSITION.search(message)
+    if position is not None:
+        line = int(position["line"])
+        message = f"{message[: position.start()]} (column {position['column']})"
+    text = f"TOML syntax error: {message}; fix the syntax (see https://toml.io)"
+    return ConfigError(path, [ConfigProblem(line, None, text)])
+
+
+def _index_key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key (and table header) to the first line it appears on.
+
+    A best-effort scan, not a parser: tomllib has already accepted the text;
+    keys inside inline tables map to the line of the inline table's key.
+    """
+    lines: dict[str, int] = {}
+    table: list[str] = []
+    open_string: str | None = None  # delimiter of a multi-line string we are in
+    for number, line in enumerate(text.split("\n"), start=1):
+        if open_string is not None:
+            if line.count(open_string) % 2 == 1:
+                open_string = None
+            continue
+        rest = line
+        header = _HEADER_LINE.fullmatch(line)
+        if header is not None:
+            table = _split_key(header["key"])
+            lines.setdefault(".".join(table), number)
+            continue
+        assign = _ASSIGN_LINE.match(line)
+        if assign is not None:
+            lines.setdefault(".".join([*table, *_split_key(assign["key"])]), number)
+            rest = line[assign.end() :]
+        for delimiter in ('"""', "'''"):
+            if rest.count(delimiter) % 2 == 1:
+                open_string = delimiter
+                break
+    return lines
+
+
+def _split_key(text: str) -> list[str]:
+    parts: list[str] = []
+    for match in _KEY_PART.finditer(text):
+        quoted = match["dq"] if match["dq"] is not None else match["sq"]
+        parts.append(quoted if quoted is not None else match[0])
+    return parts
+
+
+class _Report:
+    """Collects problems, each placed on its line of the source."""
+
+    def __init__(self, path: Path, key_lines: Mapping[str, int]) -> None:
+        self._path = path
+        self._key_lines = key_lines
+        self._problems: list[ConfigProblem] = []
+
+    def add(self, key: str, text: str) -> None:
+        self._problems.append(ConfigProblem(self.line_of(key), key, text))
+
+    def line_of(self, key: str) -> int | None:
+        """The key's own line, else its first sub-key's, else its table's."""
+        if key in self._key_lines:
+            return self._key_lines[key]
+        below = [n for k, n in self._key_lines.items() if k.startswith(key + ".")]
+        if below:
+            return min(below)
+        parent = key.rpartition(".")[0]
+        while parent:
+            if parent in self._key_lines:
+                return self._key_lines[parent]
+            parent = parent.rpartition(".")[0]
+        return None
+
+    def raise_if_any(self) -> None:
+        if self._problems:
+            raise ConfigError(self._path, self._problems)
+
+
+class _Table:
+    """One TOML table being validated: typed getters that report problems.
+
+    A getter that finds a problem reports it and returns the default, so that
+    validation goes on and every problem is reported in one go.
+    """
+
+    def __init__(self, report: _Report, dotted: str, values: Mapping[str, object]) -> None:
+        self._report = report
+        self.dotted = dotted
+        self._values = values
+        self._known: list[str] = []
+        self._failed: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.dotted}.{name}" if self.dotted else name
+
+    def has(self, name: str) -> bool:
+        return name in self._values
+
+    def names(self) -> list[str]:
+        return list(self._values)
+
+    def ok(self, *names: str) -> bool:
+        """No problem has been reported for any of ``names``."""
+        return not self._failed.intersection(names)
+
+    def fail(self, name: str, problem: str) -> None:
+        self._failed.add(name)
+        key = self.key(name)
+        if name in self._values and not isinstance(self._values[name], dict):
+            self._report.add(key, f"{key} = {_show(self._values[name])}: {problem}")
+        else:
+            self._report.add(key, f"{key}: {problem}")
+
+    def _take(self, name: str) -> object | None:
+        """The raw value, or None when absent (TOML has no null)."""
+        self._known.append(name)
+        return self._values.get(name)
+
+    def table(self, name: str) -> _Table:
+        value = self._take(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            header = self.key(name)
+            self.fail(name, f"must be a table, not {_kind(value)}; write it as [{header}]")
+            value = {}
+        return _Table(self._report, self.key(name), value)
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._take(name)
+        if value is None:
+            return default
+        want = f"must be an integer {low}..{high}"
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"{want}, not {_kind(value)}{_unquote_hint(value)}")
+            return default
+        if not low <= value <= high:
+            self.fail(name, want)
+            return default
+        return value
+
+    def number(
+        self, name: str, default: float, low: float, high: float, *, low_open: bool
+    ) -> float:
+        """A float (an integer is accepted too) in low..high seconds."""
+        value = self._take(name)
+        if value is None:
+            return default
+        lower = f"> {low:g}" if low_open else f">= {low:g}"
+        want = f"must be a number of seconds {lower} and <= {high:g}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(name, f"{want}, not {_kind(value)}{_unquote_hint(value)}")
+            return default
+        number = float(value)
+        too_low = number <= low if low_open else number < low
+        if not math.isfinite(number) or too_low or number > high:
+            self.fail(name, want)
+            return default
+        return number
+
+    def string(self, name: str, default: str, *, empty_ok: bool = False) -> str:
+        value = self._take(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.fail(name, f'must be a string, not {_kind(value)}; put it in "quotes"')
+            return default
+        if not value and not empty_ok:
+            self.fail(name, "must not be empty")
+            return default
+        return value
+
+    def choice(
+        self,
+        name: str,
+        default: str,
+        options: tuple[str, ...],
+        *,
+        aliases: Mapping[str, str] | None = None,
+    ) -> str:
+        """One of ``options``; ``aliases`` maps other names to the option meant."""
+        value = self._take(name)
+        if value is None:
+            return default
+        one_of = ", ".join(options)
+        if not isinstance(value, str):
+            self.fail(name, f"must be a string, one of {one_of}; not {_kind(value)}")
+            return default
+        if value not in options:
+            meant = (aliases or {}).get(value.strip().lower())
+            hint = f'; did you mean "{meant}"?' if meant else _did_you_mean(value, options)
+            self.fail(name, f"must be one of {one_of}{hint}")
+            return default
+        return value
+
+    def string_list(self, name: str) -> tuple[str, ...] | None:
+        """A non-empty array of strings without duplicates; None when absent or bad."""
+        value = self._take(name)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self.fail(name, f'must be an array of strings like ["a", "b"], not {_kind(value)}')
+            return None
+        if not value:
+            self.fail(name, "must list at least one entry")
+            return None
+        for item in value:
+            if not isinstance(item, str):
+                self.fail(name, f"must contain only strings; {_show(item)} is {_kind(item)}")
+                return None
+        strings = tuple(str(item) for item in value)
+        repeated = sorted({s for s in strings if strings.count(s) > 1})
+        if repeated:
+            self.fail(name, f"lists {_show(repeated[0])} more than once; remove the repeat")
+            return None
+        return strings
+
+    def path(self, name: str, default: Path, base: Path) -> Path:
+        text = self.string(name, "")
+        relative = Path(text) if text else default
+        return relative if relative.is_absolute() else base / relative
+
+    def host(self, name: str, default: str, *, empty_ok: bool = False) -> str:
+        value = self.string(name, default, empty_ok=empty_ok)
+        if value and not _valid_host(value):
+            self.fail(name, "must be an IP address or a host name, such as 127.0.0.1")
+            return default
+        return value
+
+    def reject_unknown(self) -> None:
+        """Report every key that no getter asked for (typos)."""
+        for name in self._values:
+            if name in self._known:
+                continue
+            kind = "table" if isinstance(self._values[name], dict) else "key"
+            where = f" in [{self.dotted}]" if self.dotted else ""
+            known = ", ".join(self._known)
+            self.fail(
+                name,
+                f"unknown {kind}{_did_you_mean(name, self._known)} (valid keys{where}: {known})",
+            )
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return "a date/time"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    """A value written back the way TOML spells it, shortened if long."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_show(item) for item in value) + "]"
+    elif isinstance(value, dict):
+        text = "{...}"
+    else:
+        text = str(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _unquote_hint(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return "; write the number without quotes"
+    return ""
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    by_folded = {option.lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), list(by_folded), n=1, cutoff=0.6)
+    return f'; did you mean "{by_folded[close[0]]}"?' if close else ""
+
+
+def _valid_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return _HOSTNAME.fullmatch(text) is not None
+    return True
+
+
+def _sip_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not a usable sip:user@host:port, or None if it is."""
+    shape = f"must look like sip:user@host:port, e.g. {_EXAMPLE_OPERATOR}"
+    match = _SIP_URI.fullmatch(uri)
+    if match is None:
+        return shape
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"{shape}; {host} is not an IPv6 address"
+    elif not _valid_host(host):
+        return f"{shape}; {host!r} is not a host name or IP address"
+    if not 1 <= int(match["port"]) <= 65535:
+        return f"{shape}; the port must be 1..65535"
+    return None
+
+
+# --------------------------------------------------------------- the sections
+
+
+def _settings(root: _Table, base: Path) -> Settings:
+    sip = _sip(root.table("sip"))
+    dialplan = _dialplan(root.table("dialplan"), base)
+    prompts = _prompts(root.table("prompts"), base)
+    storage = _storage(root.table("storage"), base)
+    operators = _operators(root.table("operators"))
+    queues = _queues(root, root.table("queues"))
+    logging = _logging(root.table("logging"))
+    root.reject_unknown()
+    return Settings(
+        queues=queues,
+        sip=sip,
+        dialplan=dialplan,
+        prompts=prompts,
+        storage=storage,
+        operators=operators,
+        logging=logging,
+    )
+
+
+def _dialplan(t: _Table, base: Path) -> DialplanSettings:
+    file = t.path("file", DialplanSettings().file, base)
+    t.reject_unknown()
+    return DialplanSettings(file=file)
+
+
+def _storage(t: _Table, base: Path) -> StorageSettings:
+    database = t.path("database", StorageSettings().database, base)
+    t.reject_unknown()
+    return StorageSettings(database=database)
+
+
+def _sip(t: _Table) -> SipSettings:
+    d = SipSettings()
+    host = t.host("host", d.host)
+    port = t.integer("port", d.port, 1, 65535)
+    public_host = t.host("public_host", d.public_host, empty_ok=True)
+    rtp_host = t.host("rtp_host", d.rtp_host, empty_ok=True)
+    rtp_port_min = t.integer("rtp_port_min", d.rtp_port_min, 1, 65535)
+    rtp_port_max = t.integer("rtp_port_max", d.rtp_port_max, 1, 65535)
+    rtp_timeout = t.number("rtp_timeout", d.rtp_timeout, 0, 86400, low_open=True)
+    max_calls = t.integer("max_calls", d.max_calls, 1, 100_000)
+    user_agent = t.string("user_agent", d.user_agent)
+    if t.ok("user_agent") and _PRINTABLE.fullmatch(user_agent) is None:
+        t.fail("user_agent", "must not contain control characters (tabs, newlines)")
+    codecs = _codecs(t)
+    t.reject_unknown()
+
+    ports = ("rtp_port_min", "rtp_port_max")
+    if t.ok(*ports) and rtp_port_min >= rtp_port_max:
+        if t.has("rtp_port_min"):
+            t.fail("rtp_port_min", f"must be less than sip.rtp_port_max ({rtp_port_max})")
+        else:
+            t.fail("rtp_port_max", f"must be greater than sip.rtp_port_min ({rtp_port_min})")
+    elif (
+        t.ok("port", "host", "rtp_host", *ports)
+        and (rtp_host or host) == host
+        and rtp_port_min <= port <= rtp_port_max
+    ):
+        t.fail(
+            "port",
+            f"lies inside the RTP port range {rtp_port_min}..{rtp_port_max}; "
+            "move sip.port or the RTP range so they do not overlap",
+        )
+    if t.ok("host", "public_host") and _is_unspecified(public_host or host):
+        if t.has("public_host"):
+            t.fail("public_host", "must be an address callers can reach, not a wildcard")
+        else:
+            t.fail(
+                "host",
+                "is a wildcard address: also set sip.public_host to an address callers "
+                "can reach (it goes into Contact and SDP)",
+            )
+    return SipSettings(
+        host=host,
+        port=port,
+        public_host=public_host,
+        rtp_host=rtp_host,
+        rtp_port_min=rtp_port_min,
+        rtp_port_max=rtp_port_max,
+        rtp_timeout=rtp_timeout,
+        max_calls=max_calls,
+        user_agent=user_agent,
+        codecs=codecs,
+    )
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _codecs(t: _Table) -> tuple[str, ...]:
+    codecs = t.string_list("codecs")
+    if codecs is None:
+        return CODECS
+    for codec in codecs:
+        if codec not in CODECS:
+            t.fail(
+                "codecs",
+                f"{_show(codec)} is not supported; use only {', '.join(CODECS)}"
+                f"{_did_you_mean(codec, CODECS)}",
+            )
+            return CODECS
+    return codecs
+
+
+def _prompts(t: _Table, base: Path) -> PromptSettings:
+    d = PromptSettings()
+    voices_dir = t.path("voices_dir", d.voices_dir, base)
+    cache_dir = t.path("cache_dir", d.cache_dir, base)
+    dialect = t.choice("dialect", d.dialect, DIALECTS, aliases=_DIALECT_GROUPS)
+    espeak_voice = t.string("espeak_voice", d.espeak_voice)
+    if t.ok("espeak_voice") and _ESPEAK_VOICE.fullmatch(espeak_voice) is None:
+        t.fail("espeak_voice", "must be an espeak-ng voice name such as cmn-latn-pinyin")
+        espeak_voice = d.espeak_voice
+    espeak_speed = t.integer("espeak_speed", d.espeak_speed, 80, 450)
+    t.reject_unknown()
+    return PromptSettings(
+        voices_dir=voices_dir,
+        cache_dir=cache_dir,
+        dialect=dialect,
+        espeak_voice=espeak_voice,
+        espeak_speed=espeak_speed,
+    )
+
+
+def _operators(t: _Table) -> OperatorSettings:
+    d = OperatorSettings()
+    ring_timeout = t.number("ring_timeout", d.ring_timeout, 0, 600, low_open=True)
+    wrap_up = t.number("wrap_up", d.wrap_up, 0, 3600, low_open=False)
+    t.reject_unknown()
+    return OperatorSettings(ring_timeout=ring_timeout, wrap_up=wrap_up)
+
+
+def _queues(root: _Table, t: _Table) -> Mapping[str, QueueSettings]:
+    queues: dict[str, QueueSettings] = {}
+    for name in t.names():
+        if _QUEUE_NAME.fullmatch(name) is None:
+            t.table(name)  # mark as known; its contents are not checked
+            t.fail(
+                name,
+                "queue names may use only a-z, 0-9 and _ (at most 64); "
+                f"rename [queues.{name}], e.g. to [queues.{_queue_name_hint(name)}]",
+            )
+            continue
+        queue = t.table(name)
+        if t.ok(name):
+            queues[name] = _queue(name, queue)
+    if not queues and t.ok(*t.names()):
+        root.fail(
+            "queues",
+            "at least one operator queue is required; add a table [queues.general] "
+            f'with operators = ["{_EXAMPLE_OPERATOR}"]',
+        )
+    return MappingProxyType(queues)
+
+
+def _queue_name_hint(name: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())[:64] or "general"
+
+
+def _queue(name: str, t: _Table) -> QueueSettings:
+    d = QueueSettings(name=name, operators=())
+    operators = t.string_list("operators")
+    if operators is None and not t.has("operators"):
+        t.fail(
+            "operators",
+            f'is required: list the operators\' SIP URIs, e.g. operators = ["{_EXAMPLE_OPERATOR}"]',
+        )
+    for uri in operators or ():
+        problem = _sip_uri_problem(uri)
+        if problem is not None:
+            t.fail("operators", f"{_show(uri)} {problem}")
+            break
+    max_waiting = t.integer("max_waiting", d.max_waiting, 0, 100_000)
+    max_wait = t.number("max_wait", d.max_wait, 0, 86400, low_open=True)
+    t.reject_unknown()
+    return QueueSettings(
+        name=name, operators=operators or (), max_waiting=max_waiting, max_wait=max_wait
+    )
+
+
+def _logging(t: _Table) -> LoggingSettings:
+    d = LoggingSettings()
+    level = t.choice("level", d.level, LOG_LEVELS)
+    format_ = t.choice("format", d.format, LOG_FORMATS)
+    t.reject_unknown()
+    return LoggingSettings(level=level, format=format_)
