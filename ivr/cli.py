@@ -152,8 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.captureWarnings(True)
-    code: int = args.func(args)
-    return code
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from ivr.call import EndReason
 from ivr.media.clock import MediaClock
@@ -71,8 +72,9 @@ class SipDialer:
             uri, addr, from_user=caller_id, sdp=sdp, extra_headers=extra_headers
         )
         result_task = asyncio.ensure_future(outgoing.result())
+        watched: set[asyncio.Future[Any]] = {result_task, abort}
         done, _ = await asyncio.wait(
-            {result_task, abort}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if result_task not in done:
             why = "caller left" if abort.done() else f"no answer in {timeout:.0f} s"

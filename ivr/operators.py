@@ -176,10 +176,10 @@ class OperatorDesk:
                 operator.state = OperatorState.RINGING
                 return operator
             async with queue.changed:
-                waiter = asyncio.ensure_future(queue.changed.wait())
-                gone = call.gone
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(queue.changed.wait())
+                watched: set[asyncio.Future[Any]] = {waiter, call.gone}
                 done, _ = await asyncio.wait(
-                    {waiter, gone}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                    watched, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
                 )
                 if waiter not in done:
                     waiter.cancel()
@@ -228,7 +228,8 @@ class OperatorDesk:
         bridge(call.stream, leg.stream)
         self._log.info("bridged to operator %s", operator.uri)
         try:
-            await asyncio.wait({call.gone, leg.ended}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {call.gone, leg.ended}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             unbridge(call.stream, leg.stream)
             if not call.gone.done():

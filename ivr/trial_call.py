@@ -85,7 +85,8 @@ def load_voice(path: Path) -> npt.NDArray[np.int16]:
     if rate != SAMPLE_RATE:
         n = int(len(mono) * SAMPLE_RATE / rate)
         mono = np.interp(np.arange(n) * rate / SAMPLE_RATE, np.arange(len(mono)), mono)
-    return np.clip(mono * 32767, -32768, 32767).astype(np.int16)
+    pcm: npt.NDArray[np.int16] = np.clip(mono * 32767, -32768, 32767).astype(np.int16)
+    return pcm
 
 
 def tone(digit: str, ms: int = 120) -> npt.NDArray[np.int16]:

@@ -102,7 +102,7 @@ async def test_200_retransmitted_until_ack_then_bye_ends_dialog(sip: Fixture) ->
     while not sip.peer.received.empty():
         sip.peer.received.get_nowait()
     assert await sip.peer.nothing(0.5), "200 OK still retransmitted after the ACK"
-    bye = (f"BYE sip:ivr@127.0.0.1 SIP/2.0\r\n"
+    bye = ("BYE sip:ivr@127.0.0.1 SIP/2.0\r\n"
            + common.replace("z9hG4bKack1", "z9hG4bKbye1")
            + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
     sip.peer.send(bye, sip.endpoint.port)
@@ -134,7 +134,7 @@ async def test_info_dtmf_relay_and_dtmf(sip: Fixture) -> None:
 
 async def test_cancel_before_answer(sip: Fixture) -> None:
     sip.mode = "ring"
-    text, call_id, branch = invite(sip.peer.port, sip.endpoint.port)
+    text, _, _ = invite(sip.peer.port, sip.endpoint.port)
     sip.peer.send(text, sip.endpoint.port)
     assert status_of(await sip.peer.expect()) == 100
     assert status_of(await sip.peer.expect()) == 180

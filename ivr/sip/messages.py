@@ -146,9 +146,9 @@ def make_response(
     for value in request.headers.get("via"):
         out.append("Via", value)
     for name in ("from", "to", "call-id", "cseq"):
-        value = request.headers.get_first(name)
-        if value is not None:
-            out.set_single(name.title() if name != "call-id" else "Call-ID", value)
+        copied = request.headers.get_first(name)
+        if copied is not None:
+            out.set_single(name.title() if name != "call-id" else "Call-ID", copied)
     to_value = out.get_first("to")
     if to_tag and to_value is not None and tag_of(to_value) is None and status != 100:
         out.set_single("To", f"{to_value};tag={to_tag}")

@@ -27,7 +27,7 @@ MessageHandler = Callable[[SipRequest | SipResponse, Addr], None]
 def valid_destination(addr: Addr) -> bool:
     """True when ``addr`` is an IP literal and a port we can send to."""
     host, port = addr[0], addr[1]
-    if not isinstance(port, int) or not 1 <= port <= 65535:
+    if not 1 <= port <= 65535:
         return False
     try:
         ipaddress.ip_address(host)
