@@ -82,6 +82,8 @@ class SipSettings:
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     rtp_timeout: float = 30.0
+    answer_delay: float = 0.0  # seconds of ringing (180) before the IVR answers
+    inband_dtmf: bool = True  # listen for key tones in the audio (Goertzel) as a fallback
     max_calls: int = 1000
     user_agent: str = "12345-hotline-ivr"
     codecs: tuple[str, ...] = CODECS
@@ -367,6 +369,15 @@ class _Table:
             return default
         return number
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._take(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(name, f"must be true or false, not {_kind(value)}{_unquote_hint(value)}")
+            return default
+        return value
+
     def string(self, name: str, default: str, *, empty_ok: bool = False) -> str:
         value = self._take(name)
         if value is None:
@@ -570,6 +581,8 @@ def _sip(t: _Table) -> SipSettings:
     rtp_port_min = t.integer("rtp_port_min", d.rtp_port_min, 1, 65535)
     rtp_port_max = t.integer("rtp_port_max", d.rtp_port_max, 1, 65535)
     rtp_timeout = t.number("rtp_timeout", d.rtp_timeout, 0, 86400, low_open=True)
+    answer_delay = t.number("answer_delay", d.answer_delay, 0, 30, low_open=False)
+    inband_dtmf = t.boolean("inband_dtmf", d.inband_dtmf)
     max_calls = t.integer("max_calls", d.max_calls, 1, 100_000)
     user_agent = t.string("user_agent", d.user_agent)
     if t.ok("user_agent") and _PRINTABLE.fullmatch(user_agent) is None:
@@ -610,6 +623,8 @@ def _sip(t: _Table) -> SipSettings:
         rtp_port_min=rtp_port_min,
         rtp_port_max=rtp_port_max,
         rtp_timeout=rtp_timeout,
+        answer_delay=answer_delay,
+        inband_dtmf=inband_dtmf,
         max_calls=max_calls,
         user_agent=user_agent,
         codecs=codecs,

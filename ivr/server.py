@@ -185,8 +185,19 @@ class Hotline:
             log.error("503: %s", exc)
             invite.reject(503, warning="no media ports")
             return
+        delay = self.settings.sip.answer_delay
+        if delay > 0:
+            invite.ringing()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(invite.cancelled), delay)
         if invite.cancelled.done():
+            log.info("caller cancelled before answer")
             stream.close()
+            await self.records.update(CallRecord(
+                call_id=invite.call_id, caller=invite.caller, dialled=invite.dialled,
+                started_at=time.time(), ended_at=time.time(), outcome="cancelled",
+                end_reason=EndReason.CANCELLED.value, plan_version=plan.version,
+            ))
             return
         offer = invite.offer
         stream.set_remote(
@@ -229,7 +240,7 @@ class Hotline:
             record=record,
             transfer=self._transfer,
             log=log,
-            inband_detector=InbandDtmfDetector(),
+            inband_detector=InbandDtmfDetector() if self.settings.sip.inband_dtmf else None,
         )
         self.calls[call.call_id] = call
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
