@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--digits", default="", help="keys to press, e.g. 10")
     call.add_argument("--digit-delay", type=float, default=2.0, help="seconds before the first key")
     call.add_argument("--digit-gap", type=float, default=1.0, help="seconds between keys")
-    call.add_argument("--dtmf-mode", choices=("rfc4733", "info", "inband"), default="rfc4733")
+    call.add_argument(
+        "--dtmf-mode",
+        default="rfc4733",
+        choices=("rfc4733", "info", "inband", "rfc4733+inband", "rfc4733+info"),
+        help="how keys are sent; two joined by + sends each key both ways",
+    )
     call.add_argument("--duration", type=float, default=10.0, help="hang up after N seconds")
     call.add_argument("--record", type=Path, help="write what the caller heard to this WAV")
     call.add_argument("--codecs", default="PCMU,PCMA", help="codecs to offer, in order")

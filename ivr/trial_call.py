@@ -55,7 +55,7 @@ class TrialOptions:
     digits: str = ""
     digit_delay: float = 2.0
     digit_gap: float = 1.0
-    dtmf_mode: str = "rfc4733"  # rfc4733 | info | inband
+    dtmf_mode: str = "rfc4733"  # rfc4733 | info | inband, or two joined by "+" (sent both ways)
     duration: float = 10.0  # hang up after this many seconds (if the IVR has not)
     record: Path | None = None
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
@@ -75,6 +75,7 @@ class TrialResult:
     packets_in: int = 0
     packets_out: int = 0
     recorded: str | None = None
+    key_samples: list[int] = field(default_factory=list)  # heard samples when each key went
     notes: list[str] = field(default_factory=list)
 
 
@@ -153,16 +154,18 @@ async def place_call(options: TrialOptions, log: logging.Logger) -> TrialResult:
             for digit in options.digits:
                 if dialog.ended.done():
                     return
-                if options.dtmf_mode == "info":
+                result.key_samples.append(sum(len(chunk) for chunk in heard))
+                modes = options.dtmf_mode.split("+")
+                if "info" in modes:
                     request = dialog.new_request(
                         "INFO",
                         body=f"Signal={digit}\r\nDuration=160\r\n".encode(),
                         content_type="application/dtmf-relay",
                     )
                     endpoint.send_request(request, dialog.remote_addr)
-                elif options.dtmf_mode == "inband":
+                if "inband" in modes:
                     stream.play(to_frames(tone(digit), chosen.codec))
-                else:
+                if "rfc4733" in modes:
                     stream.send_digit(digit)
                 result.digits_sent += digit
                 await asyncio.sleep(options.digit_gap)
