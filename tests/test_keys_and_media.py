@@ -21,8 +21,8 @@ from tests.test_call_path import wait_records
 
 def trial(port: int, tmp_path: Path, **kwargs: object) -> TrialOptions:
     low = 41000 + (port % 500) * 2
-    return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", rtp_ports=(low, low + 40),
-                        **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("rtp_ports", (low, low + 40))
+    return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", ["rfc4733", "info", "inband"])
