@@ -1,0 +1,21 @@
+"""`ivr dialplan check FILE`: the same validation the server runs at start."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection
+from pathlib import Path
+
+from ivr.dialplan.load import DialPlanError, load_dialplan
+
+
+def check_command(
+    path: Path, queues: Collection[str] | None, recorded_prompts: Collection[str]
+) -> int:
+    try:
+        plan = load_dialplan(path, queues=queues, recorded_prompts=recorded_prompts)
+    except DialPlanError as exc:
+        print(exc, file=sys.stdout)
+        return 1
+    print(f"OK: {plan.name} ({len(plan.nodes)} nodes, version {plan.version})")
+    return 0

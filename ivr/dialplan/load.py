@@ -1,0 +1,379 @@
+"""Dial plan TOML -> DialPlan, with every problem reported as file:line.
+
+tomllib gives values but no positions, so the source is scanned once to map
+each table and key to its line; every problem names the line an admin has to
+look at.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import tomllib
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ivr.dialplan.model import (
+    DialPlan,
+    GotoNode,
+    HangupNode,
+    MenuNode,
+    Node,
+    PlayNode,
+    TransferNode,
+)
+
+NODE_TYPES = ("play", "menu", "transfer", "hangup", "goto")
+MENU_KEYS = frozenset("0123456789*#")
+FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "play": {"type": str, "prompt": str, "next": str, "barge_in": bool},
+    "menu": {
+        "type": str, "prompt": str, "options": dict, "after_retries": str,
+        "timeout": (int, float), "retries": int, "invalid_prompt": str, "timeout_prompt": str,
+    },
+    "transfer": {
+        "type": str, "queue": str, "on_no_operator": str, "hold_prompt": str, "prompt": str,
+    },
+    "hangup": {"type": str, "prompt": str},
+    "goto": {"type": str, "target": str},
+}
+REQUIRED = {
+    "play": ("prompt", "next"),
+    "menu": ("prompt", "options", "after_retries"),
+    "transfer": ("queue", "on_no_operator"),
+    "hangup": (),
+    "goto": ("target",),
+}
+TOP_LEVEL = ("plan", "prompts", "nodes")
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
+_TOML_LINE = re.compile(r"at line (\d+)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class DialPlanError(Exception):
+    """Every problem found in one dial plan file."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: p.line)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _unquote(key: str) -> str:
+    key = key.strip()
+    if len(key) >= 2 and key[0] == key[-1] and key[0] in "\"'":
+        return key[1:-1]
+    return key
+
+
+class LineMap:
+    """Where each table and key of a TOML text is."""
+
+    def __init__(self, text: str) -> None:
+        self.tables: dict[tuple[str, ...], int] = {}
+        self.keys: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        for number, raw in enumerate(text.splitlines(), start=1):
+            header = _HEADER.match(raw)
+            if header and not raw.lstrip().startswith("[["):
+                table = tuple(_unquote(part) for part in header.group(1).split("."))
+                self.tables.setdefault(table, number)
+                continue
+            key = _KEY.match(raw)
+            if key:
+                path = (*table, _unquote(key.group(1)))
+                self.keys.setdefault(path, number)
+
+    def table(self, *path: str) -> int:
+        for depth in range(len(path), 0, -1):
+            if path[:depth] in self.tables:
+                return self.tables[path[:depth]]
+            if path[:depth] in self.keys:
+                return self.keys[path[:depth]]
+        return 1
+
+    def key(self, *path: str) -> int:
+        return self.keys.get(path) or self.table(*path[:-1])
+
+
+def _did_you_mean(word: str, options: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+             dict: "a table"}
+    if isinstance(kind, tuple):
+        return "a number"
+    return names.get(kind, kind.__name__)
+
+
+def load_dialplan(
+    path: Path,
+    *,
+    queues: Collection[str] | None = None,
+    recorded_prompts: Collection[str] = (),
+) -> DialPlan:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DialPlanError([Problem(str(path), 1, f"cannot read the dial plan: {exc}")]) from exc
+    return parse_dialplan(
+        data.decode("utf-8", errors="replace"), str(path), queues=queues,
+        recorded_prompts=recorded_prompts, source=path,
+        version=hashlib.sha256(data).hexdigest()[:12],
+    )
+
+
+def parse_dialplan(
+    text: str,
+    filename: str,
+    *,
+    queues: Collection[str] | None = None,
+    recorded_prompts: Collection[str] = (),
+    source: Path | None = None,
+    version: str | None = None,
+) -> DialPlan:
+    problems: list[Problem] = []
+
+    def fail(line: int, message: str) -> None:
+        problems.append(Problem(filename, line, message))
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = _TOML_LINE.search(str(exc))
+        message = str(exc)
+        if "Cannot overwrite a value" in message or "Cannot declare" in message:
+            message = f"duplicate key: {message}"
+        raise DialPlanError(
+            [Problem(filename, int(found.group(1)) if found else 1, f"TOML syntax: {message}")]
+        ) from exc
+    lines = LineMap(text)
+    for key in raw:
+        if key not in TOP_LEVEL:
+            fail(lines.table(key), f"unknown table [{key}]{_did_you_mean(key, TOP_LEVEL)}")
+
+    plan_table = raw.get("plan")
+    name, start = "", ""
+    if not isinstance(plan_table, dict):
+        fail(1, "missing [plan] table with name and start")
+    else:
+        for key in plan_table:
+            if key not in ("name", "start"):
+                fail(lines.key("plan", key), f"plan.{key}: unknown key"
+                     f"{_did_you_mean(key, ('name', 'start'))}")
+        name = plan_table.get("name", "")
+        start = plan_table.get("start", "")
+        if not isinstance(name, str) or not name:
+            fail(lines.key("plan", "name"), "plan.name must be a non-empty string")
+            name = ""
+        if not isinstance(start, str) or not start:
+            fail(lines.key("plan", "start"), "plan.start must name the first node")
+            start = ""
+
+    prompts: dict[str, str] = {}
+    prompt_table = raw.get("prompts", {})
+    if not isinstance(prompt_table, dict):
+        fail(lines.table("prompts"), "[prompts] must be a table of key = \"text\"")
+    else:
+        for key, value in prompt_table.items():
+            if not isinstance(value, str) or not value.strip():
+                fail(lines.key("prompts", key), f"prompt {key!r} must be a non-empty string")
+            else:
+                prompts[key] = value
+
+    nodes: dict[str, Node] = {}
+    node_table = raw.get("nodes")
+    if not isinstance(node_table, dict) or not node_table:
+        fail(lines.table("nodes"), "no nodes: add [nodes.<id>] tables")
+        node_table = {}
+    for node_id, body in node_table.items():
+        node = _node(node_id, body, lines, fail)
+        if node is not None:
+            nodes[node_id] = node
+
+    if problems:
+        raise DialPlanError(problems)
+    _check_graph(start, nodes, node_table, lines, fail, filename)
+    _check_prompts(nodes, prompts, recorded_prompts, lines, fail)
+    if queues is not None:
+        for node in nodes.values():
+            if isinstance(node, TransferNode) and node.queue not in queues:
+                fail(lines.key("nodes", node.id, "queue"),
+                     f"node {node.id!r}: queue {node.queue!r} is not in config.toml"
+                     f"{_did_you_mean(node.queue, queues)}; queues: {', '.join(sorted(queues))}")
+    if problems:
+        raise DialPlanError(problems)
+    return DialPlan(
+        name=name, start=start, prompts=prompts, nodes=nodes,
+        source=source or Path(filename),
+        version=version or hashlib.sha256(text.encode()).hexdigest()[:12],
+    )
+
+
+def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
+    line = lines.table("nodes", node_id)
+    if not isinstance(body, dict):
+        fail(line, f"node {node_id!r} must be a table [nodes.{node_id}]")
+        return None
+    kind = body.get("type")
+    if kind not in NODE_TYPES:
+        where = lines.key("nodes", node_id, "type")
+        if kind is None:
+            fail(line, f"node {node_id!r}: missing type (one of {', '.join(NODE_TYPES)})")
+        else:
+            fail(where, f"node {node_id!r}: unknown type {kind!r}"
+                 f"{_did_you_mean(str(kind), NODE_TYPES)}; types: {', '.join(NODE_TYPES)}")
+        return None
+    fields = FIELDS[kind]
+    ok = True
+    for key, value in body.items():
+        where = lines.key("nodes", node_id, key)
+        if key not in fields:
+            fail(where, f"node {node_id!r} ({kind}): unknown key {key!r}"
+                 f"{_did_you_mean(key, fields)}")
+            ok = False
+            continue
+        want = fields[key]
+        if isinstance(value, bool) and want is not bool:
+            fail(where, f"node {node_id!r}: {key} must be {_type_name(want)}, not true/false")
+            ok = False
+        elif not isinstance(value, want):
+            fail(where, f"node {node_id!r}: {key} must be {_type_name(want)}, "
+                 f"not {type(value).__name__} {value!r}")
+            ok = False
+    for key in REQUIRED[kind]:
+        if key not in body:
+            fail(line, f"node {node_id!r} ({kind}): missing {key}")
+            ok = False
+    if not ok:
+        return None
+    if kind == "play":
+        return PlayNode(node_id, line, body["prompt"], body["next"], body.get("barge_in", True))
+    if kind == "menu":
+        options: dict[str, str] = {}
+        good = True
+        for key, target in body["options"].items():
+            where = lines.key("nodes", node_id, "options", key)
+            if where == line or where == lines.table("nodes", node_id, "options"):
+                where = lines.key("nodes", node_id, "options")
+            if str(key) not in MENU_KEYS:
+                fail(where, f"node {node_id!r}: option key {key!r} is not a phone key "
+                     "(0-9, * or #)")
+                good = False
+            elif not isinstance(target, str):
+                fail(where, f"node {node_id!r}: option {key!r} must name a node")
+                good = False
+            else:
+                options[str(key)] = target
+        timeout = float(body.get("timeout", 6.0))
+        retries = body.get("retries", 3)
+        if not 0.5 <= timeout <= 60:
+            fail(lines.key("nodes", node_id, "timeout"),
+                 f"node {node_id!r}: timeout {timeout:g} s out of range 0.5..60")
+            good = False
+        if not 1 <= retries <= 10:
+            fail(lines.key("nodes", node_id, "retries"),
+                 f"node {node_id!r}: retries {retries} out of range 1..10")
+            good = False
+        if not options:
+            fail(line, f"node {node_id!r}: a menu needs at least one option")
+            good = False
+        if not good:
+            return None
+        return MenuNode(
+            node_id, line, body["prompt"], options, body["after_retries"], timeout, retries,
+            body.get("invalid_prompt"), body.get("timeout_prompt"),
+        )
+    if kind == "transfer":
+        return TransferNode(node_id, line, body["queue"], body["on_no_operator"],
+                            body.get("hold_prompt"), body.get("prompt"))
+    if kind == "hangup":
+        return HangupNode(node_id, line, body.get("prompt"))
+    return GotoNode(node_id, line, body["target"])
+
+
+def _edges(node: Node) -> list[tuple[str, str]]:
+    """(field, target) pairs of a node."""
+    if isinstance(node, PlayNode):
+        return [("next", node.next)]
+    if isinstance(node, MenuNode):
+        return [*((f"options.{k}", t) for k, t in node.options.items()),
+                ("after_retries", node.after_retries)]
+    if isinstance(node, TransferNode):
+        return [("on_no_operator", node.on_no_operator)]
+    if isinstance(node, GotoNode):
+        return [("target", node.target)]
+    return []
+
+
+def _check_graph(
+    start: str, nodes: dict[str, Node], raw: dict[str, Any], lines: LineMap, fail: Any,
+    filename: str,
+) -> None:
+    if start not in nodes:
+        fail(lines.key("plan", "start"), f"plan.start: no node {start!r}"
+             f"{_did_you_mean(start, nodes)}")
+        return
+    broken = False
+    for node in nodes.values():
+        for field_name, target in _edges(node):
+            if target not in nodes:
+                path = field_name.split(".")
+                where = lines.key("nodes", node.id, *path)
+                if where == node.line and len(path) > 1:
+                    where = lines.key("nodes", node.id, path[0])
+                fail(where, f"node {node.id!r}: {field_name} -> unknown node {target!r}"
+                     f"{_did_you_mean(target, nodes)}")
+                broken = True
+    if broken:
+        return
+    seen = {start}
+    todo = [start]
+    while todo:
+        for _, target in _edges(nodes[todo.pop()]):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    for node_id, node in nodes.items():
+        if node_id not in seen:
+            fail(node.line, f"node {node_id!r} cannot be reached from {start!r}")
+    for node in nodes.values():
+        if isinstance(node, GotoNode):
+            hops = {node.id}
+            current: Node = node
+            while isinstance(current, GotoNode):
+                nxt = nodes[current.target]
+                if nxt.id in hops:
+                    fail(node.line, f"node {node.id!r}: goto loop with nothing for the caller "
+                         f"({' -> '.join(sorted(hops))})")
+                    break
+                hops.add(nxt.id)
+                current = nxt
+
+
+def _check_prompts(
+    nodes: dict[str, Node], prompts: dict[str, str], recorded: Collection[str], lines: LineMap,
+    fail: Any,
+) -> None:
+    for node in nodes.values():
+        for name in ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt"):
+            key = getattr(node, name, None)
+            if key and key not in prompts and key not in recorded:
+                fail(lines.key("nodes", node.id, name),
+                     f"node {node.id!r}: {name} {key!r} has no text in [prompts] and no "
+                     f"recording{_did_you_mean(key, prompts)}")
