@@ -31,9 +31,9 @@ def write_wav(path: Path, pcm: Pcm, rate: int = 8000) -> Path:
 
 
 def pad(pcm: Pcm, before: float, after: float, rate: int = 8000) -> Pcm:
-    return np.concatenate([
-        np.zeros(int(before * rate), np.int16), pcm, np.zeros(int(after * rate), np.int16)
-    ])
+    return np.concatenate(
+        [np.zeros(int(before * rate), np.int16), pcm, np.zeros(int(after * rate), np.int16)]
+    )
 
 
 def write_rtp_pcap(path: Path, pcm: Pcm, codec: str, payload_type: int) -> Path:
@@ -45,8 +45,22 @@ def write_rtp_pcap(path: Path, pcm: Pcm, codec: str, payload_type: int) -> Path:
         rtp = struct.pack("!BBHII", 0x80, payload_type | (0x80 if n == 0 else 0), seq, ts, ssrc)
         rtp += data[i : i + 160]
         udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
-                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
+        ip = (
+            struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                20 + len(udp),
+                n & 0xFFFF,
+                0,
+                64,
+                17,
+                0,
+                bytes([127, 0, 0, 1]),
+                bytes([127, 0, 0, 1]),
+            )
+            + udp
+        )
         frame = b"\x00" * 12 + b"\x08\x00" + ip
         t = n * 0.02
         out += struct.pack("<IIII", int(t), int((t % 1) * 1e6), len(frame), len(frame)) + frame
@@ -67,7 +81,7 @@ def best_match(haystack: Pcm, needle: Pcm) -> tuple[float, int]:
     corr = np.fft.irfft(np.fft.rfft(h, size) * np.conj(np.fft.rfft(n, size)), size)
     corr = corr[: len(h) - len(n) + 1]
     energy = np.concatenate([[0.0], np.cumsum(h * h)])
-    window = energy[len(n):] - energy[: len(h) - len(n) + 1]
+    window = energy[len(n) :] - energy[: len(h) - len(n) + 1]
     denom = np.sqrt(np.maximum(window, 1e-9) * float(np.dot(n, n)))
     score = corr / denom
     best = int(np.argmax(score))

@@ -48,14 +48,14 @@ rtp_port_max = {high}
 {sip_extra}
 
 [dialplan]
-file = "{dialplan or ROOT / 'dialplans' / '12345.toml'}"
+file = "{dialplan or ROOT / "dialplans" / "12345.toml"}"
 
 [prompts]
-voices_dir = "{ROOT / 'voices'}"
+voices_dir = "{ROOT / "voices"}"
 cache_dir = "{prompt_cache}"
 
 [storage]
-database = "{directory / 'ivr.sqlite3'}"
+database = "{directory / "ivr.sqlite3"}"
 
 [operators]
 ring_timeout = 4.0
@@ -76,17 +76,17 @@ format = "text"
 
 
 @pytest.fixture
-async def start_hotline(
-    tmp_path: Path, prompt_cache: Path
-) -> AsyncIterator[StartHotline]:
+async def start_hotline(tmp_path: Path, prompt_cache: Path) -> AsyncIterator[StartHotline]:
     started: list[Hotline] = []
 
     from ivr.server import Hotline
 
     async def start(operators: list[str] | None = None, **kwargs: object) -> Hotline:
         path = write_config(
-            tmp_path, operators=operators or ["sip:nobody@127.0.0.1:9"],
-            prompt_cache=prompt_cache, **kwargs,  # type: ignore[arg-type]
+            tmp_path,
+            operators=operators or ["sip:nobody@127.0.0.1:9"],
+            prompt_cache=prompt_cache,
+            **kwargs,  # type: ignore[arg-type]
         )
         from ivr.config import load_settings
         from ivr.logs import setup_logging

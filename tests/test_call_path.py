@@ -38,9 +38,27 @@ async def test_sipp_uac_pcap_digit_arrives(start_hotline: StartHotline, tmp_path
     hotline = await start_hotline()
     port = hotline.endpoint.port
     result = await run_sipp(
-        ["-sn", "uac_pcap", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(free_udp_port()),
-         "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True)), "-m", "1", "-s", "12345",
-         "-trace_err", "-timeout", "30", "-timeout_error"],
+        [
+            "-sn",
+            "uac_pcap",
+            f"127.0.0.1:{port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_udp_port()),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(free_udp_port(even=True)),
+            "-m",
+            "1",
+            "-s",
+            "12345",
+            "-trace_err",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
         tmp_path / "sipp",
     )
     assert result.returncode == 0, result.stderr + result.stdout[-2000:]
@@ -56,11 +74,33 @@ async def test_sipp_uac_pcap_digit_arrives(start_hotline: StartHotline, tmp_path
 async def test_ten_sipp_calls_at_once(start_hotline: StartHotline, tmp_path: Path) -> None:
     hotline = await start_hotline()
     result = await run_sipp(
-        ["-sn", "uac_pcap", f"127.0.0.1:{hotline.endpoint.port}", "-i", "127.0.0.1",
-         "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True)),
-         "-m", "10", "-l", "10", "-r", "10", "-s", "12345", "-trace_err", "-timeout", "40",
-         "-timeout_error"],
-        tmp_path / "sipp", timeout=60,
+        [
+            "-sn",
+            "uac_pcap",
+            f"127.0.0.1:{hotline.endpoint.port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_udp_port()),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(free_udp_port(even=True)),
+            "-m",
+            "10",
+            "-l",
+            "10",
+            "-r",
+            "10",
+            "-s",
+            "12345",
+            "-trace_err",
+            "-timeout",
+            "40",
+            "-timeout_error",
+        ],
+        tmp_path / "sipp",
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr + result.stdout[-2000:]
     records = await wait_records(hotline, 10)
@@ -81,17 +121,39 @@ async def test_pcmu_speech_then_key_zero_reaches_sipp_operator(
     await operator.start()
     try:
         hotline = await start_hotline([operator.uri])
-        speech = write_rtp_pcap(tmp_path / "speech.pcap",
-                                pad(read_8k(CLIP, tmp_path), 0.5, 0.5), "PCMU", 0)
+        speech = write_rtp_pcap(
+            tmp_path / "speech.pcap", pad(read_8k(CLIP, tmp_path), 0.5, 0.5), "PCMU", 0
+        )
         scenario = (DATA / "sipp" / "uac_pcmu_speech_digit.xml").read_text()
-        scenario = (scenario.replace("@SPEECH@", str(speech)).replace("@SPEECH_MS@", "5500")
-                    .replace("@DIGIT@", "pcap/dtmf_2833_0.pcap").replace("@AFTER_MS@", "4000"))
+        scenario = (
+            scenario.replace("@SPEECH@", str(speech))
+            .replace("@SPEECH_MS@", "5500")
+            .replace("@DIGIT@", "pcap/dtmf_2833_0.pcap")
+            .replace("@AFTER_MS@", "4000")
+        )
         (tmp_path / "uac.xml").write_text(scenario)
         result = await run_sipp(
-            ["-sf", str(tmp_path / "uac.xml"), f"127.0.0.1:{hotline.endpoint.port}",
-             "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
-             "-mp", str(free_udp_port(even=True)), "-m", "1", "-s", "12345", "-trace_err",
-             "-timeout", "30", "-timeout_error"],
+            [
+                "-sf",
+                str(tmp_path / "uac.xml"),
+                f"127.0.0.1:{hotline.endpoint.port}",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(free_udp_port()),
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                str(free_udp_port(even=True)),
+                "-m",
+                "1",
+                "-s",
+                "12345",
+                "-trace_err",
+                "-timeout",
+                "30",
+                "-timeout_error",
+            ],
             tmp_path / "sipp",
         )
         assert result.returncode == 0, result.stderr + result.stdout[-2000:]
@@ -116,8 +178,9 @@ async def test_baresip_caller_hears_greeting_and_talks_to_baresip_operator(
     caller_voice = write_wav(tmp_path / "caller.wav", pad(read_8k(CLIP, tmp_path), 9.0, 30.0))
     op_clip = read_8k(SHARED / "speech" / "f5tts_basic_ref_zh.wav", tmp_path)
     operator_voice = write_wav(tmp_path / "operator.wav", pad(op_clip, 1.0, 30.0))
-    operator = Baresip(tmp_path / "op", free_udp_port(), play=operator_voice, auto_answer=True,
-                       user="operator")
+    operator = Baresip(
+        tmp_path / "op", free_udp_port(), play=operator_voice, auto_answer=True, user="operator"
+    )
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=caller_voice)
     await operator.start()
     await caller.start()
@@ -144,11 +207,11 @@ async def test_baresip_caller_hears_greeting_and_talks_to_baresip_operator(
     greeting = hotline.prompts.get(hotline.plan.nodes[hotline.plan.start].prompt).pcm  # type: ignore[union-attr, attr-defined]
     score, _ = best_match(heard, greeting[: 8000 * 2])
     assert score > 0.8, f"the caller did not hear the greeting (match {score:.2f})"
-    score, _ = best_match(heard, op_clip[8000: 8000 * 4])
+    score, _ = best_match(heard, op_clip[8000 : 8000 * 4])
     assert score > 0.6, f"the caller did not hear the operator (match {score:.2f})"
     (op_heard_file,) = operator.recordings("dec")
     op_heard, _ = sf.read(str(op_heard_file), dtype="int16")
     assert rms(op_heard) > 50
     clip = read_8k(CLIP, tmp_path)
-    score, _ = best_match(op_heard, clip[4000: 8000 * 3])
+    score, _ = best_match(op_heard, clip[4000 : 8000 * 3])
     assert score > 0.6, f"the operator did not hear the caller (match {score:.2f})"

@@ -31,8 +31,14 @@ async def test_key_arrives_by_each_path(
 ) -> None:
     hotline = await start_hotline()
     result = await place_call(
-        trial(hotline.endpoint.port, tmp_path, digits="1", dtmf_mode=mode, digit_delay=1.5,
-              duration=4.0),
+        trial(
+            hotline.endpoint.port,
+            tmp_path,
+            digits="1",
+            dtmf_mode=mode,
+            digit_delay=1.5,
+            duration=4.0,
+        ),
         logging.getLogger("ivr.test.caller"),
     )
     assert result.status == 200 and result.digits_sent == "1"
@@ -46,8 +52,14 @@ async def test_key_sent_two_ways_counts_once(
 ) -> None:
     hotline = await start_hotline()
     await place_call(
-        trial(hotline.endpoint.port, tmp_path, digits="1", dtmf_mode=mode, digit_delay=1.5,
-              duration=4.0),
+        trial(
+            hotline.endpoint.port,
+            tmp_path,
+            digits="1",
+            dtmf_mode=mode,
+            digit_delay=1.5,
+            duration=4.0,
+        ),
         logging.getLogger("ivr.test.caller"),
     )
     (record,) = await wait_records(hotline, 1)
@@ -60,8 +72,14 @@ async def test_barge_in_stops_the_greeting(start_hotline: StartHotline, tmp_path
     greeting = hotline.prompts.get(hotline.plan.nodes[hotline.plan.start].prompt).pcm  # type: ignore[attr-defined]
     assert len(greeting) > 8000 * 2.5, "the greeting is too short for this test"
     result = await place_call(
-        trial(hotline.endpoint.port, tmp_path, digits="1", digit_delay=1.6, duration=4.0,
-              record=tmp_path / "heard.wav"),
+        trial(
+            hotline.endpoint.port,
+            tmp_path,
+            digits="1",
+            digit_delay=1.6,
+            duration=4.0,
+            record=tmp_path / "heard.wav",
+        ),
         logging.getLogger("ivr.test.caller"),
     )
     heard, _ = sf.read(str(tmp_path / "heard.wav"), dtype="int16")
@@ -86,17 +104,25 @@ async def test_garbage_rtp_and_foreign_address_are_dropped(
 ) -> None:
     caplog.set_level(logging.INFO)
     hotline = await start_hotline()
-    call_task = asyncio.ensure_future(place_call(
-        trial(hotline.endpoint.port, tmp_path, digits="1", digit_delay=2.5, duration=4.5),
-        logging.getLogger("ivr.test.caller"),
-    ))
+    call_task = asyncio.ensure_future(
+        place_call(
+            trial(hotline.endpoint.port, tmp_path, digits="1", digit_delay=2.5, duration=4.5),
+            logging.getLogger("ivr.test.caller"),
+        )
+    )
     await asyncio.sleep(1.0)
     (call,) = hotline.calls.values()
     rtp_port = call.stream.local_port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
         junk.bind(("127.0.0.1", 0))
-        for payload in (b"", b"\x00" * 5, b"\xff" * 400, b"\x80\x00" + b"\x00" * 6,
-                        bytes([0x80, 99]) + b"\x00" * 170, b"\x80\x00\x00\x01" + b"\x00" * 8):
+        for payload in (
+            b"",
+            b"\x00" * 5,
+            b"\xff" * 400,
+            b"\x80\x00" + b"\x00" * 6,
+            bytes([0x80, 99]) + b"\x00" * 170,
+            b"\x80\x00\x00\x01" + b"\x00" * 8,
+        ):
             junk.sendto(payload, ("127.0.0.1", rtp_port))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         stranger.bind(("127.0.0.2", 0))
@@ -116,8 +142,9 @@ async def test_no_shared_codec_gets_488_and_next_call_works(
     hotline = await start_hotline()
     peer = await raw_peer()
     try:
-        body = sdp(peer.port + 2, "18 9").replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n",
-                                                  "a=rtpmap:18 G729/8000\r\n")
+        body = sdp(peer.port + 2, "18 9").replace(
+            "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "a=rtpmap:18 G729/8000\r\n"
+        )
         text, _, _ = invite(peer.port, hotline.endpoint.port, body=body)
         peer.send(text, hotline.endpoint.port)
         while True:
@@ -128,8 +155,9 @@ async def test_no_shared_codec_gets_488_and_next_call_works(
         assert "codec" in (header(reply, "Warning") or "")
     finally:
         peer.close()
-    result = await place_call(trial(hotline.endpoint.port, tmp_path, duration=1.5),
-                              logging.getLogger("ivr.test.caller"))
+    result = await place_call(
+        trial(hotline.endpoint.port, tmp_path, duration=1.5), logging.getLogger("ivr.test.caller")
+    )
     assert result.status == 200
 
 
@@ -146,7 +174,8 @@ async def test_rtp_timeout_ends_a_silent_call(start_hotline: StartHotline) -> No
             f"ACK sip:ivr@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{peer.port};"
             f"branch=z9hG4bKa1\r\nFrom: {header(ok, 'From')}\r\nTo: {header(ok, 'To')}\r\n"
             f"Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            hotline.endpoint.port)
+            hotline.endpoint.port,
+        )
         bye = ""
         while not bye.startswith("BYE"):
             bye = await peer.expect(timeout=5.0)

@@ -30,16 +30,22 @@ def trial(port: int, **kwargs: object) -> TrialOptions:
 async def test_operator_who_does_not_answer_is_skipped(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    ringer = SippUas(tmp_path / "ringer", free_udp_port(), free_udp_port(even=True),
-                     scenario=str(DATA / "sipp" / "uas_ring_only.xml"))
+    ringer = SippUas(
+        tmp_path / "ringer",
+        free_udp_port(),
+        free_udp_port(even=True),
+        scenario=str(DATA / "sipp" / "uas_ring_only.xml"),
+    )
     answerer = SippUas(tmp_path / "answerer", free_udp_port(), free_udp_port(even=True))
     await ringer.start()
     await answerer.start()
     try:
-        hotline = await start_hotline([ringer.uri, answerer.uri],
-                                      operators_extra="ring_timeout = 2.0")
-        result = await place_call(trial(hotline.endpoint.port, digits="0", digit_delay=1.0,
-                                        duration=9.0), LOG)
+        hotline = await start_hotline(
+            [ringer.uri, answerer.uri], operators_extra="ring_timeout = 2.0"
+        )
+        result = await place_call(
+            trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=9.0), LOG
+        )
         assert result.status == 200
         (record,) = await wait_records(hotline, 1)
     finally:
@@ -58,8 +64,11 @@ async def test_operator_hangs_up_and_caller_leg_is_ended(
     await operator.start()
     try:
         hotline = await start_hotline([operator.uri])
-        call = asyncio.ensure_future(place_call(
-            trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=20.0), LOG))
+        call = asyncio.ensure_future(
+            place_call(
+                trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=20.0), LOG
+            )
+        )
         for _ in range(100):
             await asyncio.sleep(0.1)
             if operator.saw("answering call"):
@@ -79,13 +88,18 @@ async def test_operator_hangs_up_and_caller_leg_is_ended(
 async def test_caller_who_leaves_the_queue_is_recorded_abandoned(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    ringer = SippUas(tmp_path / "ringer", free_udp_port(), free_udp_port(even=True),
-                     scenario=str(DATA / "sipp" / "uas_ring_only.xml"))
+    ringer = SippUas(
+        tmp_path / "ringer",
+        free_udp_port(),
+        free_udp_port(even=True),
+        scenario=str(DATA / "sipp" / "uas_ring_only.xml"),
+    )
     await ringer.start()
     try:
         hotline = await start_hotline([ringer.uri], operators_extra="ring_timeout = 10.0")
-        await place_call(trial(hotline.endpoint.port, digits="0", digit_delay=1.0,
-                               duration=4.0), LOG)
+        await place_call(
+            trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=4.0), LOG
+        )
         (record,) = await wait_records(hotline, 1)
     finally:
         await ringer.stop()
@@ -104,8 +118,11 @@ async def test_cancel_before_answer(start_hotline: StartHotline) -> None:
         assert status_of(await peer.expect()) == 180
         cancel = (
             f"CANCEL sip:12345@127.0.0.1:{hotline.endpoint.port} SIP/2.0\r\n"
-            + "\r\n".join(line for line in text.split("\r\n\r\n")[0].split("\r\n")[1:]
-                          if line.split(":")[0] in ("Via", "From", "To", "Call-ID"))
+            + "\r\n".join(
+                line
+                for line in text.split("\r\n\r\n")[0].split("\r\n")[1:]
+                if line.split(":")[0] in ("Via", "From", "To", "Call-ID")
+            )
             + "\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
         )
         peer.send(cancel, hotline.endpoint.port)
@@ -126,8 +143,9 @@ async def test_graceful_shutdown_refuses_new_calls_and_lets_current_finish(
     await asyncio.sleep(1.0)
     stopping = asyncio.ensure_future(hotline.stop(drain_timeout=10.0))
     await asyncio.sleep(0.2)
-    refused = await place_call(trial(hotline.endpoint.port, duration=1.0,
-                                     rtp_ports=(43500, 43540)), LOG)
+    refused = await place_call(
+        trial(hotline.endpoint.port, duration=1.0, rtp_ports=(43500, 43540)), LOG
+    )
     assert refused.status == 503
     result = await call
     assert result.status == 200 and result.ended_by == "caller", "current call was cut"
@@ -143,7 +161,7 @@ async def test_reload_keeps_running_plan_when_new_one_is_broken(
     hotline = await start_hotline(dialplan=plan_file)
     assert hotline.plan is not None
     version = hotline.plan.version
-    plan_file.write_text(plan_file.read_text() + "\n[nodes.broken]\ntype = \"teleport\"\n")
+    plan_file.write_text(plan_file.read_text() + '\n[nodes.broken]\ntype = "teleport"\n')
     assert not await hotline.reload_plan()
     assert hotline.plan.version == version
     result = await place_call(trial(hotline.endpoint.port, duration=1.5), LOG)

@@ -47,8 +47,12 @@ class Fixture:
 async def sip(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Fixture]:
     caplog.set_level(logging.DEBUG)
     endpoint = SipEndpoint(
-        host="127.0.0.1", port=0, public_host="127.0.0.1", user_agent="test",
-        log=logging.getLogger("ivr.test.sip"), timers=Timers(t1=0.1, t2=0.4, t4=0.5),
+        host="127.0.0.1",
+        port=0,
+        public_host="127.0.0.1",
+        user_agent="test",
+        log=logging.getLogger("ivr.test.sip"),
+        timers=Timers(t1=0.1, t2=0.4, t4=0.5),
     )
     await endpoint.start()
     peer = await raw_peer()
@@ -94,17 +98,23 @@ async def test_200_retransmitted_until_ack_then_bye_ends_dialog(sip: Fixture) ->
     assert status_of(again) == 200
     to = header(ok, "To") or ""
     frm = header(ok, "From") or ""
-    common = (f"Via: SIP/2.0/UDP 127.0.0.1:{sip.peer.port};branch=z9hG4bKack1\r\n"
-              f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nMax-Forwards: 70\r\n")
-    sip.peer.send(f"ACK sip:ivr@127.0.0.1 SIP/2.0\r\n{common}CSeq: 1 ACK\r\n"
-                  "Content-Length: 0\r\n\r\n", sip.endpoint.port)
+    common = (
+        f"Via: SIP/2.0/UDP 127.0.0.1:{sip.peer.port};branch=z9hG4bKack1\r\n"
+        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nMax-Forwards: 70\r\n"
+    )
+    sip.peer.send(
+        f"ACK sip:ivr@127.0.0.1 SIP/2.0\r\n{common}CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        sip.endpoint.port,
+    )
     await asyncio.sleep(0.05)
     while not sip.peer.received.empty():
         sip.peer.received.get_nowait()
     assert await sip.peer.nothing(0.5), "200 OK still retransmitted after the ACK"
-    bye = ("BYE sip:ivr@127.0.0.1 SIP/2.0\r\n"
-           + common.replace("z9hG4bKack1", "z9hG4bKbye1")
-           + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+    bye = (
+        "BYE sip:ivr@127.0.0.1 SIP/2.0\r\n"
+        + common.replace("z9hG4bKack1", "z9hG4bKbye1")
+        + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
     sip.peer.send(bye, sip.endpoint.port)
     assert status_of(await sip.peer.expect()) == 200
     assert sip.endpoint.dialog_count == 0
@@ -116,8 +126,13 @@ async def test_info_dtmf_relay_and_dtmf(sip: Fixture) -> None:
     ok = await next_final(sip.peer)
     to, frm = header(ok, "To"), header(ok, "From")
     for n, (ctype, body) in enumerate(
-        [("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"), ("application/dtmf", "#"),
-         ("text/plain", "hello")], start=2):
+        [
+            ("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
+            ("application/dtmf", "#"),
+            ("text/plain", "hello"),
+        ],
+        start=2,
+    ):
         sip.peer.send(
             f"INFO sip:ivr@127.0.0.1 SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{sip.peer.port};branch=z9hG4bKinfo{n}\r\n"
@@ -140,8 +155,11 @@ async def test_cancel_before_answer(sip: Fixture) -> None:
     assert status_of(await sip.peer.expect()) == 180
     cancel = (
         f"CANCEL sip:12345@127.0.0.1:{sip.endpoint.port} SIP/2.0\r\n"
-        + "\r\n".join(line for line in text.split("\r\n\r\n")[0].split("\r\n")[1:]
-                      if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "Max-Forwards"))
+        + "\r\n".join(
+            line
+            for line in text.split("\r\n\r\n")[0].split("\r\n")[1:]
+            if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "Max-Forwards")
+        )
         + "\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
     )
     sip.peer.send(cancel, sip.endpoint.port)
@@ -155,7 +173,9 @@ async def test_bye_for_unknown_dialog_gets_481(sip: Fixture) -> None:
     sip.peer.send(
         f"BYE sip:ivr@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip.peer.port};"
         "branch=z9hG4bKx1\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\n"
-        "Call-ID: nope\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n", sip.endpoint.port)
+        "Call-ID: nope\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+        sip.endpoint.port,
+    )
     assert status_of(await sip.peer.expect()) == 481
 
 
@@ -238,7 +258,9 @@ async def test_unknown_method_gets_405(sip: Fixture) -> None:
     sip.peer.send(
         f"PUBLISH sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip.peer.port};"
         "branch=z9hG4bKp1\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\n"
-        "Call-ID: p1\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n", sip.endpoint.port)
+        "Call-ID: p1\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n",
+        sip.endpoint.port,
+    )
     reply = await sip.peer.expect()
     assert status_of(reply) == 405 and header(reply, "Allow")
 
@@ -255,7 +277,9 @@ async def test_rejected_invite_is_retransmitted_until_ack(sip: Fixture) -> None:
     sip.peer.send(
         f"ACK sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip.peer.port};"
         f"branch={branch}\r\nFrom: {header(first, 'From')}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
-        "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n", sip.endpoint.port)
+        "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        sip.endpoint.port,
+    )
     await asyncio.sleep(0.05)
     while not sip.peer.received.empty():
         sip.peer.received.get_nowait()

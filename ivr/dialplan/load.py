@@ -31,11 +31,21 @@ MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "play": {"type": str, "prompt": str, "next": str, "barge_in": bool},
     "menu": {
-        "type": str, "prompt": str, "options": dict, "after_retries": str,
-        "timeout": (int, float), "retries": int, "invalid_prompt": str, "timeout_prompt": str,
+        "type": str,
+        "prompt": str,
+        "options": dict,
+        "after_retries": str,
+        "timeout": (int, float),
+        "retries": int,
+        "invalid_prompt": str,
+        "timeout_prompt": str,
     },
     "transfer": {
-        "type": str, "queue": str, "on_no_operator": str, "hold_prompt": str, "prompt": str,
+        "type": str,
+        "queue": str,
+        "on_no_operator": str,
+        "hold_prompt": str,
+        "prompt": str,
     },
     "hangup": {"type": str, "prompt": str},
     "goto": {"type": str, "target": str},
@@ -114,8 +124,13 @@ def _did_you_mean(word: str, options: Collection[str]) -> str:
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
-             dict: "a table"}
+    names = {
+        str: "a string",
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        dict: "a table",
+    }
     if isinstance(kind, tuple):
         return "a number"
     return names.get(kind, kind.__name__)
@@ -132,8 +147,11 @@ def load_dialplan(
     except OSError as exc:
         raise DialPlanError([Problem(str(path), 1, f"cannot read the dial plan: {exc}")]) from exc
     return parse_dialplan(
-        data.decode("utf-8", errors="replace"), str(path), queues=queues,
-        recorded_prompts=recorded_prompts, source=path,
+        data.decode("utf-8", errors="replace"),
+        str(path),
+        queues=queues,
+        recorded_prompts=recorded_prompts,
+        source=path,
         version=hashlib.sha256(data).hexdigest()[:12],
     )
 
@@ -174,8 +192,10 @@ def parse_dialplan(
     else:
         for key in plan_table:
             if key not in ("name", "start"):
-                fail(lines.key("plan", key), f"plan.{key}: unknown key"
-                     f"{_did_you_mean(key, ('name', 'start'))}")
+                fail(
+                    lines.key("plan", key),
+                    f"plan.{key}: unknown key{_did_you_mean(key, ('name', 'start'))}",
+                )
         name = plan_table.get("name", "")
         start = plan_table.get("start", "")
         if not isinstance(name, str) or not name:
@@ -188,7 +208,7 @@ def parse_dialplan(
     prompts: dict[str, str] = {}
     prompt_table = raw.get("prompts", {})
     if not isinstance(prompt_table, dict):
-        fail(lines.table("prompts"), "[prompts] must be a table of key = \"text\"")
+        fail(lines.table("prompts"), '[prompts] must be a table of key = "text"')
     else:
         for key, value in prompt_table.items():
             if not isinstance(value, str) or not value.strip():
@@ -213,13 +233,18 @@ def parse_dialplan(
     if queues is not None:
         for node in nodes.values():
             if isinstance(node, TransferNode) and node.queue not in queues:
-                fail(lines.key("nodes", node.id, "queue"),
-                     f"node {node.id!r}: queue {node.queue!r} is not in config.toml"
-                     f"{_did_you_mean(node.queue, queues)}; queues: {', '.join(sorted(queues))}")
+                fail(
+                    lines.key("nodes", node.id, "queue"),
+                    f"node {node.id!r}: queue {node.queue!r} is not in config.toml"
+                    f"{_did_you_mean(node.queue, queues)}; queues: {', '.join(sorted(queues))}",
+                )
     if problems:
         raise DialPlanError(problems)
     return DialPlan(
-        name=name, start=start, prompts=prompts, nodes=nodes,
+        name=name,
+        start=start,
+        prompts=prompts,
+        nodes=nodes,
         source=source or Path(filename),
         version=version or hashlib.sha256(text.encode()).hexdigest()[:12],
     )
@@ -236,16 +261,20 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         if kind is None:
             fail(line, f"node {node_id!r}: missing type (one of {', '.join(NODE_TYPES)})")
         else:
-            fail(where, f"node {node_id!r}: unknown type {kind!r}"
-                 f"{_did_you_mean(str(kind), NODE_TYPES)}; types: {', '.join(NODE_TYPES)}")
+            fail(
+                where,
+                f"node {node_id!r}: unknown type {kind!r}"
+                f"{_did_you_mean(str(kind), NODE_TYPES)}; types: {', '.join(NODE_TYPES)}",
+            )
         return None
     fields = FIELDS[kind]
     ok = True
     for key, value in body.items():
         where = lines.key("nodes", node_id, key)
         if key not in fields:
-            fail(where, f"node {node_id!r} ({kind}): unknown key {key!r}"
-                 f"{_did_you_mean(key, fields)}")
+            fail(
+                where, f"node {node_id!r} ({kind}): unknown key {key!r}{_did_you_mean(key, fields)}"
+            )
             ok = False
             continue
         want = fields[key]
@@ -253,8 +282,11 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             fail(where, f"node {node_id!r}: {key} must be {_type_name(want)}, not true/false")
             ok = False
         elif not isinstance(value, want):
-            fail(where, f"node {node_id!r}: {key} must be {_type_name(want)}, "
-                 f"not {type(value).__name__} {value!r}")
+            fail(
+                where,
+                f"node {node_id!r}: {key} must be {_type_name(want)}, "
+                f"not {type(value).__name__} {value!r}",
+            )
             ok = False
     for key in REQUIRED[kind]:
         if key not in body:
@@ -272,8 +304,9 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             if where == line or where == lines.table("nodes", node_id, "options"):
                 where = lines.key("nodes", node_id, "options")
             if str(key) not in MENU_KEYS:
-                fail(where, f"node {node_id!r}: option key {key!r} is not a phone key "
-                     "(0-9, * or #)")
+                fail(
+                    where, f"node {node_id!r}: option key {key!r} is not a phone key (0-9, * or #)"
+                )
                 good = False
             elif not isinstance(target, str):
                 fail(where, f"node {node_id!r}: option {key!r} must name a node")
@@ -283,12 +316,16 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         timeout = float(body.get("timeout", 6.0))
         retries = body.get("retries", 3)
         if not 0.5 <= timeout <= 60:
-            fail(lines.key("nodes", node_id, "timeout"),
-                 f"node {node_id!r}: timeout {timeout:g} s out of range 0.5..60")
+            fail(
+                lines.key("nodes", node_id, "timeout"),
+                f"node {node_id!r}: timeout {timeout:g} s out of range 0.5..60",
+            )
             good = False
         if not 1 <= retries <= 10:
-            fail(lines.key("nodes", node_id, "retries"),
-                 f"node {node_id!r}: retries {retries} out of range 1..10")
+            fail(
+                lines.key("nodes", node_id, "retries"),
+                f"node {node_id!r}: retries {retries} out of range 1..10",
+            )
             good = False
         if not options:
             fail(line, f"node {node_id!r}: a menu needs at least one option")
@@ -296,12 +333,25 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         if not good:
             return None
         return MenuNode(
-            node_id, line, body["prompt"], options, body["after_retries"], timeout, retries,
-            body.get("invalid_prompt"), body.get("timeout_prompt"),
+            node_id,
+            line,
+            body["prompt"],
+            options,
+            body["after_retries"],
+            timeout,
+            retries,
+            body.get("invalid_prompt"),
+            body.get("timeout_prompt"),
         )
     if kind == "transfer":
-        return TransferNode(node_id, line, body["queue"], body["on_no_operator"],
-                            body.get("hold_prompt"), body.get("prompt"))
+        return TransferNode(
+            node_id,
+            line,
+            body["queue"],
+            body["on_no_operator"],
+            body.get("hold_prompt"),
+            body.get("prompt"),
+        )
     if kind == "hangup":
         return HangupNode(node_id, line, body.get("prompt"))
     return GotoNode(node_id, line, body["target"])
@@ -312,8 +362,10 @@ def _edges(node: Node) -> list[tuple[str, str]]:
     if isinstance(node, PlayNode):
         return [("next", node.next)]
     if isinstance(node, MenuNode):
-        return [*((f"options.{k}", t) for k, t in node.options.items()),
-                ("after_retries", node.after_retries)]
+        return [
+            *((f"options.{k}", t) for k, t in node.options.items()),
+            ("after_retries", node.after_retries),
+        ]
     if isinstance(node, TransferNode):
         return [("on_no_operator", node.on_no_operator)]
     if isinstance(node, GotoNode):
@@ -322,12 +374,18 @@ def _edges(node: Node) -> list[tuple[str, str]]:
 
 
 def _check_graph(
-    start: str, nodes: dict[str, Node], raw: dict[str, Any], lines: LineMap, fail: Any,
+    start: str,
+    nodes: dict[str, Node],
+    raw: dict[str, Any],
+    lines: LineMap,
+    fail: Any,
     filename: str,
 ) -> None:
     if start not in nodes:
-        fail(lines.key("plan", "start"), f"plan.start: no node {start!r}"
-             f"{_did_you_mean(start, nodes)}")
+        fail(
+            lines.key("plan", "start"),
+            f"plan.start: no node {start!r}{_did_you_mean(start, nodes)}",
+        )
         return
     broken = False
     for node in nodes.values():
@@ -337,8 +395,11 @@ def _check_graph(
                 where = lines.key("nodes", node.id, *path)
                 if where == node.line and len(path) > 1:
                     where = lines.key("nodes", node.id, path[0])
-                fail(where, f"node {node.id!r}: {field_name} -> unknown node {target!r}"
-                     f"{_did_you_mean(target, nodes)}")
+                fail(
+                    where,
+                    f"node {node.id!r}: {field_name} -> unknown node {target!r}"
+                    f"{_did_you_mean(target, nodes)}",
+                )
                 broken = True
     if broken:
         return
@@ -359,21 +420,29 @@ def _check_graph(
             while isinstance(current, GotoNode):
                 nxt = nodes[current.target]
                 if nxt.id in hops:
-                    fail(node.line, f"node {node.id!r}: goto loop with nothing for the caller "
-                         f"({' -> '.join(sorted(hops))})")
+                    fail(
+                        node.line,
+                        f"node {node.id!r}: goto loop with nothing for the caller "
+                        f"({' -> '.join(sorted(hops))})",
+                    )
                     break
                 hops.add(nxt.id)
                 current = nxt
 
 
 def _check_prompts(
-    nodes: dict[str, Node], prompts: dict[str, str], recorded: Collection[str], lines: LineMap,
+    nodes: dict[str, Node],
+    prompts: dict[str, str],
+    recorded: Collection[str],
+    lines: LineMap,
     fail: Any,
 ) -> None:
     for node in nodes.values():
         for name in ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt"):
             key = getattr(node, name, None)
             if key and key not in prompts and key not in recorded:
-                fail(lines.key("nodes", node.id, name),
-                     f"node {node.id!r}: {name} {key!r} has no text in [prompts] and no "
-                     f"recording{_did_you_mean(key, prompts)}")
+                fail(
+                    lines.key("nodes", node.id, name),
+                    f"node {node.id!r}: {name} {key!r} has no text in [prompts] and no "
+                    f"recording{_did_you_mean(key, prompts)}",
+                )
