@@ -93,6 +93,7 @@ async def start_hotline(tmp_path: Path, prompt_cache: Path) -> AsyncIterator[Sta
 
         settings = load_settings(path)
         log = setup_logging("DEBUG", "text")
+        log.propagate = True  # so caplog sees the IVR's lines too
         hotline = Hotline(settings, log)
         await hotline.start()
         started.append(hotline)

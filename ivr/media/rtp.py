@@ -93,6 +93,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.packets_in = 0
         self.packets_out = 0
         self.garbage = 0
+        self._bad_kinds_logged: set[str] = set()  # each kind of bad packet is logged once
         self.foreign = 0
         self.pcm_listeners: list[PcmListener] = []
         self.payload_listeners: list[PayloadListener] = []
@@ -250,7 +251,9 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def _bad(self, why: str, addr: Addr) -> None:
         self.garbage += 1
-        if self.garbage == 1 or self.garbage % 500 == 0:
+        kind = why.split(" (")[0]
+        if kind not in self._bad_kinds_logged or self.garbage % 500 == 0:
+            self._bad_kinds_logged.add(kind)
             self.log.warning(
                 "rtp: dropped bad packet from %s:%d (%d so far): %s",
                 addr[0],
