@@ -129,7 +129,7 @@ async def test_pcmu_speech_then_key_zero_reaches_sipp_operator(
             scenario.replace("@SPEECH@", str(speech))
             .replace("@SPEECH_MS@", "5500")
             .replace("@DIGIT@", "pcap/dtmf_2833_0.pcap")
-            .replace("@AFTER_MS@", "4000")
+            .replace("@AFTER_MS@", "12000")
         )
         (tmp_path / "uac.xml").write_text(scenario)
         result = await run_sipp(
@@ -175,7 +175,7 @@ async def test_baresip_caller_hears_greeting_and_talks_to_baresip_operator(
     """A person's view: the caller hears the greeting; after pressing 0 the
     operator hears the caller and the caller hears the operator; when the
     caller hangs up, the operator's leg ends too."""
-    caller_voice = write_wav(tmp_path / "caller.wav", pad(read_8k(CLIP, tmp_path), 9.0, 30.0))
+    caller_voice = write_wav(tmp_path / "caller.wav", pad(read_8k(CLIP, tmp_path), 16.0, 30.0))
     op_clip = read_8k(SHARED / "speech" / "f5tts_basic_ref_zh.wav", tmp_path)
     operator_voice = write_wav(tmp_path / "operator.wav", pad(op_clip, 1.0, 30.0))
     operator = Baresip(
@@ -189,7 +189,9 @@ async def test_baresip_caller_hears_greeting_and_talks_to_baresip_operator(
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         await asyncio.sleep(6.0)
         await caller.keys("0")
-        await asyncio.sleep(14.0)
+        # the plan says "connecting" (~5 s), the operator answers, and the caller
+        # speaks from 16 s into the call
+        await asyncio.sleep(18.0)
         await caller.hangup()
         (record,) = await wait_records(hotline, 1)
     finally:
