@@ -33,11 +33,13 @@ def write_config(
     prompt_cache: Path,
     dialplan: Path | None = None,
     sip_extra: str = "",
-    operators_extra: str = "",
+    ring_timeout: float = 4.0,
     queue_extra: str = "",
 ) -> Path:
-    sip_port = free_udp_port()
     low, high = free_port_block(400)
+    sip_port = free_udp_port()
+    while low <= sip_port <= high:
+        sip_port = free_udp_port()
     ops = ", ".join(f'"{uri}"' for uri in operators)
     text = f"""
 [sip]
@@ -58,8 +60,7 @@ cache_dir = "{prompt_cache}"
 database = "{directory / "ivr.sqlite3"}"
 
 [operators]
-ring_timeout = 4.0
-{operators_extra}
+ring_timeout = {ring_timeout}
 
 [queues.general]
 operators = [{ops}]

@@ -41,7 +41,7 @@ async def test_operator_who_does_not_answer_is_skipped(
     await answerer.start()
     try:
         hotline = await start_hotline(
-            [ringer.uri, answerer.uri], operators_extra="ring_timeout = 2.0"
+            [ringer.uri, answerer.uri], ring_timeout=2.0
         )
         result = await place_call(
             trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=9.0), LOG
@@ -60,7 +60,13 @@ async def test_operator_who_does_not_answer_is_skipped(
 async def test_operator_hangs_up_and_caller_leg_is_ended(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    operator = Baresip(tmp_path / "op", free_udp_port(), auto_answer=True, user="operator")
+    import numpy as np
+
+    from tests.audio_tools import write_wav
+
+    voice = write_wav(tmp_path / "op.wav", np.zeros(8000 * 30, dtype=np.int16))
+    operator = Baresip(tmp_path / "op", free_udp_port(), play=voice, auto_answer=True,
+                       user="operator")
     await operator.start()
     try:
         hotline = await start_hotline([operator.uri])
@@ -69,11 +75,12 @@ async def test_operator_hangs_up_and_caller_leg_is_ended(
                 trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=20.0), LOG
             )
         )
-        for _ in range(100):
+        for _ in range(150):
             await asyncio.sleep(0.1)
-            if operator.saw("answering call"):
+            if operator.saw("established"):
                 break
-        await asyncio.sleep(1.5)
+        assert operator.saw("established"), "\n".join(operator.output)
+        await asyncio.sleep(1.0)
         await operator.hangup()
         result = await asyncio.wait_for(call, 15)
         (record,) = await wait_records(hotline, 1)
@@ -96,9 +103,9 @@ async def test_caller_who_leaves_the_queue_is_recorded_abandoned(
     )
     await ringer.start()
     try:
-        hotline = await start_hotline([ringer.uri], operators_extra="ring_timeout = 10.0")
+        hotline = await start_hotline([ringer.uri], ring_timeout=10.0)
         await place_call(
-            trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=4.0), LOG
+            trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=9.0), LOG
         )
         (record,) = await wait_records(hotline, 1)
     finally:
