@@ -40,9 +40,7 @@ async def test_operator_who_does_not_answer_is_skipped(
     await ringer.start()
     await answerer.start()
     try:
-        hotline = await start_hotline(
-            [ringer.uri, answerer.uri], ring_timeout=2.0
-        )
+        hotline = await start_hotline([ringer.uri, answerer.uri], ring_timeout=2.0)
         result = await place_call(
             trial(hotline.endpoint.port, digits="0", digit_delay=1.0, duration=9.0), LOG
         )
@@ -65,8 +63,9 @@ async def test_operator_hangs_up_and_caller_leg_is_ended(
     from tests.audio_tools import write_wav
 
     voice = write_wav(tmp_path / "op.wav", np.zeros(8000 * 30, dtype=np.int16))
-    operator = Baresip(tmp_path / "op", free_udp_port(), play=voice, auto_answer=True,
-                       user="operator")
+    operator = Baresip(
+        tmp_path / "op", free_udp_port(), play=voice, auto_answer=True, user="operator"
+    )
     await operator.start()
     try:
         hotline = await start_hotline([operator.uri])

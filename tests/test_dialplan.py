@@ -1,0 +1,207 @@
+"""Dial plan loading (each defect reported at its file:line) and the
+interpreter walking a scripted call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
+from ivr.cli import main as cli_main
+from ivr.dialplan.load import DialPlanError, load_dialplan
+from ivr.dialplan.run import run_dialplan
+from ivr.media.prompt_audio import PromptAudio
+from tests.conftest import ROOT
+
+BROKEN = Path(__file__).parent / "data" / "dialplans"
+
+
+def problems_of(name: str, **kwargs: object) -> list[str]:
+    with pytest.raises(DialPlanError) as info:
+        load_dialplan(BROKEN / name, **kwargs)  # type: ignore[arg-type]
+    return [f"{Path(p.file).name}:{p.line}: {p.message}" for p in info.value.problems]
+
+
+def test_bundled_plan_is_clean() -> None:
+    plan = load_dialplan(ROOT / "dialplans" / "12345.toml", queues={"general"})
+    assert plan.start == "welcome" and "main" in plan.nodes
+    assert len(plan.version) == 12
+
+
+def test_unknown_target_points_at_the_option_line() -> None:
+    (problem,) = problems_of("unknown_target.toml")
+    assert problem.startswith("unknown_target.toml:14: ")
+    assert "unknown node 'nowhere'" in problem
+
+
+def test_unreachable_node() -> None:
+    (problem,) = problems_of("unreachable.toml")
+    assert problem.startswith("unreachable.toml:12: ")
+    assert "'island' cannot be reached" in problem
+
+
+def test_missing_prompt_with_suggestion() -> None:
+    (problem,) = problems_of("missing_prompt.toml")
+    assert problem.startswith("missing_prompt.toml:10: ")
+    assert "'greeting' has no text" in problem
+
+
+def test_missing_prompt_is_fine_when_recorded() -> None:
+    plan = load_dialplan(BROKEN / "missing_prompt.toml", recorded_prompts={"greeting"})
+    assert plan.nodes["hello"].prompt == "greeting"  # type: ignore[union-attr]
+
+
+def test_duplicate_key() -> None:
+    (problem,) = problems_of("duplicate_key.toml")
+    assert problem.startswith("duplicate_key.toml:15: ")
+    assert "duplicate key" in problem
+
+
+def test_bad_node_type() -> None:
+    (problem,) = problems_of("bad_type.toml")
+    assert problem.startswith("bad_type.toml:9: ")
+    assert "unknown type 'ring'" in problem and "types: play, menu" in problem
+
+
+def test_syntax_error_line() -> None:
+    (problem,) = problems_of("syntax.toml")
+    assert problem.startswith("syntax.toml:3: TOML syntax")
+
+
+def test_bad_field_types_all_reported() -> None:
+    found = problems_of("bad_field_type.toml")
+    assert any(
+        p.startswith("bad_field_type.toml:11: ") and "timeout must be a number" in p for p in found
+    ), found
+
+
+def test_unknown_queue() -> None:
+    found = problems_of_plan(queues={"complaints"})
+    assert any("queue 'general' is not in config.toml" in p for p in found)
+
+
+def problems_of_plan(**kwargs: object) -> list[str]:
+    with pytest.raises(DialPlanError) as info:
+        load_dialplan(ROOT / "dialplans" / "12345.toml", **kwargs)  # type: ignore[arg-type]
+    return [str(p) for p in info.value.problems]
+
+
+def test_check_command_prints_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(
+        [
+            "--config",
+            str(ROOT / "config.toml"),
+            "dialplan",
+            "check",
+            str(BROKEN / "unknown_target.toml"),
+        ]
+    )
+    assert code == 1
+    assert "unknown_target.toml:14:" in capsys.readouterr().out
+    code = cli_main(
+        [
+            "--config",
+            str(ROOT / "config.toml"),
+            "dialplan",
+            "check",
+            str(ROOT / "dialplans" / "12345.toml"),
+        ]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.startswith("OK: 12345")
+
+
+class ScriptedCall:
+    """A Call whose caller presses keys from a script (None = no key)."""
+
+    def __init__(self, keys: list[str | None], bridged: bool = True) -> None:
+        self.keys = keys
+        self.bridged = bridged
+        self.played: list[str] = []
+        self.path: list[str] = []
+        self.hung_up = False
+        self.transfers: list[str] = []
+
+    @property
+    def call_id(self) -> str:
+        return "test"
+
+    @property
+    def caller(self) -> str:
+        return "13800138000"
+
+    def mark(self, node_id: str) -> None:
+        self.path.append(node_id)
+
+    async def play(self, prompt: PromptAudio, *, barge_in: bool = True) -> str | None:
+        self.played.append(prompt.key)
+        return None
+
+    async def collect_digits(
+        self, max_digits: int, timeout: float, *, terminator: str = "#"
+    ) -> str:
+        if not self.keys:
+            raise CallEnded(EndReason.CALLER_HANGUP)
+        return self.keys.pop(0) or ""
+
+    async def transfer(self, queue: str, *, hold_prompt: PromptAudio | None) -> TransferResult:
+        self.transfers.append(queue)
+        if self.bridged:
+            return TransferResult(TransferOutcome.BRIDGED, operator="sip:op@127.0.0.1")
+        return TransferResult(TransferOutcome.NO_OPERATOR)
+
+    async def hangup(self) -> None:
+        self.hung_up = True
+
+
+class Prompts:
+    def get(self, key: str) -> PromptAudio:
+        return PromptAudio(
+            key=key, pcm=np.zeros(160, np.int16), ulaw=b"\xff" * 160, alaw=b"\xd5" * 160
+        )
+
+
+@pytest.fixture
+def plan() -> object:
+    return load_dialplan(ROOT / "dialplans" / "12345.toml", queues={"general"})
+
+
+async def test_key_zero_transfers(plan: object) -> None:
+    call = ScriptedCall(["0"])
+    assert await run_dialplan(plan, call, Prompts()) == "bridged"  # type: ignore[arg-type]
+    assert call.path == ["welcome", "main", "operator"]
+    assert call.transfers == ["general"]
+
+
+async def test_invalid_then_valid(plan: object) -> None:
+    call = ScriptedCall(["7", "1", "*", "0"])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.path == ["welcome", "main", "policy", "main", "operator"]
+    assert "invalid" in call.played
+
+
+async def test_timeouts_go_to_after_retries(plan: object) -> None:
+    call = ScriptedCall([None, None, None])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.played.count("main_menu") == 3 and call.played.count("no_input") == 2
+    assert call.path[-1] == "operator"
+
+
+async def test_no_operator_hangs_up_with_sorry(plan: object) -> None:
+    call = ScriptedCall(["0"], bridged=False)
+    assert await run_dialplan(plan, call, Prompts()) == "hangup"  # type: ignore[arg-type]
+    assert call.hung_up and call.played[-1] == "sorry"
+
+
+async def test_goto_repeats_menu(plan: object) -> None:
+    call = ScriptedCall(["9", "0"])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.path == ["welcome", "main", "main_again", "main", "operator"]
+
+
+async def test_caller_leaving_propagates(plan: object) -> None:
+    call = ScriptedCall([])
+    with pytest.raises(CallEnded):
+        await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
