@@ -67,7 +67,7 @@ async def test_unreadable_recording_names_the_file(tmp_path: Path) -> None:
     lib = library(tmp_path)
     bad = tmp_path / "voices" / "mandarin" / "broken.wav"
     bad.write_bytes(b"RIFF not really a wav")
-    with pytest.raises(PromptError, match="broken.wav"):
+    with pytest.raises(PromptError, match=r"broken\.wav"):
         await lib.build({})
 
 
