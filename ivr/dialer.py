@@ -15,7 +15,7 @@ from ivr.media.rtp import RtpStream
 from ivr.sip.dialog import Dialog, DialogEnd
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import uri_addr
-from ivr.sip.outgoing import Answered
+from ivr.sip.outgoing import Answered, Failed, OutgoingInvite
 from ivr.sip.sdp import build_offer, choose
 
 
@@ -51,6 +51,21 @@ class SipDialer:
         self._media_host = media_host
         self._codecs = codecs
         self._log = log
+        self._reaping: set[asyncio.Future[None]] = set()
+
+    def _give_up(self, outgoing: OutgoingInvite, result: asyncio.Future[Answered | Failed]) -> None:
+        """CANCEL the ringing leg; if it is answered anyway, hang it up."""
+        outgoing.cancel()
+
+        async def reap() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                late = await result
+                if isinstance(late, Answered):
+                    await late.dialog.bye()
+
+        task = asyncio.ensure_future(reap())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
     async def dial(
         self,
@@ -64,6 +79,26 @@ class SipDialer:
     ) -> OperatorLine | None:
         stream = RtpStream(self._clock, self._log)
         await stream.open(self._ports)
+        line: OperatorLine | None = None
+        try:
+            line = await self._ring(
+                uri, stream, caller_stream, caller_id, timeout, abort, extra_headers
+            )
+        finally:
+            if line is None:
+                stream.close()
+        return line
+
+    async def _ring(
+        self,
+        uri: str,
+        stream: RtpStream,
+        caller_stream: RtpStream,
+        caller_id: str,
+        timeout: float,
+        abort: asyncio.Future[EndReason],
+        extra_headers: dict[str, str] | None,
+    ) -> OperatorLine | None:
         # offer the caller's codec first so the bridge needs no transcoding
         prefs = (caller_stream.codec, *[c for c in self._codecs if c != caller_stream.codec])
         sdp = build_offer(self._media_host, stream.local_port, prefs)
@@ -73,32 +108,25 @@ class SipDialer:
         )
         result_task = asyncio.ensure_future(outgoing.result())
         watched: set[asyncio.Future[Any]] = {result_task, abort}
-        done, _ = await asyncio.wait(
-            watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            self._give_up(outgoing, result_task)
+            raise
         if result_task not in done:
-            why = "caller left" if abort.done() else f"no answer in {timeout:.0f} s"
+            why = "caller left" if abort.done() else f"no answer in {timeout:g} s"
             self._log.info("operator %s: cancelling (%s)", uri, why)
-            outgoing.cancel()
-            try:
-                await asyncio.wait_for(asyncio.shield(result_task), 5.0)
-            except TimeoutError:
-                result_task.cancel()
-            stream.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                late = result_task.result() if result_task.done() else None
-                if isinstance(late, Answered):
-                    await late.dialog.bye()
+            self._give_up(outgoing, result_task)
             return None
         result = result_task.result()
         if not isinstance(result, Answered):
             self._log.info("operator %s: %d %s", uri, result.status, result.reason)
-            stream.close()
             return None
         chosen = choose(result.media, prefs)
         if chosen is None:
             self._log.warning("operator %s answered with no codec we offered", uri)
-            stream.close()
             await result.dialog.bye()
             return None
         result.dialog.local_sdp = sdp

@@ -34,6 +34,7 @@ def write_config(
     dialplan: Path | None = None,
     sip_extra: str = "",
     ring_timeout: float = 4.0,
+    max_wait: float = 60.0,
     queue_extra: str = "",
 ) -> Path:
     low, high = free_port_block(400)
@@ -64,7 +65,7 @@ ring_timeout = {ring_timeout}
 
 [queues.general]
 operators = [{ops}]
-max_wait = 60.0
+max_wait = {max_wait}
 {queue_extra}
 
 [logging]
