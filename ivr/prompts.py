@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
+import soxr
 from pypinyin import Style, lazy_pinyin
 
 from ivr.media import g711
 from ivr.media.prompt_audio import FRAME_SAMPLES, SAMPLE_RATE, PromptAudio
-from ivr.media.resample import resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
 CACHE_VERSION = "1"
@@ -77,7 +77,11 @@ def read_recording(path: Path) -> npt.NDArray[np.int16]:
     if data.size == 0:
         raise PromptError(f"{path}: the recording is empty")
     mono = data.mean(axis=1)
-    converted = resample(mono, int(rate), SAMPLE_RATE)
+    converted = (
+        soxr.resample(mono, int(rate), SAMPLE_RATE, quality="VHQ")
+        if int(rate) != SAMPLE_RATE
+        else mono
+    )
     pcm: npt.NDArray[np.int16] = np.clip(np.round(converted * 32767), -32768, 32767).astype(
         np.int16
     )
