@@ -26,7 +26,7 @@ from ivr.media import g711
 from ivr.media.prompt_audio import FRAME_SAMPLES, SAMPLE_RATE, PromptAudio
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # bump when conversion changes
 DIGITS = str.maketrans("0123456789", "零幺二三四五六七八九")
 PAUSES = str.maketrans(
     {
