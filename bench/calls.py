@@ -20,6 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -337,7 +338,7 @@ def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        leaf = stack.split(";")[-1]
+        leaf = re.sub(r":\d+\)$", ")", stack.split(";")[-1]) or "(native code)"
         own[leaf] = own.get(leaf, 0) + int(count)
         total += int(count)
     top = sorted(own.items(), key=lambda kv: -kv[1])[:12]
@@ -408,7 +409,7 @@ CPU {best.cpu_percent if best else "-"} % of one core, RSS {best.rss_mb if best 
 Goal: 500 calls on 2 cores.
 
 Where the time goes (py-spy, {"at the largest passing N" if best else "at the last step"},
-share of samples by innermost function):
+share of samples by innermost Python function, lines folded):
 
 | function | % of samples |
 |---|---|

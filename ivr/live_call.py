@@ -151,8 +151,8 @@ class LiveCall:
             self._stream.stop_playback()  # barge-in: the next 20 ms frame is silence
 
     def _inband_frame(self, pcm: Any) -> None:
-        if self.keypad.out_of_band_seen:
-            return
+        if self.keypad.out_of_band_seen or self._stream.relay_to is not None:
+            return  # keys come another way, or the caller is talking to an operator
         for digit in self._inband.feed(pcm):
             self._digit(digit, "inband")
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ivr.trial_call import TrialOptions
 from tests.peers import free_port_block, free_udp_port
 
 if TYPE_CHECKING:
@@ -19,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 StartHotline = Callable[..., Awaitable["Hotline"]]
+
+
+def trial(port: int, **kwargs: object) -> TrialOptions:
+    """Options for our trial caller dialling the IVR on ``port``."""
+    low = 41000 + (port % 1000) * 4
+    kwargs.setdefault("rtp_ports", (low, low + 40))
+    return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

