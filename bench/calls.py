@@ -9,17 +9,15 @@ path (jitter buffer, in-band DTMF detection) is loaded too. Over a steady
 window with all N calls up it reports inter-packet gap percentiles and
 sequence-number loss per stream, plus the IVR's CPU (% of one core) and RSS.
 
-    python bench/calls.py            # ramp 50..800 calls, write the figures
-    python bench/calls.py --quick    # two small steps, nothing written
+    python -m bench.calls            # ramp 50..800 calls, write the figures
+    python -m bench.calls --quick    # two small steps, nothing written
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import re
 import select
 import shutil
@@ -34,6 +32,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
+
+from bench.report import machine, merge_results, now, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 GAP_LIMIT_MS = 25.0
@@ -345,26 +345,10 @@ def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
     return [(name, round(100 * count / total, 1)) for name, count in top]
 
 
-def machine() -> dict[str, str]:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "uname": " ".join(platform.uname()),
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
-    }
-
-
 def write_report(steps: list[Step], best: Step | None, top: list[tuple[str, float]]) -> None:
     info = machine()
-    date = time.strftime("%Y-%m-%d %H:%M")
-    results_path = ROOT / "bench" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results.update(
+    date = now()
+    merge_results(
         {
             "calls_concurrent_max": best.calls if best else 0,
             "rtp_gap_p99_ms_at_max": best.gap_p99_ms if best else None,
@@ -376,7 +360,6 @@ def write_report(steps: list[Step], best: Step | None, top: list[tuple[str, floa
             "calls_profile_top": top,
         }
     )
-    results_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     rows = "\n".join(
         f"| {s.calls} | {s.streams_seen} | {s.gap_p50_ms} | {s.gap_p99_ms} | {s.gap_max_ms} "
         f"| {s.lost} | {s.cpu_percent} | {s.rss_mb} | {s.sipp_failed} | {'yes' if s.ok else 'no'} |"
@@ -387,9 +370,7 @@ def write_report(steps: list[Step], best: Step | None, top: list[tuple[str, floa
         "| calls | streams | gap p50 ms | gap p99 ms | gap max ms | lost | IVR CPU % "
         "| RSS MB | sipp failed | pass |\n|---|---|---|---|---|---|---|---|---|---|"
     )
-    section = f"""## Concurrent calls (bench/calls.py)
-
-Measured {date} on {info["cpu"]} ({info["nproc"]} cores), Python {info["python"]};
+    body = f"""Measured {date} on {info["cpu"]} ({info["nproc"]} cores), Python {info["python"]};
 `{info["uname"]}`.
 
 Method: `ivr serve` with a dial plan whose greeting loops; sipp opens N calls at
@@ -415,20 +396,7 @@ share of samples by innermost Python function, lines folded):
 |---|---|
 {prof}
 """
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = (
-        doc.read_text()
-        if doc.exists()
-        else "# Benchmarks\n\nFigures measured by the scripts in bench/.\n\n"
-    )
-    marker = "## Concurrent calls (bench/calls.py)"
-    if marker in text:
-        before, _, after = text.partition(marker)
-        rest = after.split("\n## ", 1)
-        text = before + section + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    doc.write_text(text)
+    write_section("Concurrent calls (bench/calls.py)", body)
 
 
 def main() -> int:

@@ -67,6 +67,65 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX calls_by_caller ON calls (caller, started_at)",
         ),
     ),
+    Migration(
+        2,
+        "tickets (工单) with their history and recordings; the work-order webhook outbox",
+        (
+            """
+            CREATE TABLE tickets (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                call_id     TEXT NOT NULL,
+                caller      TEXT NOT NULL,
+                status      TEXT NOT NULL DEFAULT 'open',
+                fields      TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(fields)),
+                transcript  TEXT NOT NULL DEFAULT '',
+                notes       TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(notes)),
+                emergency   TEXT,
+                created_at  REAL NOT NULL,
+                updated_at  REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX tickets_by_call ON tickets (call_id)",
+            "CREATE INDEX tickets_by_caller ON tickets (caller, created_at)",
+            """
+            CREATE TABLE ticket_history (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
+                at         REAL NOT NULL,
+                who        TEXT NOT NULL,
+                what       TEXT NOT NULL,
+                old_value  TEXT,
+                new_value  TEXT
+            )
+            """,
+            "CREATE INDEX ticket_history_by_ticket ON ticket_history (ticket_id, at)",
+            """
+            CREATE TABLE ticket_recordings (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
+                path       TEXT NOT NULL,
+                seconds    REAL NOT NULL,
+                ending     TEXT NOT NULL,
+                transcript TEXT,
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX ticket_recordings_by_ticket ON ticket_recordings (ticket_id)",
+            """
+            CREATE TABLE work_order_outbox (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id    INTEGER NOT NULL REFERENCES tickets (id),
+                payload      TEXT NOT NULL CHECK (json_valid(payload)),
+                attempts     INTEGER NOT NULL DEFAULT 0,
+                next_at      REAL NOT NULL,
+                last_error   TEXT,
+                delivered_at REAL,
+                created_at   REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX work_order_outbox_due ON work_order_outbox (delivered_at, next_at)",
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """

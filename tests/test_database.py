@@ -99,15 +99,17 @@ async def test_later_migration_upgrades_an_existing_database(tmp_path: Path) -> 
     path = tmp_path / "ivr.sqlite3"
     async with await open_database(path):
         pass
-    upgrade = Migration(2, "notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",))
+    nxt = MIGRATIONS[-1].version + 1
+    upgrade = Migration(nxt, "notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",))
+    expected = [*(m.version for m in MIGRATIONS), nxt]
 
     async with await open_database(path, migrations=(*MIGRATIONS, upgrade)) as db:
         versions = [m.version for m in await db.applied_migrations()]
-        assert versions == [1, 2]
+        assert versions == expected
         await db.execute("INSERT INTO notes (body) VALUES (?)", ("ok",))
 
     async with await open_database(path, migrations=(*MIGRATIONS, upgrade)) as db:
-        assert [m.version for m in await db.applied_migrations()] == [1, 2]
+        assert [m.version for m in await db.applied_migrations()] == expected
 
 
 async def test_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -119,10 +121,10 @@ async def test_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     )
 
     with pytest.raises(DatabaseError, match=r"migration 2 \(half broken\) failed"):
-        await open_database(path, migrations=(*MIGRATIONS, broken))
+        await open_database(path, migrations=(MIGRATIONS[0], broken))
 
     assert "half" not in table_names(path)
-    async with await open_database(path) as db:
+    async with await open_database(path, migrations=(MIGRATIONS[0],)) as db:
         assert await db.schema_version() == 1
 
 
@@ -133,7 +135,7 @@ def test_migrations_are_numbered_in_order() -> None:
 async def test_out_of_order_migrations_are_a_programming_error(tmp_path: Path) -> None:
     gap = Migration(3, "gap", ("SELECT 1",))
     with pytest.raises(ValueError, match="1, 2, 3"):
-        await open_database(tmp_path / "x.sqlite3", migrations=(*MIGRATIONS, gap))
+        await open_database(tmp_path / "x.sqlite3", migrations=(MIGRATIONS[0], gap))
 
 
 async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
