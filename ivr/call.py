@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ivr.media.prompt_audio import PromptAudio
+from ivr.speech.utterance import ListenSettings, Utterance
 
 
 class EndReason(enum.StrEnum):
@@ -82,3 +83,18 @@ class Call(Protocol):
 
     async def hangup(self) -> None:
         """End the call from the IVR side (reason IVR_HANGUP)."""
+
+    async def listen(self, settings: ListenSettings, *, stop_on_key: bool) -> Utterance | str:
+        """The caller's next utterance (see ivr.speech.utterance); with
+        ``stop_on_key`` a key pressed first is returned instead.
+        Raises CallEnded when the caller is gone."""
+
+    async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
+        """The transcript of ``utterance`` (run off the event loop)."""
+
+    async def describe(self, utterance: Utterance) -> None:
+        """Keep ``utterance`` for the call's ticket and transcribe it in the
+        background into the ticket's fields; returns at once."""
+
+    async def note(self, text: str) -> None:
+        """Add a note to the call's ticket (e.g. "caller said nothing")."""

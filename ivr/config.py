@@ -116,6 +116,53 @@ class PromptSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     database: Path = Path("var/ivr.sqlite3")
+    recordings_dir: Path = Path("var/recordings")
+    recording_retention_days: int = 90
+
+
+SPEECH_ENGINES: tuple[str, ...] = ("auto", "whisper", "vosk")
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    engine: str = "auto"
+    models_dir: Path = Path("asr_models")
+    workers: int = 2  # recognitions at once
+    threads: int = 1  # CPU threads per recognition
+    vad_aggressiveness: int = 2
+    end_silence: float = 1.2
+    pre_roll: float = 0.3
+
+
+@dataclass(frozen=True)
+class TicketSettings:
+    taxonomy: Path | None = None  # None: the taxonomy bundled with the IVR
+    gazetteer: Path = Path("gazetteer.toml")
+    screen_pop_wait: float = 2.0
+
+
+@dataclass(frozen=True)
+class EmergencySettings:
+    police: str = ""  # 110: violence
+    fire: str = ""  # 119: fire, gas leak
+    ambulance: str = ""  # 120: someone collapsed, bleeding...
+
+    def uri_for(self, service: str) -> str:
+        return {"110": self.police, "119": self.fire, "120": self.ambulance}.get(service, "")
+
+
+@dataclass(frozen=True)
+class WorkOrderSettings:
+    webhook: str = ""  # "" = do not post
+    timeout: float = 5.0
+    retry: tuple[float, ...] = (0.0, 10.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,11 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     operators: OperatorSettings = field(default_factory=OperatorSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    tickets: TicketSettings = field(default_factory=TicketSettings)
+    emergency: EmergencySettings = field(default_factory=EmergencySettings)
+    work_orders: WorkOrderSettings = field(default_factory=WorkOrderSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 # ----------------------------------------------------------------------- errors
@@ -435,6 +487,25 @@ class _Table:
             return None
         return strings
 
+    def seconds_list(
+        self, name: str, default: tuple[float, ...], low: float, high: float
+    ) -> tuple[float, ...]:
+        """A non-empty array of numbers of seconds in low..high."""
+        value = self._take(name)
+        if value is None:
+            return default
+        numbers: list[float] = []
+        if isinstance(value, list):
+            for x in value:
+                if isinstance(x, int | float) and not isinstance(x, bool) and low <= x <= high:
+                    numbers.append(float(x))
+        if not numbers or not isinstance(value, list) or len(numbers) != len(value):
+            self.fail(
+                name, f"must be an array of seconds, each {low:g}..{high:g}, e.g. [0, 10, 60]"
+            )
+            return default
+        return tuple(numbers)
+
     def path(self, name: str, default: Path, base: Path) -> Path:
         text = self.string(name, "")
         relative = Path(text) if text else default
@@ -548,6 +619,11 @@ def _settings(root: _Table, base: Path) -> Settings:
     operators = _operators(root.table("operators"))
     queues = _queues(root, root.table("queues"))
     logging = _logging(root.table("logging"))
+    speech = _speech(root.table("speech"), base)
+    tickets = _tickets(root.table("tickets"), base)
+    emergency = _emergency(root.table("emergency"))
+    work_orders = _work_orders(root.table("work_orders"))
+    web = _web(root.table("web"))
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -557,7 +633,69 @@ def _settings(root: _Table, base: Path) -> Settings:
         storage=storage,
         operators=operators,
         logging=logging,
+        speech=speech,
+        tickets=tickets,
+        emergency=emergency,
+        work_orders=work_orders,
+        web=web,
     )
+
+
+def _speech(t: _Table, base: Path) -> SpeechSettings:
+    d = SpeechSettings()
+    engine = t.choice("engine", d.engine, SPEECH_ENGINES)
+    models_dir = t.path("models_dir", d.models_dir, base)
+    workers = t.integer("workers", d.workers, 1, 64)
+    threads = t.integer("threads", d.threads, 1, 64)
+    vad = t.integer("vad_aggressiveness", d.vad_aggressiveness, 0, 3)
+    end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
+    pre_roll = t.number("pre_roll", d.pre_roll, 0.0, 2.0, low_open=False)
+    t.reject_unknown()
+    return SpeechSettings(engine, models_dir, workers, threads, vad, end_silence, pre_roll)
+
+
+def _tickets(t: _Table, base: Path) -> TicketSettings:
+    d = TicketSettings()
+    taxonomy = t.path("taxonomy", Path("-"), base) if t.has("taxonomy") else None
+    gazetteer = t.path("gazetteer", d.gazetteer, base)
+    wait = t.number("screen_pop_wait", d.screen_pop_wait, 0, 30, low_open=False)
+    t.reject_unknown()
+    return TicketSettings(taxonomy=taxonomy, gazetteer=gazetteer, screen_pop_wait=wait)
+
+
+def _emergency(t: _Table) -> EmergencySettings:
+    uris: dict[str, str] = {}
+    for name in ("police", "fire", "ambulance"):
+        uri = t.string(name, "", empty_ok=True)
+        if uri and t.ok(name):
+            problem = _sip_uri_problem(uri)
+            if problem is not None:
+                t.fail(name, problem)
+                uri = ""
+        uris[name] = uri
+    t.reject_unknown()
+    return EmergencySettings(**uris)
+
+
+def _work_orders(t: _Table) -> WorkOrderSettings:
+    d = WorkOrderSettings()
+    webhook = t.string("webhook", d.webhook, empty_ok=True)
+    if webhook and t.ok("webhook") and re.fullmatch(r"https?://[^\s/]+(/\S*)?", webhook) is None:
+        t.fail("webhook", "must be an http:// or https:// URL, or \"\" to post nothing")
+        webhook = ""
+    timeout = t.number("timeout", d.timeout, 0, 300, low_open=True)
+    retry = t.seconds_list("retry", d.retry, 0, 86400)
+    t.reject_unknown()
+    return WorkOrderSettings(webhook=webhook, timeout=timeout, retry=retry)
+
+
+def _web(t: _Table) -> WebSettings:
+    d = WebSettings()
+    enabled = t.boolean("enabled", d.enabled)
+    host = t.host("host", d.host)
+    port = t.integer("port", d.port, 0, 65535)
+    t.reject_unknown()
+    return WebSettings(enabled=enabled, host=host, port=port)
 
 
 def _dialplan(t: _Table, base: Path) -> DialplanSettings:
@@ -567,9 +705,14 @@ def _dialplan(t: _Table, base: Path) -> DialplanSettings:
 
 
 def _storage(t: _Table, base: Path) -> StorageSettings:
-    database = t.path("database", StorageSettings().database, base)
+    d = StorageSettings()
+    database = t.path("database", d.database, base)
+    recordings_dir = t.path("recordings_dir", d.recordings_dir, base)
+    retention = t.integer("recording_retention_days", d.recording_retention_days, 1, 36500)
     t.reject_unknown()
-    return StorageSettings(database=database)
+    return StorageSettings(
+        database=database, recordings_dir=recordings_dir, recording_retention_days=retention
+    )
 
 
 def _sip(t: _Table) -> SipSettings:

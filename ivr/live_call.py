@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ivr.call import CallEnded, EndReason, TransferResult
 from ivr.call_records import CallRecord
@@ -14,6 +14,10 @@ from ivr.keypad import Keypad
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
 from ivr.sip.dialog import Dialog, DialogEnd
+from ivr.speech.utterance import ListenSettings, Utterance, UtteranceCapture
+
+if TYPE_CHECKING:
+    from ivr.intake import CallIntake
 
 Transfer = Callable[["LiveCall", str, PromptAudio | None], Awaitable[TransferResult]]
 
@@ -35,7 +39,11 @@ class LiveCall:
         transfer: Transfer,
         log: logging.LoggerAdapter[logging.Logger],
         inband_detector: Any | None = None,
+        intake: CallIntake | None = None,
+        screen_pop_wait: float = 0.0,
     ) -> None:
+        self.intake = intake
+        self._screen_pop_wait = screen_pop_wait
         self.dialog = dialog
         self._stream = stream
         self.record = record
@@ -117,6 +125,60 @@ class LiveCall:
 
     async def hangup(self) -> None:
         self.end(EndReason.IVR_HANGUP)
+
+    async def listen(self, settings: ListenSettings, *, stop_on_key: bool) -> Utterance | str:
+        self._check()
+        if stop_on_key and self.keypad.peek() is not None:
+            return self.keypad.take() or ""
+        capture = UtteranceCapture(settings)
+        self._stream.pcm_listeners.append(capture.feed)
+        waiters: set[asyncio.Future[Any]] = {capture.done, self._gone}
+        key_waiter: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if stop_on_key and key_waiter is None and not capture.speaking:
+                    key_waiter = asyncio.ensure_future(self.keypad.wait())
+                    waiters.add(key_waiter)
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if capture.done in done:
+                    return capture.done.result()
+                if self._gone in done:
+                    capture.hung_up()
+                    raise CallEnded(self._gone.result())
+                if key_waiter is not None and key_waiter in done:
+                    return self.keypad.take() or ""
+        finally:
+            if capture.feed in self._stream.pcm_listeners:
+                self._stream.pcm_listeners.remove(capture.feed)
+            if key_waiter is not None:
+                key_waiter.cancel()
+
+    async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
+        intake = self.intake
+        transcriber = intake.transcriber if intake is not None else None
+        if transcriber is None:
+            self.log.error("spoken menu but no speech engine loaded")
+            return ""
+        result = await transcriber.transcribe(utterance.pcm, grammar)
+        self.log.info("heard %d characters in %.2f s", len(result.text), result.compute_seconds)
+        return result.text
+
+    async def describe(self, utterance: Utterance) -> None:
+        if self.intake is not None:
+            await self.intake.describe(utterance)
+
+    async def screen_pop(self) -> dict[str, str]:
+        """The ticket as INVITE headers for the operator, once any transcription
+        still running is back (waiting at most screen_pop_wait seconds)."""
+        if self.intake is None:
+            return {}
+        if not await self.intake.settled(self._screen_pop_wait):
+            self.log.info("screen pop before the transcript is back; the screen will update")
+        return await self.intake.screen_pop()
+
+    async def note(self, text: str) -> None:
+        if self.intake is not None:
+            await self.intake.note(text)
 
     # -- used by the operator desk and the server ------------------------------
     def note_transfer(self, queue: str, operator: str | None, outcome: str) -> None:

@@ -59,6 +59,7 @@ class Dialer(Protocol):
         caller_id: str,
         timeout: float,
         abort: asyncio.Future[EndReason],
+        extra_headers: dict[str, str] | None = None,
     ) -> OperatorLeg | None: ...
 
 
@@ -80,6 +81,10 @@ class WaitingCaller(Protocol):
     def end(self, reason: EndReason) -> None: ...
 
     def note_transfer(self, queue: str, operator: str | None, outcome: str) -> None: ...
+
+    async def screen_pop(self) -> dict[str, str]:
+        """Headers for the INVITE to the operator (the ticket goes with the call)."""
+        ...
 
 
 @dataclass
@@ -191,12 +196,18 @@ class OperatorDesk:
         while True:
             operator = await self._next_operator(call, queue, skipped)
             try:
+                headers = await call.screen_pop()
+            except Exception:
+                self._log.exception("screen pop for %s failed; ringing without it", operator.uri)
+                headers = {}
+            try:
                 leg = await self._dialer.dial(
                     operator.uri,
                     caller_stream=call.stream,
                     caller_id=call.caller or "anonymous",
                     timeout=self._ring_timeout,
                     abort=call.gone,
+                    extra_headers=headers,
                 )
             except Exception:
                 self._log.exception("dialing operator %s failed", operator.uri)
@@ -221,8 +232,39 @@ class OperatorDesk:
             await self._talk(call, leg, operator, queue)
             return TransferResult(TransferOutcome.BRIDGED, operator=operator.uri)
 
+    async def connect_direct(
+        self, call: WaitingCaller, uri: str, label: str, *, ring_timeout: float
+    ) -> TransferResult:
+        """Bridge the caller straight to ``uri`` (an emergency service), no queue."""
+        try:
+            headers = await call.screen_pop()
+        except Exception:
+            headers = {}
+        leg = await self._dialer.dial(
+            uri,
+            caller_stream=call.stream,
+            caller_id=call.caller or "anonymous",
+            timeout=ring_timeout,
+            abort=call.gone,
+            extra_headers=headers,
+        )
+        if leg is None:
+            return TransferResult(TransferOutcome.NO_OPERATOR)
+        if call.gone.done():
+            await leg.hangup()
+            raise CallEnded(call.gone.result())
+        direct = Queue(name=label, operators=[], max_waiting=0, max_wait=0)
+        await self._talk(call, leg, Operator(uri=uri, queue=label), direct, release=False)
+        return TransferResult(TransferOutcome.BRIDGED, operator=uri)
+
     async def _talk(
-        self, call: WaitingCaller, leg: OperatorLeg, operator: Operator, queue: Queue
+        self,
+        call: WaitingCaller,
+        leg: OperatorLeg,
+        operator: Operator,
+        queue: Queue,
+        *,
+        release: bool = True,
     ) -> None:
         call.note_transfer(queue.name, operator.uri, "bridged")
         bridge(call.stream, leg.stream)
@@ -236,7 +278,8 @@ class OperatorDesk:
                 call.end(EndReason.OPERATOR_HANGUP)
             await leg.hangup()
             self._log.info("operator %s call over", operator.uri)
-            self._release_later(operator, queue)
+            if release:
+                self._release_later(operator, queue)
 
     def _release_later(self, operator: Operator, queue: Queue) -> None:
         if self._wrap_up <= 0:

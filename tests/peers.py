@@ -76,16 +76,33 @@ async def run_sipp(args: list[str], workdir: Path, timeout: float = 60.0) -> Pee
 class SippUas:
     """sipp standing for a phone that answers and echoes RTP (an operator)."""
 
-    def __init__(self, workdir: Path, port: int, media_port: int, scenario: str = "uas") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        media_port: int,
+        scenario: str = "uas",
+        *,
+        user: str = "operator",
+        trace: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.port = port
         self.media_port = media_port
         self.scenario = scenario
+        self.user = user
+        self.trace = trace  # keep every SIP message sipp saw (messages())
         self.proc: asyncio.subprocess.Process | None = None
+
+    def messages(self) -> str:
+        """The SIP messages sipp received and sent (with trace=True)."""
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_messages.log"))
+        )
 
     @property
     def uri(self) -> str:
-        return f"sip:operator@127.0.0.1:{self.port}"
+        return f"sip:{self.user}@127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +119,8 @@ class SippUas:
             "-nostdin",
             "-trace_err",
         ]
+        if self.trace:
+            args.append("-trace_msg")
         if self.scenario.endswith(".xml"):
             args = ["-sf", self.scenario, *args]
         else:

@@ -10,9 +10,10 @@ import pytest
 
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.cli import main as cli_main
-from ivr.dialplan.load import DialPlanError, load_dialplan
+from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.run import run_dialplan
 from ivr.media.prompt_audio import PromptAudio
+from ivr.speech.utterance import ListenSettings, Utterance, UtteranceEnd
 from tests.conftest import ROOT
 
 BROKEN = Path(__file__).parent / "data" / "dialplans"
@@ -116,8 +117,13 @@ def test_check_command_prints_errors(capsys: pytest.CaptureFixture[str]) -> None
 class ScriptedCall:
     """A Call whose caller presses keys from a script (None = no key)."""
 
-    def __init__(self, keys: list[str | None], bridged: bool = True) -> None:
+    def __init__(
+        self, keys: list[str | None], bridged: bool = True, said: list[str | None] | None = None
+    ) -> None:
         self.keys = keys
+        self.said = said or []  # what the caller says at each listen (None: silence)
+        self.described: list[str] = []
+        self.notes: list[str] = []
         self.bridged = bridged
         self.played: list[str] = []
         self.path: list[str] = []
@@ -154,6 +160,22 @@ class ScriptedCall:
 
     async def hangup(self) -> None:
         self.hung_up = True
+
+    async def listen(self, settings: ListenSettings, *, stop_on_key: bool) -> Utterance | str:
+        text = self.said.pop(0) if self.said else None
+        if text is None:
+            return Utterance(np.zeros(0, np.int16), UtteranceEnd.NO_SPEECH, 0.0, 0)
+        pcm = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int16)
+        return Utterance(pcm, UtteranceEnd.SILENCE, 1.0, 50)
+
+    async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
+        return utterance.pcm.astype(np.uint8).tobytes().decode()
+
+    async def describe(self, utterance: Utterance) -> None:
+        self.described.append(await self.recognise(utterance, None))
+
+    async def note(self, text: str) -> None:
+        self.notes.append(text)
 
 
 class Prompts:
@@ -205,3 +227,56 @@ async def test_caller_leaving_propagates(plan: object) -> None:
     call = ScriptedCall([])
     with pytest.raises(CallEnded):
         await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+
+
+def test_speech_nodes_are_checked_with_lines() -> None:
+    problems = problems_of("bad_speech_nodes.toml")
+    text = "\n".join(problems)
+    where = "bad_speech_nodes.toml:19: node 'menu'"
+    assert f"{where}: words for key '2', which is not an option" in text
+    assert "bad_speech_nodes.toml:26: node 'ask': max_seconds 500 s out of range 3..120" in text
+
+
+def test_describe_prompt_must_exist() -> None:
+    text = (BROKEN / "bad_speech_nodes.toml").read_text()
+    text = text.replace("max_seconds = 500", "max_seconds = 20").replace("2 = [\"投诉\"]", "")
+    with pytest.raises(DialPlanError) as info:
+        parse_dialplan(text, "plan.toml")
+    assert "plan.toml:27: node 'ask': no_speech_prompt 'ask_again' has no text" in str(info.value)
+
+
+def test_bundled_plan_listens() -> None:
+    plan = load_dialplan(ROOT / "dialplans" / "12345.toml", queues={"general"})
+    assert plan.needs_speech()
+    assert plan.nodes["main"].words["0"][0] == "人工"  # type: ignore[union-attr]
+
+
+async def test_spoken_option_chooses_like_a_key(plan: object) -> None:
+    # the caller stays silent at the key prompt, then says a near-homophone of 投诉
+    call = ScriptedCall([None, "1"], said=["我要头诉一个商家", "我叫王芳，电话幺三八"])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.path == ["welcome", "main", "complaint", "complaint_info", "describe", "operator"]
+    assert call.described == ["我叫王芳，电话幺三八"]
+
+
+async def test_spoken_words_that_match_nothing_count_as_invalid(plan: object) -> None:
+    call = ScriptedCall([None, "0"], said=["今天天气不错"])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert "invalid" in call.played
+    assert call.path == ["welcome", "main", "operator"]
+
+
+async def test_describe_keeps_speech_and_moves_on(plan: object) -> None:
+    call = ScriptedCall(["3"], said=["我叫李明，家里停水三天了"])
+    assert await run_dialplan(plan, call, Prompts()) == "bridged"  # type: ignore[arg-type]
+    assert call.path == ["welcome", "main", "help", "describe", "operator"]
+    assert call.described == ["我叫李明，家里停水三天了"]
+    assert call.played.count("describe") == 1
+
+
+async def test_describe_silence_twice_goes_on_with_a_note(plan: object) -> None:
+    call = ScriptedCall(["3"], said=[None, None])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.played[-3:] == ["describe", "describe_again", "connecting"]
+    assert call.described == [] and "said nothing" in call.notes[0]
+    assert call.path[-1] == "operator"

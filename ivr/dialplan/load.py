@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.dialplan.model import (
+    DescribeNode,
     DialPlan,
     GotoNode,
     HangupNode,
@@ -26,7 +27,7 @@ from ivr.dialplan.model import (
     TransferNode,
 )
 
-NODE_TYPES = ("play", "menu", "transfer", "hangup", "goto")
+NODE_TYPES = ("play", "menu", "transfer", "hangup", "goto", "describe")
 MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "play": {"type": str, "prompt": str, "next": str, "barge_in": bool},
@@ -39,6 +40,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "retries": int,
         "invalid_prompt": str,
         "timeout_prompt": str,
+        "words": dict,
     },
     "transfer": {
         "type": str,
@@ -49,6 +51,16 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "hangup": {"type": str, "prompt": str},
     "goto": {"type": str, "target": str},
+    "describe": {
+        "type": str,
+        "prompt": str,
+        "next": str,
+        "on_no_speech": str,
+        "no_speech_prompt": str,
+        "max_seconds": (int, float),
+        "end_silence": (int, float),
+        "no_speech_timeout": (int, float),
+    },
 }
 REQUIRED = {
     "play": ("prompt", "next"),
@@ -56,6 +68,7 @@ REQUIRED = {
     "transfer": ("queue", "on_no_operator"),
     "hangup": (),
     "goto": ("target",),
+    "describe": ("prompt", "next", "on_no_speech"),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -330,6 +343,9 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         if not options:
             fail(line, f"node {node_id!r}: a menu needs at least one option")
             good = False
+        words = _menu_words(node_id, body.get("words", {}), options, lines, fail)
+        if words is None:
+            good = False
         if not good:
             return None
         return MenuNode(
@@ -342,6 +358,7 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             retries,
             body.get("invalid_prompt"),
             body.get("timeout_prompt"),
+            words or {},
         )
     if kind == "transfer":
         return TransferNode(
@@ -354,7 +371,81 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         )
     if kind == "hangup":
         return HangupNode(node_id, line, body.get("prompt"))
+    if kind == "describe":
+        return _describe(node_id, line, body, lines, fail)
     return GotoNode(node_id, line, body["target"])
+
+
+_DESCRIBE_RANGES = {
+    "max_seconds": (3.0, 120.0, 30.0),
+    "end_silence": (0.3, 5.0, 1.2),
+    "no_speech_timeout": (1.0, 30.0, 6.0),
+}
+
+
+def _describe(
+    node_id: str, line: int, body: dict[str, Any], lines: LineMap, fail: Any
+) -> DescribeNode | None:
+    values: dict[str, float] = {}
+    good = True
+    for key, (low, high, default) in _DESCRIBE_RANGES.items():
+        value = float(body.get(key, default))
+        if not low <= value <= high:
+            fail(
+                lines.key("nodes", node_id, key),
+                f"node {node_id!r}: {key} {value:g} s out of range {low:g}..{high:g}",
+            )
+            good = False
+        values[key] = value
+    if not good:
+        return None
+    return DescribeNode(
+        node_id,
+        line,
+        body["prompt"],
+        body["next"],
+        body["on_no_speech"],
+        body.get("no_speech_prompt"),
+        values["max_seconds"],
+        values["end_silence"],
+        values["no_speech_timeout"],
+    )
+
+
+def _menu_words(
+    node_id: str, raw: dict[str, Any], options: dict[str, str], lines: LineMap, fail: Any
+) -> dict[str, tuple[str, ...]] | None:
+    """``words = { "1" = ["普通话"], ... }``: what a caller may say instead of a key."""
+    words: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    good = True
+    for key, value in raw.items():
+        where = lines.key("nodes", node_id, "words", key)
+        if where == lines.table("nodes", node_id):
+            where = lines.key("nodes", node_id, "words")
+        if str(key) not in options:
+            fail(where, f"node {node_id!r}: words for key {key!r}, which is not an option")
+            good = False
+            continue
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(w, str) and w.strip() for w in value)
+        ):
+            fail(where, f"node {node_id!r}: words.{key} must be a list of non-empty strings")
+            good = False
+            continue
+        for word in value:
+            if word in seen and seen[word] != key:
+                fail(
+                    where,
+                    f"node {node_id!r}: the word {word!r} is given for keys "
+                    f"{seen[word]!r} and {key!r}",
+                )
+                good = False
+            seen[word] = key
+        words[str(key)] = tuple(value)
+    return words if good else None
 
 
 def _edges(node: Node) -> list[tuple[str, str]]:
@@ -370,6 +461,8 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("on_no_operator", node.on_no_operator)]
     if isinstance(node, GotoNode):
         return [("target", node.target)]
+    if isinstance(node, DescribeNode):
+        return [("next", node.next), ("on_no_speech", node.on_no_speech)]
     return []
 
 
@@ -438,7 +531,13 @@ def _check_prompts(
     fail: Any,
 ) -> None:
     for node in nodes.values():
-        for name in ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt"):
+        for name in (
+            "prompt",
+            "invalid_prompt",
+            "timeout_prompt",
+            "hold_prompt",
+            "no_speech_prompt",
+        ):
             key = getattr(node, name, None)
             if key and key not in prompts and key not in recorded:
                 fail(

@@ -26,6 +26,11 @@ class MenuNode:
     retries: int = 3
     invalid_prompt: str | None = None
     timeout_prompt: str | None = None
+    words: dict[str, tuple[str, ...]] = field(default_factory=dict)  # key -> spoken words
+
+    @property
+    def spoken(self) -> bool:
+        return bool(self.words)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,27 @@ class GotoNode:
     target: str
 
 
-Node = PlayNode | MenuNode | TransferNode | HangupNode | GotoNode
+@dataclass(frozen=True)
+class DescribeNode:
+    """Ask the caller to say who, where and what; record it for the ticket.
+
+    The recording is transcribed in the background while the call goes on to
+    ``next``.  Silence or noise: ``no_speech_prompt`` (default: the prompt
+    again) once, then ``on_no_speech`` with a note on the ticket.
+    """
+
+    id: str
+    line: int
+    prompt: str
+    next: str
+    on_no_speech: str
+    no_speech_prompt: str | None = None
+    max_seconds: float = 30.0
+    end_silence: float = 1.2
+    no_speech_timeout: float = 6.0
+
+
+Node = PlayNode | MenuNode | TransferNode | HangupNode | GotoNode | DescribeNode
 
 
 @dataclass(frozen=True)
@@ -69,8 +94,21 @@ class DialPlan:
         """Every prompt key some node uses."""
         keys: set[str] = set()
         for node in self.nodes.values():
-            for name in ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt"):
+            for name in (
+                "prompt",
+                "invalid_prompt",
+                "timeout_prompt",
+                "hold_prompt",
+                "no_speech_prompt",
+            ):
                 value = getattr(node, name, None)
                 if value:
                     keys.add(value)
         return keys
+
+    def needs_speech(self) -> bool:
+        """Some node listens to speech (a describe node or a spoken menu)."""
+        return any(
+            isinstance(node, DescribeNode) or (isinstance(node, MenuNode) and node.spoken)
+            for node in self.nodes.values()
+        )

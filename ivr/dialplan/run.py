@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Protocol
 
 from ivr.call import Call, TransferOutcome
 from ivr.dialplan.model import (
+    DescribeNode,
     DialPlan,
     GotoNode,
     HangupNode,
@@ -15,6 +17,8 @@ from ivr.dialplan.model import (
     TransferNode,
 )
 from ivr.media.prompt_audio import PromptAudio
+from ivr.speech.spoken_options import match_option
+from ivr.speech.utterance import ListenSettings
 
 MAX_STEPS = 1000
 
@@ -28,6 +32,7 @@ async def run_dialplan(
     call: Call,
     prompts: PromptSource,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    listen: ListenSettings | None = None,
 ) -> str:
     """Run ``call`` through ``plan``; returns the outcome ("bridged",
     "hangup", "loop_guard"). CallEnded propagates when the caller leaves."""
@@ -39,7 +44,7 @@ async def run_dialplan(
             await call.play(prompts.get(node.prompt), barge_in=node.barge_in)
             node_id = node.next
         elif isinstance(node, MenuNode):
-            node_id = await _menu(node, call, prompts)
+            node_id = await _menu(node, call, prompts, listen or ListenSettings())
         elif isinstance(node, TransferNode):
             if node.prompt:
                 await call.play(prompts.get(node.prompt), barge_in=False)
@@ -55,16 +60,24 @@ async def run_dialplan(
             return "hangup"
         elif isinstance(node, GotoNode):
             node_id = node.target
+        elif isinstance(node, DescribeNode):
+            node_id = await _describe(node, call, prompts, listen)
     if log is not None:
         log.error("dial plan %s: %d steps without an end; hanging up", plan.name, MAX_STEPS)
     await call.hangup()
     return "loop_guard"
 
 
-async def _menu(node: MenuNode, call: Call, prompts: PromptSource) -> str:
+async def _menu(
+    node: MenuNode, call: Call, prompts: PromptSource, listen: ListenSettings
+) -> str:
+    grammar = [word for words in node.words.values() for word in words]
     for attempt in range(node.retries):
         await call.play(prompts.get(node.prompt), barge_in=True)
-        key = await call.collect_digits(1, node.timeout)
+        if node.spoken:
+            key = await _key_or_word(node, call, listen, grammar)
+        else:
+            key = await call.collect_digits(1, node.timeout)
         if key in node.options:
             return node.options[key]
         last = attempt == node.retries - 1
@@ -72,3 +85,42 @@ async def _menu(node: MenuNode, call: Call, prompts: PromptSource) -> str:
         if follow_up and not last:
             await call.play(prompts.get(follow_up), barge_in=True)
     return node.after_retries
+
+
+async def _key_or_word(
+    node: MenuNode, call: Call, listen: ListenSettings, grammar: list[str]
+) -> str:
+    """A key, or the key whose words the caller said ("" for neither)."""
+    key = await call.collect_digits(1, 0.05)  # a key that barged into the prompt
+    if key:
+        return key
+    settings = replace(listen, no_speech_timeout=node.timeout, max_seconds=8.0)
+    heard = await call.listen(settings, stop_on_key=True)
+    if isinstance(heard, str):
+        return heard
+    if not heard.heard:
+        return ""
+    text = await call.recognise(heard, grammar)
+    match = match_option(text, node.words)
+    return "?" if match is None else match.key  # "?": said something, but no option
+
+
+async def _describe(
+    node: DescribeNode, call: Call, prompts: PromptSource, listen: ListenSettings | None
+) -> str:
+    settings = replace(
+        listen or ListenSettings(),
+        max_seconds=node.max_seconds,
+        end_silence=node.end_silence,
+        no_speech_timeout=node.no_speech_timeout,
+    )
+    for attempt in range(2):
+        key = node.prompt if attempt == 0 else (node.no_speech_prompt or node.prompt)
+        await call.play(prompts.get(key), barge_in=False)
+        heard = await call.listen(settings, stop_on_key=False)
+        assert not isinstance(heard, str)
+        if heard.heard:
+            await call.describe(heard)
+            return node.next
+    await call.note(f"{node.id}: caller said nothing recognisable twice ({heard.end.value})")
+    return node.on_no_speech

@@ -1,0 +1,176 @@
+"""The work-order webhook: tickets posted as JSON to the city's work-order
+system, through an outbox in SQLite so that nothing is lost.
+
+A ticket to post is first written to work_order_outbox (in the database,
+so it survives a crash or restart), then delivered by one background task.
+A delivery that fails (timeout, refused connection, non-2xx answer) stays
+in the outbox with its error and is retried after the next delay of the
+retry schedule, then every last delay, until the webhook takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ivr.database import Database
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    ticket_id: int
+    attempts: int
+    next_at: float
+    last_error: str | None
+    delivered_at: float | None
+
+
+class WorkOrderOutbox:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        url: str,
+        timeout: float,
+        retry_delays: Sequence[float],
+        log: logging.Logger,
+    ) -> None:
+        self._db = db
+        self._url = url
+        self._timeout = timeout
+        self._delays = tuple(retry_delays) or (60.0,)
+        self._log = log
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._url)
+
+    async def post(self, ticket_id: int, payload: dict[str, Any]) -> int:
+        """Queue ``payload`` for delivery (at once); returns the outbox id."""
+        now = time.time()
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO work_order_outbox (ticket_id, payload, next_at, created_at) "
+                "VALUES (?,?,?,?)",
+                (ticket_id, json.dumps(payload, ensure_ascii=False), now, now),
+            )
+            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
+            assert row is not None
+        self._wake.set()
+        return int(row["id"])
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.ensure_future(self._deliver_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def entries(self, ticket_id: int | None = None) -> list[OutboxEntry]:
+        where, params = ("WHERE ticket_id = ?", (ticket_id,)) if ticket_id is not None else ("", ())
+        rows = await self._db.fetch_all(
+            "SELECT id, ticket_id, attempts, next_at, last_error, delivered_at "
+            f"FROM work_order_outbox {where} ORDER BY id",
+            params,
+        )
+        return [
+            OutboxEntry(
+                int(r["id"]),
+                int(r["ticket_id"]),
+                int(r["attempts"]),
+                float(r["next_at"]),
+                r["last_error"],
+                r["delivered_at"],
+            )
+            for r in rows
+        ]
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                wait = await self._deliver_due()
+            except Exception:
+                self._log.exception("work-order outbox: delivery round failed")
+                wait = 5.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _deliver_due(self) -> float:
+        """Try every due entry; the seconds until the next one is due."""
+        now = time.time()
+        rows = await self._db.fetch_all(
+            "SELECT id, ticket_id, payload, attempts FROM work_order_outbox "
+            "WHERE delivered_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT 50",
+            (now,),
+        )
+        for row in rows:
+            await self._deliver(int(row["id"]), int(row["ticket_id"]), row["payload"],
+                                int(row["attempts"]))
+        nxt = await self._db.fetch_one(
+            "SELECT MIN(next_at) AS at FROM work_order_outbox WHERE delivered_at IS NULL"
+        )
+        if nxt is None or nxt["at"] is None:
+            return 3600.0
+        return max(0.05, float(nxt["at"]) - time.time())
+
+    async def _deliver(self, entry_id: int, ticket_id: int, payload: str, attempts: int) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        error: str | None = None
+        try:
+            async with self._session.post(
+                self._url,
+                data=payload.encode(),
+                headers={"Content-Type": "application/json; charset=utf-8"},
+            ) as response:
+                if not 200 <= response.status < 300:
+                    error = f"HTTP {response.status} {response.reason or ''}".strip()
+        except TimeoutError:
+            error = f"timed out after {self._timeout:g} s"
+        except aiohttp.ClientError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        attempts += 1
+        now = time.time()
+        if error is None:
+            await self._db.execute(
+                "UPDATE work_order_outbox SET attempts = ?, delivered_at = ?, last_error = NULL "
+                "WHERE id = ?",
+                (attempts, now, entry_id),
+            )
+            self._log.info("work order for ticket %d delivered (attempt %d)", ticket_id, attempts)
+            return
+        delay = self._delays[min(attempts - 1, len(self._delays) - 1)]
+        await self._db.execute(
+            "UPDATE work_order_outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+            (attempts, now + delay, error, entry_id),
+        )
+        self._log.warning(
+            "work order for ticket %d not delivered to %s (attempt %d): %s; retry in %.0f s",
+            ticket_id,
+            self._url,
+            attempts,
+            error,
+            delay,
+        )
