@@ -1,0 +1,114 @@
+"""Emergencies heard in a call, for the operator to pass to 119/110/120 at
+once: fire (着火), gas leak (煤气泄漏, 闻到煤气味), violence (打人, 持刀,
+家暴, 抢劫) and medical (晕倒, 昏迷, 喘不上气).  Words said as not
+happening (没有着火, 不是漏气, 差点打起来) do not count, and a question
+about the gas bill is not a gas leak."""
+
+from __future__ import annotations
+
+import re
+
+from ivr.prefill import phrases
+from ivr.prefill.fields import SPEECH, FieldValue, spans
+
+FIRE, GAS_LEAK, VIOLENCE, MEDICAL = "fire", "gas_leak", "violence", "medical"
+KINDS = (FIRE, GAS_LEAK, VIOLENCE, MEDICAL)  # also the order of precedence
+SERVICES = {FIRE: "119", GAS_LEAK: "119", VIOLENCE: "110", MEDICAL: "120"}
+
+_GAS = r"(?:煤气|燃气|天然气|液化气|瓦斯)"
+_PATTERNS: dict[str, re.Pattern[str]] = {
+    FIRE: phrases.alternation(
+        [
+            r"(?<![不点打])着火",  # not 点不着火 (a stove that will not light)
+            r"起火",
+            r"失火",
+            r"火灾(?!隐患)",
+            r"烧起来了",
+            r"烧着了",
+            r"冒烟着火",
+            r"火烧起来",
+            r"大火",
+            r"火很大",
+            r"火势",
+            r"爆炸了",
+        ],
+        literal=False,
+    ),
+    GAS_LEAK: phrases.alternation(
+        [
+            rf"{_GAS}的?(?:泄漏|泄露|漏了|漏气)",
+            r"(?<![轮车胎暖空调])漏气",
+            rf"{_GAS}味",
+            rf"(?:闻到|有股|一股).{{0,6}}{_GAS}.{{0,2}}味",
+        ],
+        literal=False,
+    ),
+    VIOLENCE: phrases.alternation(
+        [
+            r"打人",
+            r"(?:打|揍)(?:我|她|他|孩子|小孩|老人|老婆|老公)(?!的?(?:电话|手机|号码))",
+            r"动手打",
+            r"被打",
+            r"殴打",
+            r"打架",
+            r"斗殴",
+            r"持刀",
+            r"拿着?刀",
+            r"砍人",
+            r"捅人",
+            r"(?:被|拿刀)?砍伤",
+            r"家暴",
+            r"家庭暴力",
+            r"抢劫",
+            r"抢东西",
+            r"行凶",
+            r"杀人",
+            r"绑架",
+            r"强奸",
+            r"性侵",
+        ],
+        literal=False,
+    ),
+    MEDICAL: phrases.alternation(
+        [
+            r"晕倒",
+            r"昏倒",
+            r"昏迷",
+            r"不省人事",
+            r"叫不醒",
+            r"心脏病(?:发作|犯了)",
+            r"心梗",
+            r"脑梗",
+            r"中风了",
+            r"喘不上气",
+            r"喘不过气",
+            r"呼吸困难",
+            r"没有?呼吸了?",
+            r"出血不止",
+            r"血流不止",
+            r"大出血",
+            r"流了(?:好多|很多)血",
+            r"倒在地上",
+            r"摔倒了?起不来",
+            r"抽搐",
+            r"休克",
+            r"口吐白沫",
+        ],
+        literal=False,
+    ),
+}
+
+
+def detect(text: str) -> FieldValue | None:
+    """The gravest emergency heard (fire, gas leak, violence, medical), its
+    evidence every phrase of that kind; None when there is none."""
+    for kind in KINDS:
+        found = phrases.find(text, _PATTERNS[kind], skip_negated=True)
+        if found:
+            return FieldValue(kind, spans(text, found), SPEECH)
+    return None
+
+
+def service(kind: str | None) -> str | None:
+    """119 for fire and gas leaks, 110 for violence, 120 for medical."""
+    return SERVICES.get(kind) if kind is not None else None
