@@ -252,7 +252,12 @@ def test_district_alone_is_not_an_address(prefiller: Prefiller) -> None:
 
 
 def test_sentence_without_address_gives_none(prefiller: Prefiller) -> None:
-    for text in ("我在马路边上等公交车等了一个小时", "我家楼下的路灯坏了", "在路口那个红绿灯"):
+    for text in (
+        "我在马路边上等公交车等了一个小时",
+        "我家楼下的路灯坏了",
+        "在路口那个红绿灯",
+        "现在健身房关门跑路了",
+    ):
         assert fill(prefiller, text).address is None, text
 
 
@@ -366,6 +371,8 @@ def test_gas_billing_is_not_an_emergency(prefiller: Prefiller) -> None:
         ("我老公又打我了，他家暴", "violence", "110"),
         ("我爸心脏病发作了，喘不上气", "medical", "120"),
         ("有个老人晕倒在地上了", "medical", "120"),
+        ("我婆婆说不出话了，是不是中风了", "medical", "120"),
+        ("有人在店里闹事，还打了我们店员", "violence", "110"),
     ],
 )
 def test_emergencies(prefiller: Prefiller, text: str, kind: str, service: str) -> None:

@@ -40,6 +40,7 @@ _SUFFIX_STARTS = frozenset(s[0] for s, _ in SUFFIXES)
 ESTATE_TAILS = ("小区", "社区", "花园", "家园", "新村", "公寓")
 MIN_NAME = {"苑": 1}  # name characters before the suffix (others: 2)
 MAX_NAME = 7
+MAX_ROAD_NAME = 5  # 天目山路, 文一西路; a longer "road" is a sentence ending in 跑路
 # Characters that never occur inside a place name the way callers say them.
 STOP = frozenset(
     "的了在是我你他她它们这那个吗呢吧啊呀哦嗯呃么说就都也还很没不想要请给把被让到去从有"
@@ -48,7 +49,7 @@ STOP = frozenset(
 # Characters that may be inside a name but do not start one found without a cue
 # (门口延安路100号 is 延安路, not 门口延安路).
 WEAK_START = frozenset("和跟对往向边旁附近面前后左右上下门口楼外内中间条座")
-CUES = re.compile(r"住在|家住|住址是|住址|地址是|地址在|地址|位于|是在|在")
+CUES = re.compile(r"住在|家住|住址是|住址|地址是|地址在|地址|位于|是在|(?<![现正还实存所好自不])在")
 # Words of place after a cue that are not part of the address (在门口延安路100号).
 LOCATIVES = (
     "门口", "旁边", "对面", "附近", "隔壁", "楼下", "楼上", "里面", "外面", "前面",
@@ -145,7 +146,7 @@ def generic_at(text: str, p: int, *, weak_start_ok: bool) -> _Generic | None:
                 end = i + len(suffix)
                 if kind == COMMUNITY:
                     end = _estate_tail(text, end)
-                if kind == DISTRICT and i - p > 4:
+                if (kind == DISTRICT and i - p > 4) or (kind == ROAD and i - p > MAX_ROAD_NAME):
                     return None
                 return _Generic(kind, end, i)
         c = text[i]

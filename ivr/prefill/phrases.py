@@ -25,8 +25,14 @@ def alternation(words: Iterable[str], *, literal: bool = True) -> re.Pattern[str
     return re.compile(body)
 
 
+# Questions of suspicion are not denials: 是不是中风了, 有没有漏气.
+SUSPICIONS = ("是不是", "有没有")
+
+
 def negated(text: str, start: int) -> bool:
     before = text[max(0, start - NEGATION_WINDOW) : start]
+    for suspicion in SUSPICIONS:
+        before = before.replace(suspicion, "")
     return any(n in before for n in NEGATIONS)
 
 

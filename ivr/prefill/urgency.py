@@ -32,6 +32,7 @@ _DANGER = phrases.alternation(
         r"被困",
         r"困在",
         r"关在电梯",
+        r"关在?里面",
         r"触电",
         r"漏电",
         r"倒塌",
@@ -70,7 +71,8 @@ _ELDERLY = phrases.alternation(
         r"老母亲",
         r"老父亲",
         r"老伴",
-        r"[六七八九]十多?岁",
+        r"[六七八九]十多?[一二三四五六七八九]?岁",
+        r"今年[六七八九]十",
     ],
     literal=False,
 )
