@@ -569,3 +569,11 @@ def test_a_deployment_gazetteer_changes_the_city(tmp_path: Path) -> None:
     assert value(got.district) == "鄞州区"
     assert value(got.phone) == "057487654321"
     assert p.prefill("我住在西湖区").district is None
+
+
+def test_recogniser_soundalikes_of_yao_inside_a_number(prefiller: Prefiller) -> None:
+    # what Whisper base wrote for an espeak-ng voice reading 幺三八 幺二三四 五六七八
+    got = prefiller.prefill("有 三 八 有二 三 四五六 七 八", caller_id=None)
+    assert got.phone is not None and got.phone.value == "13812345678"
+    # 有/要 that are not inside a number stay words
+    assert prefiller.prefill("我有三个孩子，要三天", caller_id=None).phone is None

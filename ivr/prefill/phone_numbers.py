@@ -28,6 +28,12 @@ _LANDLINE = re.compile(r"0(?:10|2\d)\d{8}|0[3-9]\d{2}\d{7,8}")
 _LOCAL = re.compile(r"[2-9]\d{6,7}")
 
 
+# What a recogniser writes for 幺 (yao1) when a number is read out digit by
+# digit: homophones, and 有 (measured: Whisper base heard espeak-ng's
+# "yao1. san1. ba1." as 有三八).  Taken as 1 only next to another digit.
+ONE_SOUNDALIKES = frozenset("要腰妖邀有")
+
+
 @dataclass(frozen=True)
 class _Digit:
     value: str
@@ -41,12 +47,13 @@ def _runs(text: str) -> list[list[list[_Digit]]]:
     group: list[_Digit] = []
     pending_sep = False
     for i, c in enumerate(text):
-        if c in DIGIT_VALUES:
+        soundalike = c in ONE_SOUNDALIKES and (bool(group) or _digit_follows(text, i + 1))
+        if c in DIGIT_VALUES or soundalike:
             if pending_sep and group:
                 groups.append(group)
                 group = []
             pending_sep = False
-            group.append(_Digit(str(DIGIT_VALUES[c]), i))
+            group.append(_Digit("1" if soundalike else str(DIGIT_VALUES[c]), i))
         elif c in SEPARATORS and (group or groups):
             pending_sep = True
         elif c == "+" and not group:
@@ -62,6 +69,15 @@ def _runs(text: str) -> list[list[list[_Digit]]]:
     if groups:
         runs.append(groups)
     return runs
+
+
+def _digit_follows(text: str, start: int) -> bool:
+    for c in text[start : start + 3]:
+        if c in DIGIT_VALUES:
+            return True
+        if c not in SEPARATORS:
+            return False
+    return False
 
 
 def _kind(digits: str, cued: bool) -> str | None:
