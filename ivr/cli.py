@@ -26,7 +26,9 @@ def _settings(path: Path) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr.dialplan.load import DialPlanError
+    from ivr.prefill import PrefillDataError
     from ivr.server import serve
+    from ivr.speech import SpeechModelError
 
     settings = _settings(args.config)
     log = setup_logging(settings.logging.level, settings.logging.format)
@@ -34,6 +36,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(settings, log))
     except DialPlanError as exc:
         print(f"ivr: the dial plan has errors, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    except SpeechModelError as exc:
+        print(f"ivr: no usable speech model, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    except PrefillDataError as exc:
+        print(f"ivr: bad ticket data file, not starting:\n{exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"ivr: cannot start: {exc}", file=sys.stderr)

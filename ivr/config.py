@@ -681,7 +681,7 @@ def _work_orders(t: _Table) -> WorkOrderSettings:
     d = WorkOrderSettings()
     webhook = t.string("webhook", d.webhook, empty_ok=True)
     if webhook and t.ok("webhook") and re.fullmatch(r"https?://[^\s/]+(/\S*)?", webhook) is None:
-        t.fail("webhook", "must be an http:// or https:// URL, or \"\" to post nothing")
+        t.fail("webhook", 'must be an http:// or https:// URL, or "" to post nothing')
         webhook = ""
     timeout = t.number("timeout", d.timeout, 0, 300, low_open=True)
     retry = t.seconds_list("retry", d.retry, 0, 86400)

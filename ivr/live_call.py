@@ -130,7 +130,9 @@ class LiveCall:
         self._check()
         if stop_on_key and self.keypad.peek() is not None:
             return self.keypad.take() or ""
-        capture = UtteranceCapture(settings)
+        capture = UtteranceCapture(
+            settings, on_pause=self.intake.speculate if self.intake is not None else None
+        )
         self._stream.pcm_listeners.append(capture.feed)
         waiters: set[asyncio.Future[Any]] = {capture.done, self._gone}
         key_waiter: asyncio.Future[Any] | None = None
@@ -154,14 +156,9 @@ class LiveCall:
                 key_waiter.cancel()
 
     async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
-        intake = self.intake
-        transcriber = intake.transcriber if intake is not None else None
-        if transcriber is None:
-            self.log.error("spoken menu but no speech engine loaded")
+        if self.intake is None:
             return ""
-        result = await transcriber.transcribe(utterance.pcm, grammar)
-        self.log.info("heard %d characters in %.2f s", len(result.text), result.compute_seconds)
-        return result.text
+        return await self.intake.recognise(utterance, grammar)
 
     async def describe(self, utterance: Utterance) -> None:
         if self.intake is not None:

@@ -209,6 +209,10 @@ class OperatorDesk:
                     abort=call.gone,
                     extra_headers=headers,
                 )
+            except asyncio.CancelledError:  # the caller was taken elsewhere (emergency)
+                operator.state = OperatorState.FREE
+                self._background(self._notify(queue))
+                raise
             except Exception:
                 self._log.exception("dialing operator %s failed", operator.uri)
                 leg = None

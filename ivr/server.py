@@ -11,8 +11,9 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
-from ivr.call import CallEnded, EndReason, TransferResult
+from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
 from ivr.config import Settings
 from ivr.database import Database, open_database
@@ -20,6 +21,7 @@ from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan
 from ivr.dialplan.model import DialPlan
 from ivr.dialplan.run import run_dialplan
+from ivr.intake import Emergency, Intake
 from ivr.live_call import LiveCall
 from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
@@ -28,10 +30,20 @@ from ivr.media.ports import PortsExhausted, RtpPorts
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
 from ivr.operators import OperatorDesk, QueueConfig
+from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.prompts import PromptLibrary
+from ivr.recordings import purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.sip.sdp import build_answer, choose
+from ivr.speech.utterance import ListenSettings
+from ivr.ticket_events import TicketEvents
+from ivr.tickets import TicketStore
+from ivr.transcriber import Transcriber
+from ivr.web.api import HotlineApi
+from ivr.work_orders import WorkOrderOutbox
+
+RECORDING_PURGE_EVERY_S = 6 * 3600
 
 
 class Hotline:
@@ -79,6 +91,23 @@ class Hotline:
         self.plan: DialPlan | None = None
         self.db: Database | None = None
         self.records: CallRecordStore | None = None
+        self.tickets: TicketStore | None = None
+        self.intake: Intake | None = None
+        self.work_orders: WorkOrderOutbox | None = None
+        self.transcriber: Transcriber | None = None
+        self.events = TicketEvents()
+        self.listen = ListenSettings(
+            end_silence=settings.speech.end_silence,
+            pre_roll=settings.speech.pre_roll,
+            vad_aggressiveness=settings.speech.vad_aggressiveness,
+        )
+        self.api = HotlineApi(
+            tickets=lambda: self.tickets,
+            events=self.events,
+            status=lambda: {"calls": len(self.calls)},
+            log=log.getChild("api"),
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
         self.calls: dict[str, LiveCall] = {}
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
@@ -92,14 +121,58 @@ class Hotline:
             recorded_prompts=self.prompts.recorded_keys(),
         )
 
+    async def _load_speech(self, plan: DialPlan) -> None:
+        """Load the speech engine if ``plan`` listens and none is loaded yet.
+        SpeechModelError (no model, corrupt model) stops the start / reload."""
+        if not plan.needs_speech() or self.transcriber is not None:
+            return
+        speech = self.settings.speech
+        self.transcriber = await Transcriber.load(
+            speech.engine, speech.models_dir, workers=speech.workers, threads=speech.threads
+        )
+        if self.intake is not None:
+            self.intake.transcriber = self.transcriber
+        self.log.info(
+            "speech: %s engine loaded from %s", self.transcriber.engine.name, speech.models_dir
+        )
+
     async def start(self) -> None:
         self.plan = self._load_plan()  # DialPlanError stops the start
+        tickets_cfg = self.settings.tickets
+        prefiller = Prefiller(  # PrefillDataError stops the start
+            load_taxonomy(tickets_cfg.taxonomy), load_gazetteer(tickets_cfg.gazetteer)
+        )
+        await self._load_speech(self.plan)  # SpeechModelError stops the start
         await self.prompts.build(self.plan.prompts)
         self.db = await open_database(self.settings.storage.database)
         self.records = CallRecordStore(self.db)
+        self.tickets = TicketStore(self.db)
+        wo = self.settings.work_orders
+        self.work_orders = WorkOrderOutbox(
+            self.db,
+            url=wo.webhook,
+            timeout=wo.timeout,
+            retry_delays=wo.retry,
+            log=self.log.getChild("work_orders"),
+        )
+        self.work_orders.start()
+        web = self.settings.web
+        if web.enabled:
+            await self.api.start(web.host, web.port)
+        self.intake = Intake(
+            tickets=self.tickets,
+            prefiller=prefiller,
+            events=self.events,
+            work_orders=self.work_orders,
+            recordings_dir=self.settings.storage.recordings_dir,
+            api_base=f"http://{web.host}:{self.api.port}" if web.enabled else "",
+            log=self.log.getChild("intake"),
+        )
+        self.intake.transcriber = self.transcriber
         self.endpoint.on_invite = self._on_invite
         await self.endpoint.start()
         self._watchdog = asyncio.ensure_future(self._watch_media())
+        self._housekeeping = asyncio.ensure_future(self._purge_recordings_forever())
         self.log.info(
             "ivr: ready on sip:%s:%d, plan %s version %s, %d queue(s)",
             self.endpoint.public_host,
@@ -113,6 +186,7 @@ class Hotline:
         """Load the dial plan again; on any error keep the running one."""
         try:
             plan = self._load_plan()
+            await self._load_speech(plan)
             await self.prompts.build(plan.prompts)
         except DialPlanError as exc:
             self.log.error(
@@ -144,7 +218,14 @@ class Hotline:
                 await asyncio.wait(pending, timeout=5.0)
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         await asyncio.sleep(0.1)  # let final BYEs leave
+        await self.api.stop()
+        if self.work_orders is not None:
+            await self.work_orders.stop()
+        if self.transcriber is not None:
+            self.transcriber.close()
         self.endpoint.close()
         self.clock.stop()
         if self.db is not None:
@@ -193,11 +274,18 @@ class Hotline:
         if invite.cancelled.done():
             log.info("caller cancelled before answer")
             stream.close()
-            await self.records.update(CallRecord(
-                call_id=invite.call_id, caller=invite.caller, dialled=invite.dialled,
-                started_at=time.time(), ended_at=time.time(), outcome="cancelled",
-                end_reason=EndReason.CANCELLED.value, plan_version=plan.version,
-            ))
+            await self.records.update(
+                CallRecord(
+                    call_id=invite.call_id,
+                    caller=invite.caller,
+                    dialled=invite.dialled,
+                    started_at=time.time(),
+                    ended_at=time.time(),
+                    outcome="cancelled",
+                    end_reason=EndReason.CANCELLED.value,
+                    plan_version=plan.version,
+                )
+            )
             return
         offer = invite.offer
         stream.set_remote(
@@ -234,6 +322,8 @@ class Hotline:
             log.info("re-INVITE: %s", "hold" if new_offer.on_hold else "resume")
 
         dialog.on_reoffer = reoffer
+        assert self.intake is not None
+        intake = self.intake.for_call(invite.call_id, invite.caller, log)
         call = LiveCall(
             dialog=dialog,
             stream=stream,
@@ -241,12 +331,14 @@ class Hotline:
             transfer=self._transfer,
             log=log,
             inband_detector=InbandDtmfDetector() if self.settings.sip.inband_dtmf else None,
+            intake=intake,
+            screen_pop_wait=self.settings.tickets.screen_pop_wait,
         )
         self.calls[call.call_id] = call
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
         await self.records.start(record)
         try:
-            outcome = await run_dialplan(plan, call, self.prompts)
+            outcome = await self._run_plan(plan, call, intake.emergency, log)
             if record.outcome is None or record.outcome == "waiting":
                 record.outcome = outcome
         except CallEnded as ended:
@@ -265,6 +357,7 @@ class Hotline:
             stream.close()
             self.calls.pop(call.call_id, None)
             await self.records.update(record)
+            await intake.close()
             log.info(
                 "call over: %s, %s, path %s, digits %r",
                 record.outcome,
@@ -272,6 +365,60 @@ class Hotline:
                 ">".join(record.path),
                 record.digits,
             )
+
+    async def _run_plan(
+        self,
+        plan: DialPlan,
+        call: LiveCall,
+        emergency: asyncio.Future[Emergency],
+        log: CallLog,
+    ) -> str:
+        """Run the dial plan; words of an emergency interrupt it at once and
+        send the caller to 110 / 119 / 120 (unless already with an operator)."""
+        walk = asyncio.ensure_future(run_dialplan(plan, call, self.prompts, log, self.listen))
+        watched: set[asyncio.Future[Any]] = {walk, emergency}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if walk.done():
+            return walk.result()
+        found = emergency.result()
+        uri = self.settings.emergency.uri_for(found.service)
+        if not uri or call.record.outcome == "bridged":
+            if not uri:
+                log.error(
+                    "emergency %s: no [emergency] endpoint for %s configured",
+                    found.kind,
+                    found.service,
+                )
+            return await walk
+        walk.cancel()
+        with contextlib.suppress(asyncio.CancelledError, CallEnded):
+            await walk
+        if call.gone.done():
+            raise CallEnded(call.gone.result())
+        log.warning("emergency %s: transferring to %s (%s)", found.kind, found.service, uri)
+        call.stream.stop_playback()
+        call.mark(f"emergency_{found.service}")
+        call.note_transfer(f"emergency_{found.service}", None, "waiting")
+        result = await self.desk.connect_direct(
+            call, uri, f"emergency_{found.service}", ring_timeout=60.0
+        )
+        if result.outcome is TransferOutcome.BRIDGED:
+            return "emergency_bridged"
+        log.error("emergency %s: %s did not answer", found.kind, uri)
+        return await run_dialplan(plan, call, self.prompts, log, self.listen)
+
+    async def _purge_recordings_forever(self) -> None:
+        while True:
+            if self.tickets is not None:
+                try:
+                    await purge_recordings(
+                        self.tickets,
+                        self.settings.storage.recording_retention_days,
+                        self.log.getChild("recordings"),
+                    )
+                except Exception:
+                    self.log.exception("recordings: purge failed")
+            await asyncio.sleep(RECORDING_PURGE_EVERY_S)
 
     async def _transfer(
         self, call: LiveCall, queue: str, hold_prompt: PromptAudio | None

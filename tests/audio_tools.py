@@ -19,7 +19,10 @@ Pcm = npt.NDArray[np.int16]
 def read_8k(path: Path, tmp: Path) -> Pcm:
     """Any WAV as 8 kHz mono int16 (converted by sox)."""
     out = tmp / (path.stem + ".8k.wav")
-    subprocess.run(["sox", str(path), "-r", "8000", "-c", "1", "-b", "16", str(out)], check=True)
+    # -D: no dither, so the same file gives the same samples on every run
+    subprocess.run(
+        ["sox", "-D", str(path), "-r", "8000", "-c", "1", "-b", "16", str(out)], check=True
+    )
     data, rate = sf.read(str(out), dtype="int16")
     assert rate == 8000
     return np.asarray(data, dtype=np.int16)

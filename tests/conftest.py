@@ -44,6 +44,7 @@ def write_config(
     ring_timeout: float = 4.0,
     max_wait: float = 60.0,
     queue_extra: str = "",
+    extra: str = "",
 ) -> Path:
     low, high = free_port_block(400)
     sip_port = free_udp_port()
@@ -67,6 +68,16 @@ cache_dir = "{prompt_cache}"
 
 [storage]
 database = "{directory / "ivr.sqlite3"}"
+recordings_dir = "{directory / "recordings"}"
+
+[speech]
+models_dir = "{ROOT / "asr_models"}"
+
+[tickets]
+gazetteer = "{ROOT / "gazetteer.toml"}"
+
+[web]
+port = 0
 
 [operators]
 ring_timeout = {ring_timeout}
@@ -79,6 +90,7 @@ max_wait = {max_wait}
 [logging]
 level = "DEBUG"
 format = "text"
+{extra}
 """
     path = directory / "config.toml"
     path.write_text(text)

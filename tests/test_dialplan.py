@@ -239,7 +239,7 @@ def test_speech_nodes_are_checked_with_lines() -> None:
 
 def test_describe_prompt_must_exist() -> None:
     text = (BROKEN / "bad_speech_nodes.toml").read_text()
-    text = text.replace("max_seconds = 500", "max_seconds = 20").replace("2 = [\"投诉\"]", "")
+    text = text.replace("max_seconds = 500", "max_seconds = 20").replace('2 = ["投诉"]', "")
     with pytest.raises(DialPlanError) as info:
         parse_dialplan(text, "plan.toml")
     assert "plan.toml:27: node 'ask': no_speech_prompt 'ask_again' has no text" in str(info.value)

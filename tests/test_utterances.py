@@ -120,3 +120,44 @@ OPTIONS = {"1": ["普通话"], "2": ["粤语", "广东话"], "3": ["老年人"],
 def test_spoken_options(said: str, key: str | None) -> None:
     match = match_option(said, OPTIONS)
     assert (match.key if match else None) == key
+
+
+@pytest.mark.skipif(not SPEECH.exists(), reason="../shared/speech is not beside the checkout")
+async def test_recognition_starts_in_the_pause_and_is_kept_if_the_caller_stays_silent() -> None:
+    speech = clip("aishell2_IT0011W0001.wav")
+    loop = asyncio.get_running_loop()
+    started: list[npt.NDArray[np.int16]] = []
+
+    def on_pause(pcm: npt.NDArray[np.int16]) -> asyncio.Future[object]:
+        started.append(pcm)
+        return loop.create_future()
+
+    settings = ListenSettings(end_silence=1.2, speculate_after=0.4)
+    cap = UtteranceCapture(settings, on_pause=on_pause)
+    audio = np.concatenate([silence(0.5), speech, silence(2.0)])
+    for start in range(0, len(audio) - FRAME + 1, FRAME):
+        cap.feed(audio[start : start + FRAME])
+    got = await asyncio.wait_for(cap.done, 1)
+    assert got.end is UtteranceEnd.SILENCE and got.early is not None
+    # the early recognition was given exactly the audio the utterance ends up with
+    assert np.array_equal(started[-1], got.pcm)
+
+
+@pytest.mark.skipif(not SPEECH.exists(), reason="../shared/speech is not beside the checkout")
+async def test_an_early_recognition_is_dropped_when_the_caller_speaks_again() -> None:
+    first, second = clip("aishell2_IT0011W0001.wav"), clip("aishell1_BAC009S0724W0121.wav")
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[object]] = []
+
+    def on_pause(pcm: npt.NDArray[np.int16]) -> asyncio.Future[object]:
+        futures.append(loop.create_future())
+        return futures[-1]
+
+    cap = UtteranceCapture(ListenSettings(end_silence=1.2, speculate_after=0.4), on_pause)
+    audio = np.concatenate([silence(0.5), first, silence(0.2), second, silence(2.0)])
+    for start in range(0, len(audio) - FRAME + 1, FRAME):
+        cap.feed(audio[start : start + FRAME])
+    got = await asyncio.wait_for(cap.done, 1)
+    assert len(futures) >= 2 and futures[0].cancelled()
+    assert got.early is futures[-1] and not futures[-1].cancelled()
+    assert got.seconds > (len(first) + len(second)) / 8000 - 0.5

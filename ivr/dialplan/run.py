@@ -68,9 +68,7 @@ async def run_dialplan(
     return "loop_guard"
 
 
-async def _menu(
-    node: MenuNode, call: Call, prompts: PromptSource, listen: ListenSettings
-) -> str:
+async def _menu(node: MenuNode, call: Call, prompts: PromptSource, listen: ListenSettings) -> str:
     grammar = [word for words in node.words.values() for word in words]
     for attempt in range(node.retries):
         await call.play(prompts.get(node.prompt), barge_in=True)
@@ -114,13 +112,16 @@ async def _describe(
         end_silence=node.end_silence,
         no_speech_timeout=node.no_speech_timeout,
     )
+    why = ""
     for attempt in range(2):
         key = node.prompt if attempt == 0 else (node.no_speech_prompt or node.prompt)
         await call.play(prompts.get(key), barge_in=False)
         heard = await call.listen(settings, stop_on_key=False)
-        assert not isinstance(heard, str)
+        if isinstance(heard, str):  # keys are not listened for here
+            continue
         if heard.heard:
             await call.describe(heard)
             return node.next
-    await call.note(f"{node.id}: caller said nothing recognisable twice ({heard.end.value})")
+        why = heard.end.value
+    await call.note(f"{node.id}: caller said nothing recognisable twice ({why})")
     return node.on_no_speech

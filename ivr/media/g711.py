@@ -69,8 +69,9 @@ def _alaw_decode_one(code: int) -> int:
     return magnitude if sign else -magnitude
 
 
-def _tables() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16],
-                       npt.NDArray[np.uint8], npt.NDArray[np.int16]]:
+def _tables() -> tuple[
+    npt.NDArray[np.uint8], npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.int16]
+]:
     samples = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.int16)
     ulaw_enc = np.array([_ulaw_encode_one(int(s)) for s in samples], dtype=np.uint8)
     alaw_enc = np.array([_alaw_encode_one(int(s)) for s in samples], dtype=np.uint8)

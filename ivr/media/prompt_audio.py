@@ -42,8 +42,6 @@ class PromptAudio:
         if cached is not None:
             return cached
         data = self.ulaw if codec == "PCMU" else self.alaw
-        frames = tuple(
-            data[i : i + FRAME_SAMPLES] for i in range(0, len(data), FRAME_SAMPLES)
-        )
+        frames = tuple(data[i : i + FRAME_SAMPLES] for i in range(0, len(data), FRAME_SAMPLES))
         self._frames[codec] = frames
         return frames

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +25,7 @@ import webrtcvad
 RATE = 8000
 FRAME = 160  # 20 ms
 FRAME_S = FRAME / RATE
+TAIL_FRAMES = 15  # 300 ms of the trailing silence kept after the last voiced frame
 
 
 class UtteranceEnd(enum.StrEnum):
@@ -43,6 +46,7 @@ class ListenSettings:
     start_frames: int = 4  # voiced frames among the last start_window that start speech
     start_window: int = 6
     min_voice_frames: int = 10  # voice-like frames (flat spectrum excluded) an utterance needs
+    speculate_after: float = 0.36  # pause (s) after which recognition starts early; 0 = never
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Utterance:
     end: UtteranceEnd
     speech_seconds: float  # from the start of speech to the end of the last voiced frame
     voiced_frames: int
+    # recognition of exactly this audio, started during the trailing silence
+    early: asyncio.Future[Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def seconds(self) -> float:
@@ -64,8 +70,18 @@ class Utterance:
 class UtteranceCapture:
     """Feed frames with ``feed``; ``done`` resolves with the Utterance."""
 
-    def __init__(self, settings: ListenSettings) -> None:
+    def __init__(
+        self,
+        settings: ListenSettings,
+        on_pause: Callable[[npt.NDArray[np.int16]], asyncio.Future[Any] | None] | None = None,
+    ) -> None:
+        """``on_pause`` is called with the audio so far when the caller pauses
+        for ``speculate_after``; the future it returns (a recognition already
+        running) is handed out with the utterance if the caller does not speak
+        again, so the transcript is ready sooner after the end of speech."""
         self._settings = settings
+        self._on_pause = on_pause
+        self._early: tuple[int, asyncio.Future[Any]] | None = None
         self._vad = webrtcvad.Vad(settings.vad_aggressiveness)
         self._pre: deque[npt.NDArray[np.int16]] = deque(
             maxlen=max(1, round(settings.pre_roll / FRAME_S))
@@ -128,10 +144,24 @@ class UtteranceCapture:
             self._last_voiced_at = len(self._frames)
         else:
             self._silent_run += 1
+            self._maybe_speculate()
         if self._silent_run * FRAME_S >= settings.end_silence:
             self._finish(UtteranceEnd.SILENCE)
         elif len(self._frames) * FRAME_S >= settings.max_seconds:
             self._finish(UtteranceEnd.MAX_LENGTH)
+
+    def _maybe_speculate(self) -> None:
+        settings = self._settings
+        if self._on_pause is None or settings.speculate_after <= 0:
+            return
+        at = max(TAIL_FRAMES + 1, round(settings.speculate_after / FRAME_S))
+        if self._silent_run != at or at * FRAME_S >= settings.end_silence:
+            return
+        if self._early is not None:
+            self._early[1].cancel()  # the caller spoke again: that guess is stale
+        snapshot = np.concatenate(self._frames[: self._last_voiced_at + TAIL_FRAMES])
+        future = self._on_pause(snapshot)
+        self._early = (self._last_voiced_at, future) if future is not None else None
 
     def _finish(self, end: UtteranceEnd) -> None:
         if end is UtteranceEnd.NO_SPEECH or not self._speaking:
@@ -143,13 +173,25 @@ class UtteranceCapture:
             # keep a little of the trailing silence, not all of it
             keep = len(self._frames)
             if end is UtteranceEnd.SILENCE:
-                keep = min(keep, self._last_voiced_at + round(0.3 / FRAME_S))
+                keep = min(keep, self._last_voiced_at + TAIL_FRAMES)
             pcm = np.concatenate(self._frames[:keep]) if keep else np.zeros(0, dtype=np.int16)
             speech = (self._last_voiced_at - self._speech_from) * FRAME_S
             if voice_like_frames(pcm) < self._settings.min_voice_frames:
                 end = UtteranceEnd.NOISE_ONLY
+        early: asyncio.Future[Any] | None = None
+        if self._early is not None:
+            if end is UtteranceEnd.SILENCE and self._early[0] == self._last_voiced_at:
+                early = self._early[1]
+            else:
+                self._early[1].cancel()
         self.done.set_result(
-            Utterance(pcm=pcm, end=end, speech_seconds=max(0.0, speech), voiced_frames=self._voiced)
+            Utterance(
+                pcm=pcm,
+                end=end,
+                speech_seconds=max(0.0, speech),
+                voiced_frames=self._voiced,
+                early=early,
+            )
         )
 
 

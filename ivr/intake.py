@@ -1,0 +1,288 @@
+"""Intake (受理): from what a caller says to a prefilled ticket.
+
+One CallIntake per call.  A describe node hands it each utterance: the audio
+is saved as a WAV linked to the call's ticket, and transcription starts in
+the background while the caller moves on (to the queue, usually).  When a
+transcript is back, the whole conversation so far is run through the
+prefill, the ticket is updated (with history) and an event goes to the
+screens.  Words of an emergency resolve ``emergency`` (the server then sends
+the call to 110/119/120) and the ticket is posted to the work-order webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
+from ivr.prefill import Prefill, Prefiller
+from ivr.speech import Transcript
+from ivr.speech.utterance import RATE, Utterance, UtteranceEnd
+from ivr.ticket_events import TicketEvents
+from ivr.tickets import Ticket, TicketStore
+from ivr.transcriber import Transcriber
+from ivr.work_orders import WorkOrderOutbox
+
+# Whisper's well-known inventions on silence and noise (subtitle credits):
+# a transcript made only of these is no speech at all.
+_HALLUCINATIONS = re.compile(
+    r"^(?:[\s\W]|谢谢观看|谢谢大家|请不吝点赞|订阅|转发|打赏|支持明镜与点点栏目|字幕(?:由|by)?\S*|"
+    r"中文字幕\S*|优优独播剧场\S*|李宗盛|感谢观看)*$",
+    re.IGNORECASE,
+)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class Emergency:
+    kind: str  # fire, gas_leak, violence, medical
+    service: str  # 110, 119, 120
+    ticket_id: int
+    words: str
+
+
+def is_no_speech(text: str) -> bool:
+    return _HALLUCINATIONS.fullmatch(text.strip()) is not None
+
+
+class Intake:
+    """Shared parts; ``for_call`` makes each call's CallIntake."""
+
+    def __init__(
+        self,
+        *,
+        tickets: TicketStore,
+        prefiller: Prefiller,
+        events: TicketEvents,
+        work_orders: WorkOrderOutbox,
+        recordings_dir: Path,
+        api_base: str,
+        log: logging.Logger,
+    ) -> None:
+        self.tickets = tickets
+        self.prefiller = prefiller
+        self.events = events
+        self.work_orders = work_orders
+        self.recordings_dir = recordings_dir
+        self.api_base = api_base  # e.g. http://127.0.0.1:8080, for Call-Info
+        self.transcriber: Transcriber | None = None
+        self.log = log
+
+    @property
+    def transcriber_ready(self) -> bool:
+        return self.transcriber is not None
+
+    def for_call(
+        self, call_id: str, caller: str, log: logging.LoggerAdapter[logging.Logger]
+    ) -> CallIntake:
+        return CallIntake(self, call_id, caller, log)
+
+
+class CallIntake:
+    def __init__(
+        self, intake: Intake, call_id: str, caller: str, log: logging.LoggerAdapter[logging.Logger]
+    ) -> None:
+        self._intake = intake
+        self.call_id = call_id
+        self.caller = caller
+        self.log = log
+        self.ticket_id: int | None = None
+        self._texts: list[str] = []
+        self._pending: set[asyncio.Task[None]] = set()
+        self._ticket_lock = asyncio.Lock()
+        self.emergency: asyncio.Future[Emergency] = asyncio.get_running_loop().create_future()
+
+    # -- the ticket ---------------------------------------------------------
+    async def ticket(self) -> int:
+        """The call's ticket id (made on first use, prefilled with the caller ID)."""
+        async with self._ticket_lock:
+            if self.ticket_id is None:
+                store = self._intake.tickets
+                ticket = await store.create(self.call_id, self.caller)
+                self.ticket_id = ticket.id
+                prefill = self._intake.prefiller.prefill("", caller_id=self.caller)
+                ticket = await store.apply_prefill(ticket.id, _fields(prefill), "", None)
+                self._intake.events.publish("created", ticket.to_json())
+                self.log.info("ticket %d opened", ticket.id)
+            return self.ticket_id
+
+    async def note(self, text: str) -> None:
+        ticket_id = await self.ticket()
+        await self._intake.tickets.add_note(ticket_id, text)
+        self.log.info("ticket %d note: %s", ticket_id, text)
+
+    # -- utterances -----------------------------------------------------------
+    async def describe(self, utterance: Utterance) -> None:
+        """Save the utterance, link it, transcribe it in the background."""
+        ticket_id = await self.ticket()
+        index = len(self._texts)
+        self._texts.append("")
+        path = self._recording_path(index)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _write_wav, path, utterance.pcm)
+        recording_id = await self._intake.tickets.add_recording(
+            ticket_id, path, utterance.seconds, utterance.end.value
+        )
+        if utterance.end is UtteranceEnd.MAX_LENGTH:
+            await self.note(
+                f"recording {index + 1} cut at {utterance.seconds:.0f} s (the limit); "
+                "what was said is kept"
+            )
+        task = asyncio.ensure_future(self._transcribe(index, recording_id, utterance))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def speculate(self, pcm: npt.NDArray[np.int16]) -> asyncio.Future[Transcript] | None:
+        """Start recognising ``pcm`` now (the caller has paused; if they stay
+        silent this is the utterance, and its transcript is ready sooner)."""
+        transcriber = self._intake.transcriber
+        if transcriber is None:
+            return None
+        return asyncio.ensure_future(transcriber.transcribe(pcm))
+
+    async def _recognised(
+        self, utterance: Utterance, grammar: list[str] | None = None
+    ) -> Transcript:
+        transcriber = self._intake.transcriber
+        assert transcriber is not None
+        early = utterance.early
+        if early is not None and not early.cancelled() and grammar is None:
+            with contextlib.suppress(asyncio.CancelledError):
+                result: Transcript = await early
+                return result
+        return await transcriber.transcribe(utterance.pcm, grammar)
+
+    async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
+        """The words of a short answer (a spoken menu choice), awaited."""
+        if self._intake.transcriber is None:
+            self.log.error("spoken menu but no speech engine loaded")
+            return ""
+        uses_grammar = grammar if self._intake.transcriber.engine.name == "vosk" else None
+        result = await self._recognised(utterance, uses_grammar)
+        self.log.info("heard %d characters in %.2f s", len(result.text), result.compute_seconds)
+        return "" if is_no_speech(result.text) else result.text
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) for transcriptions still running."""
+        if not self._pending:
+            return True
+        _, pending = await asyncio.wait(set(self._pending), timeout=timeout)
+        return not pending
+
+    async def screen_pop(self) -> dict[str, str]:
+        """SIP headers for the INVITE to the operator: the ticket goes with the call."""
+        ticket_id = await self.ticket()
+        ticket = await self._intake.tickets.get(ticket_id)
+        assert ticket is not None
+        headers = {
+            "X-Ticket-Id": str(ticket.id),
+            "X-Ticket-Summary": _header_text(ticket.summary()),
+        }
+        if self._intake.api_base:
+            headers["Call-Info"] = f"<{self._intake.api_base}/api/tickets/{ticket.id}>;purpose=info"
+        self._intake.events.publish("screen_pop", ticket.to_json())
+        return headers
+
+    async def close(self) -> None:
+        """The call is over: let running transcriptions finish (they fill the
+        ticket even after the caller has gone)."""
+        await self.settled(timeout=120.0)
+        for task in list(self._pending):
+            task.cancel()
+
+    # -- internals --------------------------------------------------------------
+    def _recording_path(self, index: int) -> Path:
+        day = time.strftime("%Y-%m-%d")
+        name = f"{_SAFE_NAME.sub('_', self.call_id)[:80]}-{index + 1}.wav"
+        return self._intake.recordings_dir / day / name
+
+    async def _transcribe(self, index: int, recording_id: int, utterance: Utterance) -> None:
+        intake = self._intake
+        ticket_id = await self.ticket()
+        transcriber = intake.transcriber
+        if transcriber is None:
+            await self.note("no speech engine is loaded; the recording is kept untranscribed")
+            return
+        try:
+            transcript = await self._recognised(utterance)
+        except Exception as exc:
+            self.log.exception("transcription of recording %d failed", index + 1)
+            await self.note(f"recording {index + 1} could not be transcribed: {exc}")
+            return
+        text = transcript.text.strip()
+        self.log.info(
+            "recording %d transcribed: %d characters in %.2f s",
+            index + 1,
+            len(text),
+            transcript.compute_seconds,
+        )
+        if is_no_speech(text):
+            text = ""
+            await self.note(f"recording {index + 1}: no words recognised")
+        await intake.tickets.set_recording_transcript(recording_id, text)
+        self._texts[index] = text
+        full = "，".join(t for t in self._texts if t)
+        prefill = intake.prefiller.prefill(full, caller_id=self.caller)
+        kind = prefill.emergency.value if prefill.emergency is not None else None
+        ticket = await intake.tickets.apply_prefill(ticket_id, _fields(prefill), full, kind)
+        intake.events.publish("prefilled", ticket.to_json())
+        if prefill.emergency is not None and prefill.emergency_service:
+            await self._raise_emergency(ticket, prefill)
+
+    async def _raise_emergency(self, ticket: Ticket, prefill: Prefill) -> None:
+        assert prefill.emergency is not None and prefill.emergency_service is not None
+        words = "".join(e.text for e in prefill.emergency.evidence)
+        self.log.warning(
+            "EMERGENCY %s (%s) in ticket %d: %r",
+            prefill.emergency.value,
+            prefill.emergency_service,
+            ticket.id,
+            words,
+        )
+        self._intake.events.publish("emergency", ticket.to_json())
+        if self._intake.work_orders.enabled:
+            await self._intake.work_orders.post(ticket.id, _work_order(ticket, prefill))
+        if not self.emergency.done():
+            self.emergency.set_result(
+                Emergency(prefill.emergency.value, prefill.emergency_service, ticket.id, words)
+            )
+
+
+def _fields(prefill: Prefill) -> dict[str, Any]:
+    data = prefill.to_json()
+    data.pop("transcript", None)
+    return data
+
+
+def _work_order(ticket: Ticket, prefill: Prefill) -> dict[str, Any]:
+    return {
+        "ticket_id": ticket.id,
+        "call_id": ticket.call_id,
+        "caller": ticket.caller,
+        "emergency": prefill.emergency.value if prefill.emergency else None,
+        "service": prefill.emergency_service,
+        "fields": ticket.fields,
+        "transcript": ticket.transcript,
+        "created_at": ticket.created_at,
+    }
+
+
+def _header_text(text: str) -> str:
+    """A SIP header value: one line, UTF-8 allowed (RFC 3261 TEXT-UTF8)."""
+    return " ".join(text.replace("\r", " ").replace("\n", " ").split()) or "-"
+
+
+def _write_wav(path: Path, pcm: npt.NDArray[np.int16]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    soundfile.write(str(tmp), pcm, RATE, subtype="PCM_16", format="WAV")
+    tmp.replace(path)

@@ -1,0 +1,268 @@
+"""Speech in, ticket out, through real calls: baresip reads real Mandarin
+clips and espeak-ng speech into the IVR over 127.0.0.1; Whisper (really
+loaded) transcribes; the ticket is read back through the JSON API; the
+operator (sipp) gets the ticket id with the INVITE."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from ivr.speech import character_error_rate
+from tests.audio_tools import best_match, pad, read_8k, write_wav
+from tests.conftest import SHARED, StartHotline
+from tests.peers import Baresip, SippUas, free_udp_port
+
+DATA = Path(__file__).parent / "data"
+SPEECH = SHARED / "speech"
+# Mean CER over the four clips through a G.711 call. bench/asr.py measures
+# the same clips (offline, telephone path) at the figure in docs/benchmarks.md;
+# the call adds the VAD's cut and jitter-buffer effects, so the bound leaves
+# room above that measurement while still failing on a broken path (a wrong
+# sample rate or codec gives CER near 1).
+MEAN_CER_BOUND = 0.40
+
+pytestmark = [
+    pytest.mark.peers,
+    pytest.mark.skipif(not SPEECH.exists(), reason="../shared/speech is not beside the checkout"),
+]
+
+
+def clips() -> list[tuple[str, str]]:
+    rows = (SPEECH / "transcripts.tsv").read_text(encoding="utf-8").splitlines()
+    return [(r.split("\t")[0], r.split("\t")[1]) for r in rows if "\t" in r]
+
+
+async def api_get(hotline: Any, path: str) -> Any:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{hotline.api.port}{path}") as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def call_ticket(hotline: Any, transcripts: int, timeout: float = 90.0) -> dict[str, Any]:
+    """The ticket of the (one) call, once ``transcripts`` recordings are transcribed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        records = await hotline.records.list_recent(10)
+        if records:
+            body = await api_get(hotline, f"/api/calls/{records[0].call_id}/tickets")
+            if body["tickets"]:
+                ticket = body["tickets"][0]
+                done = [r for r in ticket["recordings"] if r["transcript"] is not None]
+                if len(done) >= transcripts:
+                    return dict(ticket)
+        assert loop.time() < deadline, "the ticket was not filled in time"
+        await asyncio.sleep(0.3)
+
+
+async def test_real_mandarin_clips_through_a_call(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    pieces = []
+    for name, _ in clips():
+        pieces.append(pad(read_8k(SPEECH / name, tmp_path), 3.0, 2.0))
+    voice = write_wav(tmp_path / "caller.wav", pad(np.concatenate(pieces), 1.0, 15.0))
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
+    await operator.start()
+    await caller.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri], dialplan=DATA / "dialplans" / "describe_four.toml"
+        )
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        ticket = await call_ticket(hotline, 4)
+    finally:
+        await caller.quit()
+        await operator.stop()
+    expected = clips()
+    got = [r["transcript"] for r in ticket["recordings"]]
+    assert len(got) == len(expected), got
+    cers = [character_error_rate(ref, hyp) for (_, ref), hyp in zip(expected, got, strict=True)]
+    print("call-path CER per clip:", [round(c, 3) for c in cers], got)
+    assert sum(cers) / len(cers) <= MEAN_CER_BOUND, (cers, got)
+    # each utterance was kept as a WAV linked to the ticket, holding that clip
+    import soundfile as sf
+
+    for (name, _), rec in zip(expected, ticket["recordings"], strict=True):
+        kept, rate = sf.read(rec["path"], dtype="int16")
+        assert rate == 8000 and rec["ending"] == "silence"
+        source = read_8k(SPEECH / name, tmp_path)
+        middle = source[len(source) // 2 - 4000 : len(source) // 2 + 4000]
+        score, _ = best_match(kept, middle)
+        assert score > 0.6, f"{name}: recording does not hold the clip ({score:.2f})"
+    assert ticket["transcript"].startswith(got[0][:4])
+
+
+def espeak(tmp_path: Path, name: str, text: str, speed: int = 110, gap: int = 10) -> Path:
+    wav = tmp_path / f"{name}.22k.wav"
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-v",
+            "cmn-latn-pinyin",
+            "-s",
+            str(speed),
+            "-g",
+            str(gap),
+            "-w",
+            str(wav),
+            text,
+        ],
+        check=True,
+    )
+    return wav
+
+
+async def test_spoken_phone_number_reaches_ticket_and_operator(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    # digits one by one, the way callers read a number out. Whisper base on
+    # espeak-ng's Mandarin is brittle: over 30 renditions (speed 100-140 wpm,
+    # word gap 5-15, two volumes) it got this number right in 18; at 120 wpm in
+    # all 6, so that rendition is used here (measured, see the issue note).
+    said = espeak(
+        tmp_path, "phone", "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.", speed=120
+    )
+    voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 20.0))
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True), trace=True)
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
+    await operator.start()
+    await caller.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri], dialplan=DATA / "dialplans" / "describe_then_operator.toml"
+        )
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        ticket = await call_ticket(hotline, 1)
+        for _ in range(60):
+            if "X-Ticket-Id" in operator.messages():
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        await caller.quit()
+        await operator.stop()
+    phone = ticket["fields"]["phone"]
+    assert phone["value"] == "13812345678", ticket["transcript"]
+    assert phone["source"] == "speech"
+    evidence = phone["evidence"][0]
+    assert ticket["transcript"][evidence["start"] : evidence["end"]] == evidence["text"]
+    invite = operator.messages().split("INVITE sip:")[1]
+    assert f"X-Ticket-Id: {ticket['id']}" in invite
+    assert "13812345678" in invite.split("X-Ticket-Summary:")[1].splitlines()[0]
+    assert f"/api/tickets/{ticket['id']}>;purpose=info" in invite
+
+
+class ScriptedRecogniser:
+    """Stands in for the recogniser ONLY in the emergency routing test: no
+    recording of emergency words exists in ../shared/speech, and espeak-ng's
+    Mandarin is not recognised by Whisper base (measured: 着火了 -> 超过日,
+    有人晕倒了 -> nothing). Everything else in that test is real: the call, the
+    VAD capture, the prefill, the 119 endpoint, the webhook."""
+
+    name = "scripted"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def transcribe(self, pcm: Any) -> Any:
+        from ivr.speech import Transcript
+
+        return Transcript(self.text, self.name, len(pcm) / 8000, 0.01)
+
+    def open_stream(self, grammar: Any = None) -> Any:
+        raise NotImplementedError
+
+
+async def test_emergency_words_send_the_call_to_119_and_post_the_ticket(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    from aiohttp import web
+
+    from ivr.transcriber import Transcriber
+
+    orders: list[dict[str, Any]] = []
+
+    async def take(request: web.Request) -> web.Response:
+        orders.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/orders", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    said = espeak(tmp_path, "anything", "jiu4 ming4 a5, kuai4 lai2 ren2.")
+    voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 25.0))
+    fire = SippUas(
+        tmp_path / "fire", free_udp_port(), free_udp_port(even=True), user="119", trace=True
+    )
+    busy_operator = SippUas(
+        tmp_path / "op",
+        free_udp_port(),
+        free_udp_port(even=True),
+        scenario=str(DATA / "sipp" / "uas_ring_only.xml"),
+    )
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
+    for peer in (fire, busy_operator):
+        await peer.start()
+    await caller.start()
+    try:
+        hotline = await start_hotline(
+            [busy_operator.uri],
+            dialplan=DATA / "dialplans" / "describe_then_operator.toml",
+            ring_timeout=30.0,
+            extra=f"""
+[emergency]
+fire = "{fire.uri}"
+
+[work_orders]
+webhook = "http://127.0.0.1:{hook_port}/orders"
+timeout = 2.0
+""",
+        )
+        assert hotline.intake is not None
+        hotline.intake.transcriber = Transcriber(
+            ScriptedRecogniser("救命啊！楼下厨房着火了，好大的烟"),
+            workers=1,  # type: ignore[arg-type]
+        )
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        for _ in range(100):
+            if "X-Ticket-Id" in fire.messages() and orders:
+                break
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)
+        await caller.hangup()
+        for _ in range(50):
+            records = [r for r in await hotline.records.list_recent(5) if r.ended_at]  # type: ignore[union-attr]
+            if records:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await caller.quit()
+        await fire.stop()
+        await busy_operator.stop()
+        await runner.cleanup()
+    (record,) = records
+    assert "emergency_119" in record.path
+    assert record.operator == fire.uri and record.outcome == "bridged"
+    assert record.queue == "emergency_119"
+    (order,) = orders
+    assert order["emergency"] == "fire" and order["service"] == "119"
+    assert "着火" in order["transcript"]
+    assert order["fields"]["urgency"]["value"] == "紧急"
+    invite = fire.messages().split("INVITE sip:")[1]
+    assert f"X-Ticket-Id: {order['ticket_id']}" in invite
