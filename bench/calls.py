@@ -152,6 +152,12 @@ database = "{directory / "bench.sqlite3"}"
 [queues.general]
 operators = ["sip:nobody@127.0.0.1:9"]
 
+[tickets]
+gazetteer = "{ROOT / "gazetteer.toml"}"
+
+[web]
+enabled = false
+
 [logging]
 level = "WARNING"
 format = "json"

@@ -126,6 +126,10 @@ class CallIntake:
         ticket_id = await self.ticket()
         index = len(self._texts)
         self._texts.append("")
+        self._intake.events.publish(
+            "recorded",
+            {"id": ticket_id, "recording": index + 1, "seconds": round(utterance.seconds, 2)},
+        )
         path = self._recording_path(index)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _write_wav, path, utterance.pcm)

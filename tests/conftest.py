@@ -45,6 +45,8 @@ def write_config(
     max_wait: float = 60.0,
     queue_extra: str = "",
     extra: str = "",
+    models_dir: Path | None = None,
+    gazetteer: Path | None = None,
 ) -> Path:
     low, high = free_port_block(400)
     sip_port = free_udp_port()
@@ -71,10 +73,10 @@ database = "{directory / "ivr.sqlite3"}"
 recordings_dir = "{directory / "recordings"}"
 
 [speech]
-models_dir = "{ROOT / "asr_models"}"
+models_dir = "{models_dir or ROOT / "asr_models"}"
 
 [tickets]
-gazetteer = "{ROOT / "gazetteer.toml"}"
+gazetteer = "{gazetteer or ROOT / "gazetteer.toml"}"
 
 [web]
 port = 0

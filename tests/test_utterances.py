@@ -161,3 +161,14 @@ async def test_an_early_recognition_is_dropped_when_the_caller_speaks_again() ->
     assert len(futures) >= 2 and futures[0].cancelled()
     assert got.early is futures[-1] and not futures[-1].cancelled()
     assert got.seconds > (len(first) + len(second)) / 8000 - 0.5
+
+
+async def test_a_hiss_is_given_up_on_within_two_seconds() -> None:
+    noise = np.random.default_rng(5).normal(0, 3000, 8000 * 30).astype(np.int16)
+    cap = UtteranceCapture(ListenSettings(max_seconds=30.0))
+    fed = 0
+    while not cap.done.done():
+        cap.feed(noise[fed : fed + FRAME])
+        fed += FRAME
+    assert cap.done.result().end is UtteranceEnd.NOISE_ONLY
+    assert fed / 8000 < 2.5

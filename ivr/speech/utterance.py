@@ -26,6 +26,8 @@ RATE = 8000
 FRAME = 160  # 20 ms
 FRAME_S = FRAME / RATE
 TAIL_FRAMES = 15  # 300 ms of the trailing silence kept after the last voiced frame
+NOISE_WINDOW = 75  # 1.5 s: a stretch the VAD calls speech with no voice in it is noise
+NOISE_CHECK_EVERY = 25  # frames
 
 
 class UtteranceEnd(enum.StrEnum):
@@ -88,6 +90,7 @@ class UtteranceCapture:
         )
         self._recent: deque[bool] = deque(maxlen=settings.start_window)
         self._frames: list[npt.NDArray[np.int16]] = []
+        self._recent_vad: deque[bool] = deque(maxlen=NOISE_WINDOW)
         self._speaking = False
         self._silent_run = 0
         self._voiced = 0
@@ -138,6 +141,15 @@ class UtteranceCapture:
                 self._finish(UtteranceEnd.NO_SPEECH)
             return
         self._frames.append(frame)
+        self._recent_vad.append(voiced)
+        if (
+            len(self._frames) % NOISE_CHECK_EVERY == 0
+            and sum(self._recent_vad) >= NOISE_WINDOW * 0.8
+            and voice_like_frames(np.concatenate(self._frames[-NOISE_WINDOW:]))
+            < self._settings.min_voice_frames // 2
+        ):
+            self._finish(UtteranceEnd.NOISE_ONLY)  # a hiss or hum the VAD took for speech
+            return
         if voiced:
             self._voiced += 1
             self._silent_run = 0
@@ -164,6 +176,11 @@ class UtteranceCapture:
         self._early = (self._last_voiced_at, future) if future is not None else None
 
     def _finish(self, end: UtteranceEnd) -> None:
+        if end is UtteranceEnd.NOISE_ONLY:
+            if self._early is not None:
+                self._early[1].cancel()
+            self.done.set_result(Utterance(np.zeros(0, dtype=np.int16), end, 0.0, self._voiced))
+            return
         if end is UtteranceEnd.NO_SPEECH or not self._speaking:
             pcm = np.zeros(0, dtype=np.int16)
             speech = 0.0
