@@ -127,6 +127,7 @@ SPEECH_ENGINES: tuple[str, ...] = ("auto", "whisper", "vosk")
 class SpeechSettings:
     engine: str = "auto"
     models_dir: Path = Path("asr_models")
+    language: str = "zh"  # what callers speak (zh; another code for a non-Chinese model)
     workers: int = 2  # recognitions at once
     threads: int = 1  # CPU threads per recognition
     vad_aggressiveness: int = 2
@@ -645,13 +646,19 @@ def _speech(t: _Table, base: Path) -> SpeechSettings:
     d = SpeechSettings()
     engine = t.choice("engine", d.engine, SPEECH_ENGINES)
     models_dir = t.path("models_dir", d.models_dir, base)
+    language = t.string("language", d.language)
+    if t.ok("language") and re.fullmatch(r"[a-z]{2,3}", language) is None:
+        t.fail("language", 'must be a language code such as "zh"')
+        language = d.language
     workers = t.integer("workers", d.workers, 1, 64)
     threads = t.integer("threads", d.threads, 1, 64)
     vad = t.integer("vad_aggressiveness", d.vad_aggressiveness, 0, 3)
     end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
     pre_roll = t.number("pre_roll", d.pre_roll, 0.0, 2.0, low_open=False)
     t.reject_unknown()
-    return SpeechSettings(engine, models_dir, workers, threads, vad, end_silence, pre_roll)
+    return SpeechSettings(
+        engine, models_dir, language, workers, threads, vad, end_silence, pre_roll
+    )
 
 
 def _tickets(t: _Table, base: Path) -> TicketSettings:

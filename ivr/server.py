@@ -128,7 +128,11 @@ class Hotline:
             return
         speech = self.settings.speech
         self.transcriber = await Transcriber.load(
-            speech.engine, speech.models_dir, workers=speech.workers, threads=speech.threads
+            speech.engine,
+            speech.models_dir,
+            workers=speech.workers,
+            threads=speech.threads,
+            language=speech.language,
         )
         if self.intake is not None:
             self.intake.transcriber = self.transcriber

