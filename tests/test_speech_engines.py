@@ -180,6 +180,9 @@ def test_whisper_concurrent_calls_match_sequential(whisper: WhisperEngine) -> No
     with ThreadPoolExecutor(max_workers=3) as pool:
         together = [t.text for t in pool.map(whisper.transcribe, audio)]
     assert together == alone
+    two_workers = load_engine("whisper", MODELS, workers=2)  # two model replicas
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        assert [t.text for t in pool.map(two_workers.transcribe, audio)] == alone
 
 
 def test_whisper_hears_nothing_in_silence_and_line_noise(whisper: WhisperEngine) -> None:

@@ -43,12 +43,20 @@ ENGINE_CHOICES = ("auto", "whisper", "vosk")
 
 
 def load_engine(
-    choice: str, models_dir: Path, *, language: str = "zh", threads: int = 1
+    choice: str,
+    models_dir: Path,
+    *,
+    language: str = "zh",
+    threads: int = 1,
+    workers: int = 1,
 ) -> SpeechEngine:
     """Load the engine ``choice`` ("auto", "whisper" or "vosk") from the
     models in ``models_dir``. ``threads`` is Whisper's CPU threads per
-    transcription (Vosk decodes each utterance on one thread). Raises
-    SpeechModelError when no usable model is there."""
+    transcription; ``workers`` how many transcriptions Whisper runs at once
+    (CTranslate2 model replicas, ~30 MB each: with 1, concurrent calls take
+    turns on one core). Pass the size of the thread pool that calls
+    ``transcribe``. Vosk decodes each utterance on its caller's thread and
+    ignores both. Raises SpeechModelError when no usable model is there."""
     if choice not in ENGINE_CHOICES:
         raise ValueError(
             f"unknown speech engine {choice!r}: choose one of {', '.join(ENGINE_CHOICES)}"
@@ -57,7 +65,7 @@ def load_engine(
     if choice == "whisper" or (choice == "auto" and whisper_dir.exists()):
         from ivr.speech.whisper_engine import WhisperEngine
 
-        return WhisperEngine(whisper_dir, language=language, threads=threads)
+        return WhisperEngine(whisper_dir, language=language, threads=threads, num_workers=workers)
     vosk_dirs = find_vosk_models(models_dir)
     if vosk_dirs:
         from ivr.speech.vosk_engine import VoskEngine

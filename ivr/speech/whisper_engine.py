@@ -84,6 +84,7 @@ class WhisperEngine:
         self.model_dir = model_dir
         self.beam_size = beam_size
         self.initial_prompt = initial_prompt
+        self.pad_to_window = True  # False only to measure faster-whisper's own padding
         self._simplified = SimplifiedChinese() if language == "zh" else None
 
     def transcribe(
@@ -104,7 +105,8 @@ class WhisperEngine:
         audio = samples.astype(np.float32) / 32768.0
         if sample_rate != WHISPER_RATE:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
-        audio = pad_to_window(audio)
+        if self.pad_to_window:
+            audio = pad_to_window(audio)
         segments, _info = self._model.transcribe(
             audio,
             language=self.language,
