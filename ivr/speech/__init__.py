@@ -22,9 +22,9 @@ from ivr.speech.engine import (
 )
 from ivr.speech.error_rate import character_error_rate
 from ivr.speech.models import (
-    VOSK_HINT,
     find_vosk_models,
     install_command,
+    vosk_hint,
     whisper_base_dir,
 )
 
@@ -74,9 +74,9 @@ def load_engine(
     if choice == "vosk":
         raise SpeechModelError(
             f"no Vosk model in {models_dir.resolve()} (a folder holding am/final.mdl "
-            f"or conf/model.conf): {VOSK_HINT}"
+            f"or conf/model.conf): {vosk_hint(models_dir)}"
         )
     raise SpeechModelError(
         f"no speech model in {models_dir.resolve()}: install Whisper base with "
-        f"`{install_command(models_dir)}`, or {VOSK_HINT}"
+        f"`{install_command(models_dir)}`, or {vosk_hint(models_dir)}"
     )

