@@ -33,7 +33,10 @@ class Transcriber:
         when none is installed or it is corrupt."""
         loop = asyncio.get_running_loop()
         engine = await loop.run_in_executor(
-            None, lambda: load_engine(choice, models_dir, language=language, threads=threads)
+            None,
+            lambda: load_engine(
+                choice, models_dir, language=language, threads=threads, workers=workers
+            ),
         )
         return cls(engine, workers=workers)
 

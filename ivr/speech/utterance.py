@@ -25,7 +25,7 @@ import webrtcvad
 RATE = 8000
 FRAME = 160  # 20 ms
 FRAME_S = FRAME / RATE
-TAIL_FRAMES = 15  # 300 ms of the trailing silence kept after the last voiced frame
+TAIL_FRAMES = 10  # 200 ms of the trailing silence kept after the last voiced frame
 NOISE_WINDOW = 75  # 1.5 s: a stretch the VAD calls speech with no voice in it is noise
 NOISE_CHECK_EVERY = 25  # frames
 
@@ -48,7 +48,7 @@ class ListenSettings:
     start_frames: int = 4  # voiced frames among the last start_window that start speech
     start_window: int = 6
     min_voice_frames: int = 10  # voice-like frames (flat spectrum excluded) an utterance needs
-    speculate_after: float = 0.36  # pause (s) after which recognition starts early; 0 = never
+    speculate_after: float = 0.24  # pause (s) after which recognition starts early; 0 = never
 
 
 @dataclass(frozen=True)

@@ -120,16 +120,16 @@ class HotlineApi:
                 try:
                     event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                if event is None:
-                    break
-                data = json.dumps(event.ticket, ensure_ascii=False)
-                chunk = f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                    chunk = ": keep-alive\n\n"
+                else:
+                    if event is None:
+                        break
+                    data = json.dumps(event.ticket, ensure_ascii=False)
+                    chunk = f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
                 try:
                     await response.write(chunk.encode())
                 except (ConnectionResetError, RuntimeError):
-                    break
+                    break  # the screen went away
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
