@@ -200,6 +200,9 @@ def main() -> int:
     print(f"prefill latency over {len(ms)} utterances: p50 {p50} ms, p95 {p95} ms, max {worst}")
     if args.quick:
         return 0
+    from ivr.speech.utterance import ListenSettings
+
+    pause = ListenSettings().speculate_after
     info = machine()
     merge_results(
         {
@@ -219,7 +222,7 @@ dial plan that asks for a description over and over; our trial caller plays
 {GAP_S:.0f} s of silence after each, over G.711. Latency = from the "recorded" event
 (the VAD has ended the utterance, 1.2 s of trailing silence) to the ticket holding
 that transcript read back with GET /api/tickets/{{id}}, both seen by one client of
-the event stream. Recognition starts in the caller's pause (after 0.36 s of
+the event stream. Recognition starts in the caller's pause (after {pause:g} s of
 silence), so most of it is done before the utterance is declared over.
 
 | p50 ms | p95 ms | max ms | goal (p95) |
