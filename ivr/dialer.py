@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiosipua.auth import SipDigestAuth
+
 from ivr.call import EndReason
 from ivr.media.clock import MediaClock
 from ivr.media.ports import RtpPorts
@@ -77,34 +79,58 @@ class SipDialer:
         abort: asyncio.Future[EndReason],
         extra_headers: dict[str, str] | None = None,
     ) -> OperatorLine | None:
+        result = await self.call_out(
+            uri,
+            codec_first=caller_stream.codec,
+            caller_id=caller_id,
+            timeout=timeout,
+            abort=abort,
+            extra_headers=extra_headers,
+        )
+        return result if isinstance(result, OperatorLine) else None
+
+    async def call_out(
+        self,
+        uri: str,
+        *,
+        caller_id: str,
+        timeout: float,
+        abort: asyncio.Future[Any],
+        codec_first: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+        auth: SipDigestAuth | None = None,
+    ) -> OperatorLine | Failed:
+        """Call ``uri``; the answered leg, or why not (408 for no answer in time)."""
         stream = RtpStream(self._clock, self._log)
         await stream.open(self._ports)
-        line: OperatorLine | None = None
+        result: OperatorLine | Failed = Failed(500, "not dialled")
         try:
-            line = await self._ring(
-                uri, stream, caller_stream, caller_id, timeout, abort, extra_headers
+            result = await self._ring(
+                uri, stream, codec_first, caller_id, timeout, abort, extra_headers, auth
             )
         finally:
-            if line is None:
+            if not isinstance(result, OperatorLine):
                 stream.close()
-        return line
+        return result
 
     async def _ring(
         self,
         uri: str,
         stream: RtpStream,
-        caller_stream: RtpStream,
+        codec_first: str | None,
         caller_id: str,
         timeout: float,
-        abort: asyncio.Future[EndReason],
+        abort: asyncio.Future[Any],
         extra_headers: dict[str, str] | None,
-    ) -> OperatorLine | None:
+        auth: SipDigestAuth | None,
+    ) -> OperatorLine | Failed:
         # offer the caller's codec first so the bridge needs no transcoding
-        prefs = (caller_stream.codec, *[c for c in self._codecs if c != caller_stream.codec])
+        first = codec_first or self._codecs[0]
+        prefs = (first, *[c for c in self._codecs if c != first])
         sdp = build_offer(self._media_host, stream.local_port, prefs)
         addr = uri_addr(uri, ("127.0.0.1", 5060))
         outgoing = self._endpoint.invite(
-            uri, addr, from_user=caller_id, sdp=sdp, extra_headers=extra_headers
+            uri, addr, from_user=caller_id, sdp=sdp, extra_headers=extra_headers, auth=auth
         )
         result_task = asyncio.ensure_future(outgoing.result())
         watched: set[asyncio.Future[Any]] = {result_task, abort}
@@ -117,18 +143,18 @@ class SipDialer:
             raise
         if result_task not in done:
             why = "caller left" if abort.done() else f"no answer in {timeout:g} s"
-            self._log.info("operator %s: cancelling (%s)", uri, why)
+            self._log.info("call to %s: cancelling (%s)", uri, why)
             self._give_up(outgoing, result_task)
-            return None
+            return Failed(487, why) if abort.done() else Failed(408, why)
         result = result_task.result()
         if not isinstance(result, Answered):
-            self._log.info("operator %s: %d %s", uri, result.status, result.reason)
-            return None
+            self._log.info("call to %s: %d %s", uri, result.status, result.reason)
+            return result
         chosen = choose(result.media, prefs)
         if chosen is None:
-            self._log.warning("operator %s answered with no codec we offered", uri)
+            self._log.warning("call to %s answered with no codec we offered", uri)
             await result.dialog.bye()
-            return None
+            return Failed(488, "answered with no codec we offered")
         result.dialog.local_sdp = sdp
         stream.set_remote(
             (result.media.address, result.media.port),

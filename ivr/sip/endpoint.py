@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiosipua import SipRequest, SipResponse
+from aiosipua.auth import SipDigestAuth
 
 from ivr.sip.dialog import Dialog, DialogEnd
 from ivr.sip.incoming import IncomingInvite
@@ -166,9 +167,16 @@ class SipEndpoint:
         from_user: str,
         sdp: str,
         extra_headers: dict[str, str] | None = None,
+        auth: SipDigestAuth | None = None,
     ) -> OutgoingInvite:
         outgoing = OutgoingInvite(
-            self, target, addr, from_user=from_user, sdp=sdp, extra_headers=extra_headers
+            self,
+            target,
+            addr,
+            from_user=from_user,
+            sdp=sdp,
+            extra_headers=extra_headers,
+            auth=auth,
         )
         outgoing.start()
         return outgoing

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiosipua import SipRequest, SipResponse
+from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import CaseInsensitiveDict
 
 from ivr.sip.dialog import Dialog
@@ -43,8 +44,11 @@ class OutgoingInvite:
         from_user: str,
         sdp: str,
         extra_headers: dict[str, str] | None = None,
+        auth: SipDigestAuth | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._auth = auth  # digest credentials for a trunk that challenges (401/407)
+        self.cseq = 1
         self.target = target
         self.addr = addr
         self.call_id = secrets.token_hex(12) + "@" + endpoint.public_host
@@ -85,9 +89,38 @@ class OutgoingInvite:
             response = await self._transaction.final
         except asyncio.CancelledError:
             return Failed(487, "Request Terminated")
+        if response.status_code in (401, 407) and self._auth is not None and self.cseq == 1:
+            retried = self._answer_challenge(response)
+            if retried is not None:
+                return await self.result()
         if response.status_code >= 300:
             return Failed(response.status_code, response.reason_phrase)
         return self._confirm(response)
+
+    def _answer_challenge(self, response: SipResponse) -> ClientTransaction | None:
+        """Send the INVITE again with digest credentials (RFC 3261 22.2)."""
+        assert self._auth is not None
+        answer = answer_challenge(
+            self._auth, response, response.status_code, "INVITE", str(self.request.uri)
+        )
+        if answer is None or self._cancel_requested:
+            return None
+        name, value = answer
+        self.cseq += 1
+        headers = CaseInsensitiveDict()
+        for key, values in self.request.headers.items():
+            if key.lower() in ("via", "cseq", "authorization", "proxy-authorization"):
+                continue
+            for item in values:
+                headers.append(key, item)
+        headers.append("Via", self._endpoint.via_value(make_branch()))
+        headers.set_single("CSeq", f"{self.cseq} INVITE")
+        headers.set_single(name, value)
+        self.request = SipRequest(
+            headers=headers, body=self.request.body, method="INVITE", uri=self.request.uri
+        )
+        self.start()
+        return self._transaction
 
     def _confirm(self, response: SipResponse) -> Answered | Failed:
         remote_to = response.headers.get_first("to") or f"<{self.target}>"
@@ -100,7 +133,7 @@ class OutgoingInvite:
             remote_header=remote_to,
             remote_target=remote_target,
             remote_addr=self.addr,
-            local_cseq=1,
+            local_cseq=self.cseq,
             remote_cseq=0,
             log=self._endpoint.log,
         )
@@ -125,7 +158,7 @@ class OutgoingInvite:
         headers.set_single("From", self.request.headers.get_first("from") or "")
         headers.set_single("To", response.headers.get_first("to") or "")
         headers.set_single("Call-ID", self.call_id)
-        headers.set_single("CSeq", "1 ACK")
+        headers.set_single("CSeq", f"{self.cseq} ACK")
         target = contact_uri(response.headers.get_first("contact")) or self.target
         return SipRequest(headers=headers, method="ACK", uri=target)
 
@@ -145,7 +178,7 @@ class OutgoingInvite:
         headers.set_single("From", self.request.headers.get_first("from") or "")
         headers.set_single("To", self.request.headers.get_first("to") or "")
         headers.set_single("Call-ID", self.call_id)
-        headers.set_single("CSeq", "1 CANCEL")
+        headers.set_single("CSeq", f"{self.cseq} CANCEL")
         cancel = SipRequest(headers=headers, method="CANCEL", uri=self.request.uri)
         self._endpoint.send_request(cancel, self.addr)
 
