@@ -126,6 +126,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX work_order_outbox_due ON work_order_outbox (delivered_at, next_at)",
         ),
     ),
+    Migration(
+        3,
+        "callbacks: the dropped-call callback queue (one open per number) and its transitions",
+        (
+            """
+            CREATE TABLE callbacks (
+                id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+                number               TEXT NOT NULL CHECK (number <> ''),
+                call_id              TEXT NOT NULL,
+                first_call_id        TEXT NOT NULL,
+                ticket_id            INTEGER,
+                reason               TEXT NOT NULL
+                    CHECK (reason IN ('abandoned', 'dropped', 'operator_failed')),
+                state                TEXT NOT NULL CHECK (state IN ('pending', 'dialing',
+                    'connected', 'no_answer', 'busy', 'failed', 'cancelled', 'done')),
+                priority             INTEGER NOT NULL,
+                elderly              INTEGER NOT NULL DEFAULT 0 CHECK (elderly IN (0, 1)),
+                emergency            INTEGER NOT NULL DEFAULT 0 CHECK (emergency IN (0, 1)),
+                urgency              TEXT CHECK (urgency IN ('紧急', '较急', '一般')),
+                original_enqueued_at REAL,
+                original_position    INTEGER,
+                attempts             INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+                next_at              REAL NOT NULL,
+                last_error           TEXT,
+                created_at           REAL NOT NULL,
+                updated_at           REAL NOT NULL
+            )
+            """,
+            """
+            CREATE UNIQUE INDEX callbacks_one_open_per_number ON callbacks (number)
+            WHERE state IN ('pending', 'dialing', 'connected', 'no_answer', 'busy')
+            """,
+            "CREATE INDEX callbacks_due ON callbacks (state, next_at)",
+            "CREATE INDEX callbacks_by_number ON callbacks (number, created_at)",
+            """
+            CREATE TABLE callback_events (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+                at          REAL NOT NULL,
+                from_state  TEXT,
+                to_state    TEXT NOT NULL,
+                detail      TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            "CREATE INDEX callback_events_by_callback ON callback_events (callback_id, id)",
+            "CREATE INDEX callback_events_attempts ON callback_events (to_state, at)",
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """
