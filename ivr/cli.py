@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     voices_sub = voices.add_subparsers(dest="voices_command", required=True)
     build = voices_sub.add_parser("build", help="render every prompt of the dial plan")
     build.set_defaults(func=cmd_voices_build)
+
+    from callbacks.cli import add_callback_commands
+    from callbacks.settings import policy_for_config
+
+    add_callback_commands(sub, policy_for=policy_for_config)
     return parser
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DIALECTS: tuple[str, ...] = ("mandarin", "wu", "yue", "min", "hakka", "xiang", "gan")
 CODECS: tuple[str, ...] = ("PCMU", "PCMA")
@@ -159,6 +160,27 @@ class WorkOrderSettings:
     retry: tuple[float, ...] = (0.0, 10.0, 60.0, 300.0)
 
 
+CALLBACK_GREETING = "您好，这里是幺二三四五热线，您刚才的来电中断了，现在为您接通人工服务。"
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    enabled: bool = True
+    dial_uri: str = "sip:{number}@127.0.0.1:5070"  # the trunk; {number} is the caller's number
+    caller_id: str = "12345"
+    username: str = ""  # digest credentials for the trunk ("" = none)
+    password: str = ""
+    ring_timeout: float = 30.0
+    retry: tuple[float, ...] = (0.0, 60.0, 300.0)
+    quiet_hours: str = "22:00-07:00"  # "" = none
+    timezone: str = "Asia/Shanghai"
+    max_attempts_per_hour: int = 3
+    customer_first: bool = False
+    max_dialing: int = 4
+    queue: str = ""  # operator queue for called-back callers; "" = the first queue
+    greeting: str = CALLBACK_GREETING
+
+
 @dataclass(frozen=True)
 class WebSettings:
     enabled: bool = True
@@ -200,6 +222,7 @@ class Settings:
     emergency: EmergencySettings = field(default_factory=EmergencySettings)
     work_orders: WorkOrderSettings = field(default_factory=WorkOrderSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
 
 
 # ----------------------------------------------------------------------- errors
@@ -625,6 +648,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     emergency = _emergency(root.table("emergency"))
     work_orders = _work_orders(root.table("work_orders"))
     web = _web(root.table("web"))
+    callbacks = _callbacks(root.table("callbacks"), queues)
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -639,6 +663,68 @@ def _settings(root: _Table, base: Path) -> Settings:
         emergency=emergency,
         work_orders=work_orders,
         web=web,
+        callbacks=callbacks,
+    )
+
+
+_QUIET = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
+
+
+def _callbacks(t: _Table, queues: Mapping[str, QueueSettings]) -> CallbackSettings:
+    d = CallbackSettings()
+    enabled = t.boolean("enabled", d.enabled)
+    dial_uri = t.string("dial_uri", d.dial_uri)
+    if t.ok("dial_uri") and (
+        "{number}" not in dial_uri
+        or _sip_uri_problem(dial_uri.replace("{number}", "1")) is not None
+    ):
+        t.fail(
+            "dial_uri", 'must be a SIP URI with {number} in it, e.g. "sip:{number}@10.0.0.5:5060"'
+        )
+        dial_uri = d.dial_uri
+    caller_id = t.string("caller_id", d.caller_id)
+    if t.ok("caller_id") and re.fullmatch(r"\+?[0-9A-Za-z_.-]{1,32}", caller_id) is None:
+        t.fail("caller_id", "must be a number or SIP user name (digits, letters, + _ . -)")
+        caller_id = d.caller_id
+    username = t.string("username", d.username, empty_ok=True)
+    password = t.string("password", d.password, empty_ok=True)
+    ring_timeout = t.number("ring_timeout", d.ring_timeout, 1, 600, low_open=False)
+    retry = t.seconds_list("retry", d.retry, 0, 86400)
+    quiet = t.string("quiet_hours", d.quiet_hours, empty_ok=True)
+    if quiet and t.ok("quiet_hours") and _QUIET.fullmatch(quiet) is None:
+        t.fail("quiet_hours", 'must be "HH:MM-HH:MM" (e.g. "22:00-07:00") or "" for none')
+        quiet = d.quiet_hours
+    timezone = t.string("timezone", d.timezone)
+    if t.ok("timezone"):
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            t.fail("timezone", 'must be an IANA time zone such as "Asia/Shanghai"')
+            timezone = d.timezone
+    max_per_hour = t.integer("max_attempts_per_hour", d.max_attempts_per_hour, 1, 100)
+    customer_first = t.boolean("customer_first", d.customer_first)
+    max_dialing = t.integer("max_dialing", d.max_dialing, 1, 1000)
+    queue = t.string("queue", d.queue, empty_ok=True)
+    if queue and t.ok("queue") and queues and queue not in queues:
+        t.fail("queue", f"is not a queue in this file; queues: {', '.join(queues)}")
+        queue = ""
+    greeting = t.string("greeting", d.greeting)
+    t.reject_unknown()
+    return CallbackSettings(
+        enabled=enabled,
+        dial_uri=dial_uri,
+        caller_id=caller_id,
+        username=username,
+        password=password,
+        ring_timeout=ring_timeout,
+        retry=retry,
+        quiet_hours=quiet,
+        timezone=timezone,
+        max_attempts_per_hour=max_per_hour,
+        customer_first=customer_first,
+        max_dialing=max_dialing,
+        queue=queue,
+        greeting=greeting,
     )
 
 

@@ -44,6 +44,10 @@ class LiveCall:
     ) -> None:
         self.intake = intake
         self._screen_pop_wait = screen_pop_wait
+        self.priority = False  # keeps an earlier place in the operator queue
+        self.no_callback = False  # the caller asked not to be called back
+        self.queued_at: float | None = None  # when the caller joined the operator line
+        self.queue_position: int | None = None  # their place in it then (1 = next)
         self.dialog = dialog
         self._stream = stream
         self.record = record
@@ -183,6 +187,10 @@ class LiveCall:
         if operator is not None:
             self.record.operator = operator
         self.record.outcome = outcome
+
+    def note_queued(self, position: int) -> None:
+        self.queued_at = time.time()
+        self.queue_position = position
 
     def end(self, reason: EndReason) -> None:
         """End the call from our side for ``reason`` (sends BYE if still up)."""

@@ -82,6 +82,15 @@ class WaitingCaller(Protocol):
 
     def note_transfer(self, queue: str, operator: str | None, outcome: str) -> None: ...
 
+    def note_queued(self, position: int) -> None:
+        """The caller joined the line at ``position`` (1 = next)."""
+        ...
+
+    @property
+    def priority(self) -> bool:
+        """Keeps an earlier place in line (called back, or ringing again)."""
+        ...
+
     async def screen_pop(self) -> dict[str, str]:
         """Headers for the INVITE to the operator (the ticket goes with the call)."""
         ...
@@ -94,6 +103,7 @@ class Queue:
     max_waiting: int
     max_wait: float
     line: list[str] = field(default_factory=list)  # call ids, head first
+    priority: set[str] = field(default_factory=set)  # call ids that keep an earlier place
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
@@ -129,6 +139,10 @@ class OperatorDesk:
             for name, cfg in queues.items()
         }
 
+    def free_operators(self, queue: str) -> int:
+        q = self.queues.get(queue)
+        return 0 if q is None else sum(op.state is OperatorState.FREE for op in q.operators)
+
     def waiting(self, queue: str) -> int:
         return len(self.queues[queue].line)
 
@@ -143,7 +157,15 @@ class OperatorDesk:
             self._log.warning("queue %s full (%d waiting): overflow", queue.name, len(queue.line))
             call.note_transfer(queue.name, None, "queue_full")
             return TransferResult(TransferOutcome.QUEUE_FULL)
-        queue.line.append(call.call_id)
+        if call.priority:
+            # a caller called back, or ringing again after a drop, keeps their
+            # place: ahead of everyone who joined since, behind earlier such callers
+            ahead = [cid for cid in queue.line if cid in queue.priority]
+            queue.line.insert(len(ahead), call.call_id)
+            queue.priority.add(call.call_id)
+        else:
+            queue.line.append(call.call_id)
+        call.note_queued(queue.line.index(call.call_id) + 1)
         hold = (
             call.stream.play(hold_prompt.frames(call.stream.codec), loop_forever=True)
             if (hold_prompt is not None)
@@ -159,6 +181,7 @@ class OperatorDesk:
         finally:
             if call.call_id in queue.line:
                 queue.line.remove(call.call_id)
+            queue.priority.discard(call.call_id)
             if hold is not None:
                 hold.stop()
             async with queue.changed:
@@ -279,6 +302,15 @@ class OperatorDesk:
         finally:
             unbridge(call.stream, leg.stream)
             if not call.gone.done():
+                ended = leg.ended
+                failed = (
+                    ended.done()
+                    and not ended.cancelled()
+                    and str(ended.result()) == "transport_error"
+                )
+                if failed:  # the operator's leg died mid-call: the caller is called back
+                    self._log.warning("operator %s leg failed mid-call", operator.uri)
+                    call.note_transfer(queue.name, operator.uri, "operator_failed")
                 call.end(EndReason.OPERATOR_HANGUP)
             await leg.hangup()
             self._log.info("operator %s call over", operator.uri)

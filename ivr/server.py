@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from callbacks import CallbackQueue, should_call_back
+from callbacks.dialling import CallbackDialler
+from callbacks.model import Callback
+from callbacks.settings import policy_from
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
 from ivr.config import Settings
 from ivr.database import Database, open_database
-from ivr.dialer import SipDialer
+from ivr.dialer import OperatorLine, SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan
-from ivr.dialplan.model import DialPlan
+from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.dialplan.run import run_dialplan
 from ivr.intake import Emergency, Intake
 from ivr.live_call import LiveCall
@@ -44,6 +48,7 @@ from ivr.web.api import HotlineApi
 from ivr.work_orders import WorkOrderOutbox
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
+CALLBACK_GREETING_KEY = "callback_greeting"
 
 
 class Hotline:
@@ -106,8 +111,12 @@ class Hotline:
             events=self.events,
             status=lambda: {"calls": len(self.calls)},
             log=log.getChild("api"),
+            callbacks=lambda: self.callback_queue,
+            callbacks_changed=self._wake_callbacks,
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self.callback_queue: CallbackQueue | None = None
+        self.callback_dialler: CallbackDialler | None = None
         self.calls: dict[str, LiveCall] = {}
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
@@ -120,6 +129,10 @@ class Hotline:
             queues=set(self.settings.queues),
             recorded_prompts=self.prompts.recorded_keys(),
         )
+
+    def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
+        """The plan's prompts, and what a called-back caller hears first."""
+        return {CALLBACK_GREETING_KEY: self.settings.callbacks.greeting, **plan.prompts}
 
     async def _load_speech(self, plan: DialPlan) -> None:
         """Load the speech engine if ``plan`` listens and none is loaded yet.
@@ -147,7 +160,7 @@ class Hotline:
             load_taxonomy(tickets_cfg.taxonomy), load_gazetteer(tickets_cfg.gazetteer)
         )
         await self._load_speech(self.plan)  # SpeechModelError stops the start
-        await self.prompts.build(self.plan.prompts)
+        await self.prompts.build(self._prompt_texts(self.plan))
         self.db = await open_database(self.settings.storage.database)
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
@@ -173,6 +186,7 @@ class Hotline:
             log=self.log.getChild("intake"),
         )
         self.intake.transcriber = self.transcriber
+        await self._start_callbacks()
         self.endpoint.on_invite = self._on_invite
         await self.endpoint.start()
         self._watchdog = asyncio.ensure_future(self._watch_media())
@@ -191,7 +205,7 @@ class Hotline:
         try:
             plan = self._load_plan()
             await self._load_speech(plan)
-            await self.prompts.build(plan.prompts)
+            await self.prompts.build(self._prompt_texts(plan))
         except DialPlanError as exc:
             self.log.error(
                 "dial plan reload failed, keeping version %s:\n%s",
@@ -225,6 +239,8 @@ class Hotline:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         await asyncio.sleep(0.1)  # let final BYEs leave
+        if self.callback_dialler is not None:
+            await self.callback_dialler.stop()
         await self.api.stop()
         if self.work_orders is not None:
             await self.work_orders.stop()
@@ -340,6 +356,14 @@ class Hotline:
         )
         self.calls[call.call_id] = call
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
+        if self.callback_queue is not None:
+            place = await self.callback_queue.caller_dialled_in(
+                invite.caller, now=time.time(), call_id=invite.call_id
+            )
+            if place is not None:  # they rang again: no callback; they keep their place
+                call.priority = True
+                intake.ticket_id = place.ticket_id
+                log.info("caller rang again: callback %d cancelled", place.callback_id)
         await self.records.start(record)
         try:
             outcome = await self._run_plan(plan, call, intake.emergency, log)
@@ -361,6 +385,10 @@ class Hotline:
             stream.close()
             self.calls.pop(call.call_id, None)
             await self.records.update(record)
+            try:
+                await self._after_call(call)
+            except Exception:
+                log.exception("callback request failed")
             await intake.close()
             log.info(
                 "call over: %s, %s, path %s, digits %r",
@@ -410,6 +438,130 @@ class Hotline:
             return "emergency_bridged"
         log.error("emergency %s: %s did not answer", found.kind, uri)
         return await run_dialplan(plan, call, self.prompts, log, self.listen)
+
+    # -- callbacks ------------------------------------------------------------
+    def _callback_queue_name(self) -> str:
+        return self.settings.callbacks.queue or next(iter(self.settings.queues))
+
+    async def _start_callbacks(self) -> None:
+        assert self.db is not None
+        cb = self.settings.callbacks
+        policy = policy_from(cb)
+        self.callback_queue = CallbackQueue(self.db, policy)
+        if not cb.enabled:
+            return
+        queue_name = self._callback_queue_name()
+        self.callback_dialler = CallbackDialler(
+            queue=self.callback_queue,
+            dialer=self.dialer,
+            settings=cb,
+            free_operators=lambda: self.desk.free_operators(queue_name),
+            start_call=self._run_callback_call,
+            flag_ticket=self._flag_ticket,
+            clock=time.time,
+            log=self.log.getChild("callbacks"),
+        )
+        await self.callback_dialler.start()
+
+    def _wake_callbacks(self) -> None:
+        if self.callback_dialler is not None:
+            self.callback_dialler.wake()
+
+    async def _flag_ticket(self, ticket_id: int, text: str) -> None:
+        if self.tickets is not None:
+            await self.tickets.add_note(ticket_id, text)
+            ticket = await self.tickets.get(ticket_id)
+            if ticket is not None:
+                self.events.publish("updated", ticket.to_json())
+
+    async def _after_call(self, call: LiveCall) -> None:
+        """Ask for a callback if the call was abandoned or dropped."""
+        record = call.record
+        queue = self.callback_queue
+        if queue is None or not self.settings.callbacks.enabled:
+            return
+        if record.dialled == "callback" and record.outcome == "abandoned":
+            return  # they answered our callback and hung up in the queue: their choice
+        reason = should_call_back(
+            record, no_callback=call.no_callback, started_greeting=bool(record.path)
+        )
+        if reason is None:
+            return
+        urgency: str | None = None
+        emergency = False
+        ticket_id = call.intake.ticket_id if call.intake is not None else None
+        if ticket_id is not None and self.tickets is not None:
+            ticket = await self.tickets.get(ticket_id)
+            if ticket is not None:
+                urgency = ticket.value("urgency")
+                emergency = ticket.emergency is not None
+        callback = await queue.request(
+            record.caller,
+            call_id=record.call_id,
+            reason=reason,
+            now=time.time(),
+            ticket_id=ticket_id,
+            urgency=urgency if urgency in ("紧急", "较急", "一般") else None,
+            emergency=emergency,
+            enqueued_at=call.queued_at,
+            position=call.queue_position,
+        )
+        call.log.info("callback %d requested (%s)", callback.id, reason.value)
+        if self.callback_dialler is not None:
+            self.callback_dialler.wake()
+
+    async def _run_callback_call(self, line: OperatorLine, callback: Callback) -> None:
+        """An answered callback: the greeting, then an operator with the old ticket."""
+        assert self.records is not None and self.intake is not None
+        call_id = line.dialog.call_id
+        log = CallLog(self.log.getChild("call"), {"call_id": call_id})
+        record = CallRecord(
+            call_id=call_id,
+            caller=callback.number,
+            dialled="callback",
+            started_at=time.time(),
+            answered_at=time.time(),
+            codec=line.stream.codec,
+            plan_version=self.plan.version if self.plan else None,
+        )
+        intake = self.intake.for_call(call_id, callback.number, log)
+        intake.ticket_id = callback.ticket_id
+        call = LiveCall(
+            dialog=line.dialog,
+            stream=line.stream,
+            record=record,
+            transfer=self._transfer,
+            log=log,
+            intake=intake,
+            screen_pop_wait=0.0,
+        )
+        call.priority = True
+        self.calls[call_id] = call
+        await self.records.start(record)
+        log.info("callback %d answered by %s", callback.id, callback.number)
+        try:
+            call.mark("callback")
+            await call.play(self.prompts.get(CALLBACK_GREETING_KEY), barge_in=False)
+            hold = None
+            if self.plan is not None:
+                holds = [
+                    n.hold_prompt
+                    for n in self.plan.nodes.values()
+                    if isinstance(n, TransferNode) and n.hold_prompt
+                ]
+                hold = self.prompts.get(holds[0]) if holds and holds[0] else None
+            result = await call.transfer(self._callback_queue_name(), hold_prompt=hold)
+            record.outcome = record.outcome or result.outcome.value
+        except CallEnded:
+            if record.outcome == "waiting":
+                record.outcome = "abandoned"
+        finally:
+            if not call.gone.done():
+                call.end(EndReason.IVR_HANGUP)
+            line.stream.close()
+            self.calls.pop(call_id, None)
+            await self.records.update(record)
+            await self._after_call(call)
 
     async def _purge_recordings_forever(self) -> None:
         while True:

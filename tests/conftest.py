@@ -48,6 +48,7 @@ def write_config(
     models_dir: Path | None = None,
     gazetteer: Path | None = None,
     speech_extra: str = "",
+    callbacks: str = "enabled = false",
 ) -> Path:
     low, high = free_port_block(400)
     sip_port = free_udp_port()
@@ -82,6 +83,9 @@ gazetteer = "{gazetteer or ROOT / "gazetteer.toml"}"
 
 [web]
 port = 0
+
+[callbacks]
+{callbacks}
 
 [operators]
 ring_timeout = {ring_timeout}

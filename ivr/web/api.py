@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
+from callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
 
@@ -31,8 +33,12 @@ class HotlineApi:
         events: TicketEvents,
         status: Callable[[], dict[str, Any]],
         log: logging.Logger,
+        callbacks: Callable[[], CallbackQueue | None] = lambda: None,
+        callbacks_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._tickets = tickets
+        self._callbacks = callbacks
+        self._callbacks_changed = callbacks_changed
         self._events = events
         self._status = status
         self._log = log
@@ -46,6 +52,10 @@ class HotlineApi:
                 web.get("/api/tickets/{id}/history", self._history),
                 web.get("/api/calls/{call_id}/tickets", self._call_tickets),
                 web.get("/api/events", self._stream),
+                web.get("/api/callbacks", self._callback_list),
+                web.get("/api/callbacks/{id}", self._callback_show),
+                web.post("/api/callbacks/{id}/cancel", self._callback_cancel),
+                web.post("/api/callbacks/{id}/retry", self._callback_retry),
             ]
         )
 
@@ -104,6 +114,63 @@ class HotlineApi:
     async def _call_tickets(self, request: web.Request) -> web.Response:
         tickets = await self._store().for_call(request.match_info["call_id"])
         return _json({"tickets": [t.to_json() for t in tickets]})
+
+    def _queue(self) -> CallbackQueue:
+        queue = self._callbacks()
+        if queue is None:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "callbacks are not running"}),
+                content_type="application/json",
+            )
+        return queue
+
+    async def _callback_list(self, request: web.Request) -> web.Response:
+        states: list[CallbackState] = []
+        for name in request.query.getall("state", []):
+            try:
+                states.append(CallbackState(name))
+            except ValueError:
+                known = ", ".join(s.value for s in CallbackState)
+                return _json({"error": f"state {name[:40]!r} is not one of {known}"}, status=400)
+        found = await self._queue().list(states or None)
+        return _json({"callbacks": [c.to_json() for c in found]})
+
+    async def _callback_show(self, request: web.Request) -> web.Response:
+        callback_id = self._ticket_id(request)
+        queue = self._queue()
+        callback = await queue.get(callback_id)
+        if callback is None:
+            return _json({"error": f"no callback {callback_id}"}, status=404)
+        events = [e.to_json() for e in await queue.events(callback_id)]
+        return _json({"callback": callback.to_json(), "events": events})
+
+    async def _callback_cancel(self, request: web.Request) -> web.Response:
+        callback_id = self._ticket_id(request)
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except json.JSONDecodeError:
+            return _json({"error": 'the body must be JSON, e.g. {"reason": "..."}'}, 400)
+        reason = str(body.get("reason") or "cancelled through the API")[:200]
+        return await self._change(callback_id, "cancel", reason)
+
+    async def _callback_retry(self, request: web.Request) -> web.Response:
+        return await self._change(self._ticket_id(request), "retry", "")
+
+    async def _change(self, callback_id: int, what: str, reason: str) -> web.Response:
+        queue = self._queue()
+        now = time.time()
+        try:
+            if what == "cancel":
+                callback = await queue.cancel(callback_id, reason, now=now)
+            else:
+                callback = await queue.retry(callback_id, now=now)
+        except CallbackNotFoundError:
+            return _json({"error": f"no callback {callback_id}"}, status=404)
+        except CallbackError as exc:
+            return _json({"error": str(exc)}, status=409)
+        self._callbacks_changed()
+        self._log.info("api: callback %d %s", callback_id, what)
+        return _json({"callback": callback.to_json()})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
