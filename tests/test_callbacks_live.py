@@ -14,8 +14,9 @@ import pytest
 
 from callbacks import CallbackState
 from ivr.trial_call import TrialOptions, place_call
+from tests.audio_tools import best_match, write_wav
 from tests.conftest import StartHotline
-from tests.peers import SippUas, free_udp_port
+from tests.peers import Baresip, SippUas, free_udp_port
 
 DATA = Path(__file__).parent / "data"
 PLAN = DATA / "dialplans" / "straight_to_queue.toml"
@@ -71,10 +72,13 @@ async def until(check: Any, timeout: float = 20.0) -> None:
 
 async def test_abandoned_caller_is_called_back(start_hotline: StartHotline, tmp_path: Path) -> None:
     operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
+        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY, trace=True
     )
-    phone = SippUas(
-        tmp_path / "phone", free_udp_port(), free_udp_port(even=True), user=NUMBER, trace=True
+    import numpy as np
+
+    silence = write_wav(tmp_path / "quiet.wav", np.zeros(8000 * 60, dtype=np.int16))
+    phone = Baresip(
+        tmp_path / "phone", free_udp_port(), play=silence, auto_answer=True, user=NUMBER
     )
     await operator.start()
     await phone.start()
@@ -83,33 +87,51 @@ async def test_abandoned_caller_is_called_back(start_hotline: StartHotline, tmp_
             [operator.uri],
             dialplan=PLAN,
             ring_timeout=30.0,
-            callbacks=callbacks_config(phone.port),
+            callbacks=callbacks_config(phone.sip_port),
         )
         result = await abandon(hotline.endpoint.port)
         assert result.ended_by == "caller"
         (record,) = await caller_records(hotline, 1)
         assert record.outcome == "abandoned"
-
-        async def invited() -> bool:
-            return "INVITE sip:13800138000@" in phone.messages()
-
-        await until(invited)
         queue = hotline.callback_queue
         assert queue is not None
+
+        async def connected() -> bool:
+            found = await queue.list()
+            return bool(found) and found[0].state is CallbackState.CONNECTED
+
+        await until(connected)
         (callback,) = await queue.list()
         assert callback.number == NUMBER and callback.reason.value == "abandoned"
         assert callback.original_position == 1
 
-        async def greeted() -> bool:
-            return any(c.record.dialled == "callback" for c in hotline.calls.values())
+        async def second_operator_invite() -> bool:
+            return operator.messages().count("INVITE sip:") >= 2
 
-        await until(greeted)
+        await until(second_operator_invite)  # greeting played, queued again
+        await asyncio.sleep(1.0)
+        greeting = hotline.prompts.get("callback_greeting").pcm
     finally:
+        await phone.hangup()
+        await asyncio.sleep(0.5)
+        await phone.quit()
         await hotline.stop(drain_timeout=1.0)
-        await phone.stop()
         await operator.stop()
-    invite = phone.messages().split("INVITE sip:13800138000@")[1]
-    assert "From: <sip:12345@127.0.0.1" in invite and f"X-Callback-Id: {callback.id}" in invite
+    # the phone heard the callback greeting
+    import soundfile as sf
+
+    (heard_file,) = phone.recordings("dec")
+    heard, _ = sf.read(str(heard_file), dtype="int16")
+    score, _ = best_match(heard, greeting[8000 : 8000 * 3])
+    assert score > 0.8, f"the callee did not hear the callback greeting ({score:.2f})"
+    # both INVITEs to the operator carry the same ticket: the first call's
+    tickets = [
+        line.split(":", 1)[1].strip()
+        for line in operator.messages().splitlines()
+        if line.startswith("X-Ticket-Id:")
+    ]
+    assert len(set(tickets)) == 1 and len(tickets) >= 2
+    assert callback.ticket_id is not None and tickets[0] == str(callback.ticket_id)
     events = [e.to_state.value for e in await _events(hotline, callback.id)]
     assert events[:3] == ["pending", "dialing", "connected"]
 
@@ -254,3 +276,93 @@ async def test_ringing_again_cancels_the_callback_and_keeps_the_place(
         await phone.stop()
         await operator.stop()
     assert "INVITE" not in phone.messages()
+
+
+async def test_a_trunk_refusing_our_credentials_is_retried_then_flagged(
+    start_hotline: StartHotline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    operator = SippUas(
+        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
+    )
+    trunk = SippUas(
+        tmp_path / "trunk",
+        free_udp_port(),
+        free_udp_port(even=True),
+        scenario=str(DATA / "sipp" / "uas_digest.xml"),
+        trace=True,
+    )
+    await operator.start()
+    await trunk.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            dialplan=PLAN,
+            ring_timeout=30.0,
+            callbacks=callbacks_config(trunk.port, retry="[0, 1]")
+            + 'username = "ivr"\npassword = "not-the-password"\n',
+        )
+        await abandon(hotline.endpoint.port)
+        queue = hotline.callback_queue
+        assert queue is not None and hotline.tickets is not None
+
+        async def failed() -> bool:
+            found = await queue.list()
+            return bool(found) and found[0].state is CallbackState.FAILED
+
+        await until(failed)
+        (callback,) = await queue.list()
+        details = [e.detail for e in await queue.events(callback.id)]
+        assert callback.ticket_id is not None
+        ticket = await hotline.tickets.get(callback.ticket_id)
+    finally:
+        await hotline.stop(drain_timeout=1.0)
+        await trunk.stop()
+        await operator.stop()
+    assert callback.attempts == 2
+    refused = [d for d in details if "refused our credentials (403" in d]
+    assert len(refused) == 2, details
+    assert ticket is not None and any("given up" in n for n in ticket.notes)
+    assert "the trunk refused our credentials" in caplog.text
+    assert trunk.messages().count("403 Forbidden") == 2
+
+
+async def test_a_number_that_cannot_be_dialled_is_flagged_not_dropped(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    operator = SippUas(
+        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
+    )
+    await operator.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            dialplan=PLAN,
+            ring_timeout=30.0,
+            callbacks=callbacks_config(free_udp_port()),
+        )
+        await place_call(
+            TrialOptions(
+                target=f"sip:12345@127.0.0.1:{hotline.endpoint.port}",
+                duration=3.0,
+                caller="front-desk",
+            ),
+            LOG,
+        )
+        queue = hotline.callback_queue
+        assert queue is not None and hotline.tickets is not None
+
+        async def failed() -> bool:
+            found = await queue.list()
+            return bool(found) and found[0].state is CallbackState.FAILED
+
+        await until(failed)
+        (callback,) = await queue.list()
+        assert callback.ticket_id is not None
+        ticket = await hotline.tickets.get(callback.ticket_id)
+        details = [e.detail for e in await queue.events(callback.id)]
+    finally:
+        await hotline.stop(drain_timeout=1.0)
+        await operator.stop()
+    assert callback.attempts == 1
+    assert any("'front-desk' is not a dialable number" in d for d in details)
+    assert ticket is not None and any("given up" in n for n in ticket.notes)
