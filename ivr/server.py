@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,16 @@ CALLBACK_GREETING_KEY = "callback_greeting"
 class Hotline:
     """One running IVR."""
 
-    def __init__(self, settings: Settings, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: logging.Logger,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.log = log
+        self.wall_clock = clock  # wall time for the callback queue (tests may set it)
         sip = settings.sip
         self.endpoint = SipEndpoint(
             host=sip.host,
@@ -358,7 +366,7 @@ class Hotline:
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
         if self.callback_queue is not None:
             place = await self.callback_queue.caller_dialled_in(
-                invite.caller, now=time.time(), call_id=invite.call_id
+                invite.caller, now=self.wall_clock(), call_id=invite.call_id
             )
             if place is not None:  # they rang again: no callback; they keep their place
                 call.priority = True
@@ -458,7 +466,7 @@ class Hotline:
             free_operators=lambda: self.desk.free_operators(queue_name),
             start_call=self._run_callback_call,
             flag_ticket=self._flag_ticket,
-            clock=time.time,
+            clock=self.wall_clock,
             log=self.log.getChild("callbacks"),
         )
         await self.callback_dialler.start()
@@ -499,7 +507,7 @@ class Hotline:
             record.caller,
             call_id=record.call_id,
             reason=reason,
-            now=time.time(),
+            now=self.wall_clock(),
             ticket_id=ticket_id,
             urgency=urgency if urgency in ("紧急", "较急", "一般") else None,
             emergency=emergency,

@@ -112,6 +112,7 @@ async def start_hotline(tmp_path: Path, prompt_cache: Path) -> AsyncIterator[Sta
     from ivr.server import Hotline
 
     async def start(operators: list[str] | None = None, **kwargs: object) -> Hotline:
+        clock = kwargs.pop("clock", None)
         path = write_config(
             tmp_path,
             operators=operators or ["sip:nobody@127.0.0.1:9"],
@@ -124,7 +125,7 @@ async def start_hotline(tmp_path: Path, prompt_cache: Path) -> AsyncIterator[Sta
         settings = load_settings(path)
         log = setup_logging("DEBUG", "text")
         log.propagate = True  # so caplog sees the IVR's lines too
-        hotline = Hotline(settings, log)
+        hotline = Hotline(settings, log, clock=clock) if clock else Hotline(settings, log)  # type: ignore[arg-type]
         await hotline.start()
         started.append(hotline)
         return hotline

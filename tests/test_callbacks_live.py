@@ -366,3 +366,107 @@ async def test_a_number_that_cannot_be_dialled_is_flagged_not_dropped(
     assert callback.attempts == 1
     assert any("'front-desk' is not a dialable number" in d for d in details)
     assert ticket is not None and any("given up" in n for n in ticket.notes)
+
+
+async def test_a_call_that_goes_dead_after_the_greeting_is_called_back(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    from tests.sip_raw import header, invite, raw_peer, status_of
+
+    phone = SippUas(
+        tmp_path / "phone", free_udp_port(), free_udp_port(even=True), user=NUMBER, trace=True
+    )
+    await phone.start()
+    peer = await raw_peer()
+    try:
+        hotline = await start_hotline(
+            sip_extra="rtp_timeout = 2.0", callbacks=callbacks_config(phone.port)
+        )
+        text, call_id, _ = invite(peer.port, hotline.endpoint.port)
+        peer.send(text, hotline.endpoint.port)
+        ok = ""
+        while status_of(ok) < 200:
+            ok = await peer.expect()
+        peer.send(
+            f"ACK sip:ivr@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{peer.port};"
+            f"branch=z9hG4bKa1\r\nFrom: {header(ok, 'From')}\r\nTo: {header(ok, 'To')}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            hotline.endpoint.port,
+        )
+        # the phone sends no audio at all: after 2 s the IVR declares the call dead
+
+        async def invited() -> bool:
+            return "INVITE sip:13800138000@" in phone.messages()
+
+        await until(invited)
+        queue = hotline.callback_queue
+        assert queue is not None
+        (callback,) = await queue.list()
+    finally:
+        peer.close()
+        await hotline.stop(drain_timeout=1.0)
+        await phone.stop()
+    assert callback.reason.value == "dropped" and callback.first_call_id == call_id
+
+
+class SetClock:
+    """Wall time the test sets (the IVR's callback queue reads it)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+async def test_quiet_hours_hold_a_callback_until_morning(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    clock = SetClock(datetime(2026, 11, 25, 23, 30, tzinfo=shanghai).timestamp())
+    operator = SippUas(
+        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
+    )
+    phone = SippUas(
+        tmp_path / "phone", free_udp_port(), free_udp_port(even=True), user=NUMBER, trace=True
+    )
+    await operator.start()
+    await phone.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            dialplan=PLAN,
+            ring_timeout=30.0,
+            clock=clock,
+            callbacks=callbacks_config(phone.port).replace(
+                'quiet_hours = ""', 'quiet_hours = "22:00-07:00"'
+            ),
+        )
+        await abandon(hotline.endpoint.port)
+        queue = hotline.callback_queue
+        assert queue is not None
+
+        async def requested() -> bool:
+            return bool(await queue.list())
+
+        await until(requested)
+        await asyncio.sleep(2.0)
+        assert "INVITE" not in phone.messages()  # 23:30: a non-urgent callback waits
+        (callback,) = await queue.list()
+        morning = datetime(2026, 11, 26, 7, 0, tzinfo=shanghai).timestamp()
+        assert callback.state is CallbackState.PENDING and callback.next_at == morning
+        clock.at = morning + 1  # the next morning
+        assert hotline.callback_dialler is not None
+        hotline.callback_dialler.wake()
+
+        async def invited() -> bool:
+            return "INVITE sip:13800138000@" in phone.messages()
+
+        await until(invited)
+    finally:
+        await hotline.stop(drain_timeout=1.0)
+        await phone.stop()
+        await operator.stop()
