@@ -358,7 +358,12 @@ class Hotline:
             record=record,
             transfer=self._transfer,
             log=log,
-            inband_detector=InbandDtmfDetector() if self.settings.sip.inband_dtmf else None,
+            # tones in the audio are listened for only from phones that cannot send
+            # RFC 4733 events (their offer has no telephone-event): the others send keys
+            # as events, and the detector is a tenth of the media path's CPU
+            inband_detector=InbandDtmfDetector()
+            if self.settings.sip.inband_dtmf and chosen.dtmf_pt is None
+            else None,
             intake=intake,
             screen_pop_wait=self.settings.tickets.screen_pop_wait,
         )

@@ -120,7 +120,11 @@ async def place_call(options: TrialOptions, log: logging.Logger) -> TrialResult:
     started = time.monotonic()
     try:
         await stream.open(ports)
-        sdp = build_offer(options.local_host, stream.local_port, options.codecs)
+        # like a phone: offer telephone-event only if it sends keys that way
+        events = "rfc4733" in options.dtmf_mode
+        sdp = build_offer(
+            options.local_host, stream.local_port, options.codecs, dtmf_pt=101 if events else None
+        )
         outgoing = endpoint.invite(
             options.target,
             uri_addr(options.target, ("127.0.0.1", 5060)),

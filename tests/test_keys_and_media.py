@@ -39,7 +39,7 @@ async def test_key_arrives_by_each_path(
     assert record.digits == "1", f"{mode}: IVR got {record.digits!r}"
 
 
-@pytest.mark.parametrize("mode", ["rfc4733+inband", "rfc4733+info"])
+@pytest.mark.parametrize("mode", ["info+inband", "rfc4733+info"])
 async def test_key_sent_two_ways_counts_once(
     start_hotline: StartHotline, tmp_path: Path, mode: str
 ) -> None:

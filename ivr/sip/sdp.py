@@ -141,7 +141,9 @@ def build_answer(
     )
 
 
-def build_offer(address: str, port: int, preference: tuple[str, ...], *, dtmf_pt: int = 101) -> str:
+def build_offer(
+    address: str, port: int, preference: tuple[str, ...], *, dtmf_pt: int | None = 101
+) -> str:
     pts = {"PCMU": 0, "PCMA": 8}
     codecs = tuple((pts[name], name) for name in preference if name in pts)
     session = int(time.time())
