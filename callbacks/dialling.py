@@ -163,7 +163,14 @@ class CallbackDialler:
     async def _failed(self, callback: Callback, failure: Failed) -> None:
         status = failure.status
         what = f"{status} {failure.reason}"
-        if status in BUSY:
+        if status == 408 and "local" in failure.reason.lower():
+            # not even 100 Trying: the trunk is down or the address is wrong
+            await self._finish(
+                callback,
+                CallbackState.FAILED,
+                f"the trunk did not answer at all ({what}); check callbacks.dial_uri",
+            )
+        elif status in BUSY:
             await self._finish(callback, CallbackState.BUSY, f"busy ({what})")
         elif status in NO_ANSWER:
             await self._finish(callback, CallbackState.NO_ANSWER, f"no answer ({what})")

@@ -98,3 +98,6 @@ class Call(Protocol):
 
     async def note(self, text: str) -> None:
         """Add a note to the call's ticket (e.g. "caller said nothing")."""
+
+    def decline_callback(self) -> None:
+        """The caller does not want to be called back if this call drops."""

@@ -188,6 +188,10 @@ class LiveCall:
             self.record.operator = operator
         self.record.outcome = outcome
 
+    def decline_callback(self) -> None:
+        self.no_callback = True
+        self.log.info("caller declined a callback")
+
     def note_queued(self, position: int) -> None:
         self.queued_at = time.time()
         self.queue_position = position

@@ -124,6 +124,7 @@ class ScriptedCall:
         self.said = said or []  # what the caller says at each listen (None: silence)
         self.described: list[str] = []
         self.notes: list[str] = []
+        self.declined = False
         self.bridged = bridged
         self.played: list[str] = []
         self.path: list[str] = []
@@ -176,6 +177,9 @@ class ScriptedCall:
 
     async def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def decline_callback(self) -> None:
+        self.declined = True
 
 
 class Prompts:
@@ -280,3 +284,16 @@ async def test_describe_silence_twice_goes_on_with_a_note(plan: object) -> None:
     assert call.played[-3:] == ["describe", "describe_again", "connecting"]
     assert call.described == [] and "said nothing" in call.notes[0]
     assert call.path[-1] == "operator"
+
+
+async def test_caller_can_decline_a_callback(plan: object) -> None:
+    call = ScriptedCall(["8", "0"])
+    assert await run_dialplan(plan, call, Prompts()) == "bridged"  # type: ignore[arg-type]
+    assert call.declined and call.path == [
+        "welcome",
+        "main",
+        "decline_callback",
+        "main",
+        "operator",
+    ]
+    assert "no_callback" in call.played

@@ -22,12 +22,13 @@ from ivr.dialplan.model import (
     GotoNode,
     HangupNode,
     MenuNode,
+    NoCallbackNode,
     Node,
     PlayNode,
     TransferNode,
 )
 
-NODE_TYPES = ("play", "menu", "transfer", "hangup", "goto", "describe")
+NODE_TYPES = ("play", "menu", "transfer", "hangup", "goto", "describe", "no_callback")
 MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "play": {"type": str, "prompt": str, "next": str, "barge_in": bool},
@@ -51,6 +52,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "hangup": {"type": str, "prompt": str},
     "goto": {"type": str, "target": str},
+    "no_callback": {"type": str, "next": str, "prompt": str},
     "describe": {
         "type": str,
         "prompt": str,
@@ -69,6 +71,7 @@ REQUIRED = {
     "hangup": (),
     "goto": ("target",),
     "describe": ("prompt", "next", "on_no_speech"),
+    "no_callback": ("next",),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -373,6 +376,8 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         return HangupNode(node_id, line, body.get("prompt"))
     if kind == "describe":
         return _describe(node_id, line, body, lines, fail)
+    if kind == "no_callback":
+        return NoCallbackNode(node_id, line, body["next"], body.get("prompt"))
     return GotoNode(node_id, line, body["target"])
 
 
@@ -463,6 +468,8 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("target", node.target)]
     if isinstance(node, DescribeNode):
         return [("next", node.next), ("on_no_speech", node.on_no_speech)]
+    if isinstance(node, NoCallbackNode):
+        return [("next", node.next)]
     return []
 
 

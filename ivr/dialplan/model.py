@@ -77,7 +77,17 @@ class DescribeNode:
     no_speech_timeout: float = 6.0
 
 
-Node = PlayNode | MenuNode | TransferNode | HangupNode | GotoNode | DescribeNode
+@dataclass(frozen=True)
+class NoCallbackNode:
+    """The caller said they do not want to be called back if the call drops."""
+
+    id: str
+    line: int
+    next: str
+    prompt: str | None = None  # e.g. "好的，不再回拨。"
+
+
+Node = PlayNode | MenuNode | TransferNode | HangupNode | GotoNode | DescribeNode | NoCallbackNode
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ivr.dialplan.model import (
     GotoNode,
     HangupNode,
     MenuNode,
+    NoCallbackNode,
     PlayNode,
     TransferNode,
 )
@@ -62,6 +63,11 @@ async def run_dialplan(
             node_id = node.target
         elif isinstance(node, DescribeNode):
             node_id = await _describe(node, call, prompts, listen)
+        elif isinstance(node, NoCallbackNode):
+            call.decline_callback()
+            if node.prompt:
+                await call.play(prompts.get(node.prompt), barge_in=True)
+            node_id = node.next
     if log is not None:
         log.error("dial plan %s: %d steps without an end; hanging up", plan.name, MAX_STEPS)
     await call.hangup()
