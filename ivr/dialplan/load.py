@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.dialplan.model import (
+    PROMPT_FIELDS,
     DescribeNode,
     DialPlan,
     GotoNode,
@@ -538,13 +539,7 @@ def _check_prompts(
     fail: Any,
 ) -> None:
     for node in nodes.values():
-        for name in (
-            "prompt",
-            "invalid_prompt",
-            "timeout_prompt",
-            "hold_prompt",
-            "no_speech_prompt",
-        ):
+        for name in PROMPT_FIELDS:
             key = getattr(node, name, None)
             if key and key not in prompts and key not in recorded:
                 fail(

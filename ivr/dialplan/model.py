@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# the node fields that name a prompt
+PROMPT_FIELDS = ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt", "no_speech_prompt")
+
 
 @dataclass(frozen=True)
 class PlayNode:
@@ -104,13 +107,7 @@ class DialPlan:
         """Every prompt key some node uses."""
         keys: set[str] = set()
         for node in self.nodes.values():
-            for name in (
-                "prompt",
-                "invalid_prompt",
-                "timeout_prompt",
-                "hold_prompt",
-                "no_speech_prompt",
-            ):
+            for name in PROMPT_FIELDS:
                 value = getattr(node, name, None)
                 if value:
                     keys.add(value)
