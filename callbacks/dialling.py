@@ -34,7 +34,7 @@ NOT_A_NUMBER = frozenset({404, 484, 604})
 REFUSED_US = frozenset({401, 403, 407})
 _DIALABLE = re.compile(r"\+?[0-9]{3,20}")
 IDLE_WAIT_S = 30.0
-OPERATOR_POLL_S = 0.5
+OPERATOR_POLL_S = 2.0  # the desk also wakes us when an operator is free
 
 StartCall = Callable[[OperatorLine, Callback], Awaitable[None]]
 FlagTicket = Callable[[int, str], Awaitable[None]]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -129,6 +129,7 @@ class OperatorDesk:
         self._wrap_up = wrap_up
         self._log = log
         self._tasks: set[asyncio.Future[None]] = set()
+        self.on_operator_free: list[Callable[[], None]] = []
         self.queues: dict[str, Queue] = {
             name: Queue(
                 name=name,
@@ -233,14 +234,14 @@ class OperatorDesk:
                     extra_headers=headers,
                 )
             except asyncio.CancelledError:  # the caller was taken elsewhere (emergency)
-                operator.state = OperatorState.FREE
+                self._freed(operator)
                 self._background(self._notify(queue))
                 raise
             except Exception:
                 self._log.exception("dialing operator %s failed", operator.uri)
                 leg = None
             if leg is None:
-                operator.state = OperatorState.FREE
+                self._freed(operator)
                 skipped.add(operator.uri)
                 await self._notify(queue)
                 if call.gone.done():
@@ -248,7 +249,7 @@ class OperatorDesk:
                 continue
             if call.gone.done():
                 await leg.hangup()
-                operator.state = OperatorState.FREE
+                self._freed(operator)
                 await self._notify(queue)
                 raise CallEnded(call.gone.result())
             operator.state = OperatorState.TALKING
@@ -319,17 +320,23 @@ class OperatorDesk:
 
     def _release_later(self, operator: Operator, queue: Queue) -> None:
         if self._wrap_up <= 0:
-            operator.state = OperatorState.FREE
+            self._freed(operator)
             self._background(self._notify(queue))
             return
         operator.state = OperatorState.WRAP_UP
 
         async def release() -> None:
             await asyncio.sleep(self._wrap_up)
-            operator.state = OperatorState.FREE
+            self._freed(operator)
             await self._notify(queue)
 
         self._background(release())
+
+    def _freed(self, operator: Operator) -> None:
+        """``operator`` is free again: tell whoever waits for one (the callback dialler)."""
+        operator.state = OperatorState.FREE
+        for listener in list(self.on_operator_free):
+            listener()
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -474,6 +474,7 @@ class Hotline:
             clock=self.wall_clock,
             log=self.log.getChild("callbacks"),
         )
+        self.desk.on_operator_free.append(self.callback_dialler.wake)
         await self.callback_dialler.start()
 
     def _wake_callbacks(self) -> None:
