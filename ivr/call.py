@@ -101,3 +101,16 @@ class Call(Protocol):
 
     def decline_callback(self) -> None:
         """The caller does not want to be called back if this call drops."""
+
+    @property
+    def speed(self) -> float:
+        """Prompt speed for this caller (1.0; slower in the elderly service)."""
+        ...
+
+    @property
+    def timeout_factor(self) -> float:
+        """Key timeouts are multiplied by this (longer in the elderly service)."""
+        ...
+
+    def enter_elderly_mode(self) -> None:
+        """Slower prompts, longer timeouts and end-of-speech silence from now on."""

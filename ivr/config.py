@@ -182,6 +182,13 @@ class CallbackSettings:
 
 
 @dataclass(frozen=True)
+class ElderlySettings:
+    speed: float = 0.8  # prompts slowed to this speed (pitch kept), 0.5..1.0
+    timeout_factor: float = 1.5  # menu key timeouts are this many times longer
+    end_silence: float = 2.0  # seconds of silence that end an utterance
+
+
+@dataclass(frozen=True)
 class WebSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -223,6 +230,7 @@ class Settings:
     work_orders: WorkOrderSettings = field(default_factory=WorkOrderSettings)
     web: WebSettings = field(default_factory=WebSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
+    elderly: ElderlySettings = field(default_factory=ElderlySettings)
 
 
 # ----------------------------------------------------------------------- errors
@@ -649,6 +657,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     work_orders = _work_orders(root.table("work_orders"))
     web = _web(root.table("web"))
     callbacks = _callbacks(root.table("callbacks"), queues)
+    elderly = _elderly(root.table("elderly"))
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -664,7 +673,17 @@ def _settings(root: _Table, base: Path) -> Settings:
         work_orders=work_orders,
         web=web,
         callbacks=callbacks,
+        elderly=elderly,
     )
+
+
+def _elderly(t: _Table) -> ElderlySettings:
+    d = ElderlySettings()
+    speed = t.number("speed", d.speed, 0.5, 1.0, low_open=False)
+    factor = t.number("timeout_factor", d.timeout_factor, 1.0, 4.0, low_open=False)
+    end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
+    t.reject_unknown()
+    return ElderlySettings(speed=speed, timeout_factor=factor, end_silence=end_silence)
 
 
 _QUIET = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ivr.call import CallEnded, EndReason, TransferResult
 from ivr.call_records import CallRecord
+from ivr.config import ElderlySettings
 from ivr.keypad import Keypad
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
@@ -41,7 +43,11 @@ class LiveCall:
         inband_detector: Any | None = None,
         intake: CallIntake | None = None,
         screen_pop_wait: float = 0.0,
+        elderly: ElderlySettings | None = None,
     ) -> None:
+        self._elderly = elderly or ElderlySettings()
+        self.speed = 1.0
+        self.timeout_factor = 1.0
         self.intake = intake
         self._screen_pop_wait = screen_pop_wait
         self.priority = False  # keeps an earlier place in the operator queue
@@ -134,6 +140,10 @@ class LiveCall:
         self._check()
         if stop_on_key and self.keypad.peek() is not None:
             return self.keypad.take() or ""
+        if self.speed < 1.0:
+            settings = replace(
+                settings, end_silence=max(settings.end_silence, self._elderly.end_silence)
+            )
         capture = UtteranceCapture(
             settings, on_pause=self.intake.speculate if self.intake is not None else None
         )
@@ -187,6 +197,11 @@ class LiveCall:
         if operator is not None:
             self.record.operator = operator
         self.record.outcome = outcome
+
+    def enter_elderly_mode(self) -> None:
+        self.speed = self._elderly.speed
+        self.timeout_factor = self._elderly.timeout_factor
+        self.log.info("elderly service: prompts at %.2fx", self.speed)
 
     def decline_callback(self) -> None:
         self.no_callback = True

@@ -24,6 +24,7 @@ from pypinyin import Style, lazy_pinyin
 
 from ivr.media import g711
 from ivr.media.prompt_audio import FRAME_SAMPLES, SAMPLE_RATE, PromptAudio
+from ivr.media.slow_speech import stretch
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
 CACHE_VERSION = "2"  # bump when conversion changes
@@ -97,14 +98,18 @@ class PromptLibrary:
         espeak_voice: str,
         espeak_speed: int,
         log: logging.Logger | None = None,
+        *,
+        slow_speeds: tuple[float, ...] = (),
     ) -> None:
         self.voices_dir = voices_dir
+        self.slow_speeds = tuple(s for s in slow_speeds if s < 1.0)
         self.cache_dir = cache_dir
         self.dialect = dialect
         self.espeak_voice = espeak_voice
         self.espeak_speed = espeak_speed
         self.log = log or logging.getLogger("ivr.prompts")
         self._ready: dict[str, PromptAudio] = {}
+        self._slow: dict[tuple[str, float], PromptAudio] = {}
         self.renders = 0  # espeak-ng runs (the cache keeps this at 0 on a warm start)
 
     def recordings(self) -> dict[str, Path]:
@@ -120,7 +125,12 @@ class PromptLibrary:
     def recorded_keys(self) -> set[str]:
         return set(self.recordings())
 
-    def get(self, key: str) -> PromptAudio:
+    def get(self, key: str, speed: float = 1.0) -> PromptAudio:
+        """The prompt ``key``; at a slower ``speed`` if that was prepared."""
+        if speed < 1.0:
+            slow = self._slow.get((key, speed))
+            if slow is not None:
+                return slow
         try:
             return self._ready[key]
         except KeyError:
@@ -145,8 +155,24 @@ class PromptLibrary:
                 pcm = await self._synthesised(texts[key])
                 ready[key] = encode(key, pcm, f"espeak-ng:{self.espeak_voice}", texts[key])
                 report.append(f"{key}: synthesised espeak-ng {self.espeak_voice}")
+        slow: dict[tuple[str, float], PromptAudio] = {}
+        for speed in self.slow_speeds:
+            for key, prompt in ready.items():
+                pcm = await loop.run_in_executor(None, self._stretched, prompt.pcm, speed)
+                slow[(key, speed)] = encode(key, pcm, f"{prompt.source} at {speed:g}x", prompt.text)
+            report.append(f"(every prompt also at speed {speed:g}, pitch kept)")
         self._ready = ready
+        self._slow = slow
         return report
+
+    def _stretched(self, pcm: npt.NDArray[np.int16], speed: float) -> npt.NDArray[np.int16]:
+        cache = self._cache_path(b"slow", str(speed).encode(), pcm.tobytes())
+        cached = self._load_cached(cache)
+        if cached is not None:
+            return cached
+        slowed = stretch(pcm, speed, rate=SAMPLE_RATE)
+        self._store(cache, slowed)
+        return slowed
 
     # -- cache ----------------------------------------------------------------
     def _cache_path(self, *parts: bytes) -> Path:

@@ -82,6 +82,7 @@ class Hotline:
             settings.prompts.dialect,
             settings.prompts.espeak_voice,
             settings.prompts.espeak_speed,
+            slow_speeds=(settings.elderly.speed,),
         )
         self.dialer = SipDialer(
             self.endpoint,
@@ -366,6 +367,7 @@ class Hotline:
             else None,
             intake=intake,
             screen_pop_wait=self.settings.tickets.screen_pop_wait,
+            elderly=self.settings.elderly,
         )
         self.calls[call.call_id] = call
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
@@ -548,6 +550,7 @@ class Hotline:
             log=log,
             intake=intake,
             screen_pop_wait=0.0,
+            elderly=self.settings.elderly,
         )
         call.priority = True
         self.calls[call_id] = call

@@ -181,9 +181,19 @@ class ScriptedCall:
     def decline_callback(self) -> None:
         self.declined = True
 
+    speed = 1.0
+    timeout_factor = 1.0
+
+    def enter_elderly_mode(self) -> None:
+        self.speed, self.timeout_factor = 0.8, 1.5
+
 
 class Prompts:
-    def get(self, key: str) -> PromptAudio:
+    def __init__(self) -> None:
+        self.speeds: list[tuple[str, float]] = []
+
+    def get(self, key: str, speed: float = 1.0) -> PromptAudio:
+        self.speeds.append((key, speed))
         return PromptAudio(
             key=key, pcm=np.zeros(160, np.int16), ulaw=b"\xff" * 160, alaw=b"\xd5" * 160
         )
@@ -202,7 +212,7 @@ async def test_key_zero_transfers(plan: object) -> None:
 
 
 async def test_invalid_then_valid(plan: object) -> None:
-    call = ScriptedCall(["7", "1", "*", "0"])
+    call = ScriptedCall(["6", "1", "*", "0"])
     await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
     assert call.path == ["welcome", "main", "policy", "main", "operator"]
     assert "invalid" in call.played
@@ -297,3 +307,14 @@ async def test_caller_can_decline_a_callback(plan: object) -> None:
         "operator",
     ]
     assert "no_callback" in call.played
+
+
+async def test_elderly_service_slows_prompts_and_repeats_the_menu(plan: object) -> None:
+    call = ScriptedCall(["7", None, "0"])
+    prompts = Prompts()
+    await run_dialplan(plan, call, prompts)  # type: ignore[arg-type]
+    assert call.path == ["welcome", "main", "elderly", "main", "operator"]
+    assert ("welcome", 1.0) in prompts.speeds and ("elderly", 0.8) in prompts.speeds
+    # after the switch: the menu at 0.8, said once more on silence without a "no input"
+    after = prompts.speeds[prompts.speeds.index(("elderly", 0.8)) :]
+    assert after.count(("main_menu", 0.8)) == 2 and ("no_input", 0.8) not in after

@@ -20,6 +20,7 @@ from ivr.dialplan.model import (
     PROMPT_FIELDS,
     DescribeNode,
     DialPlan,
+    ElderlyNode,
     GotoNode,
     HangupNode,
     MenuNode,
@@ -29,7 +30,16 @@ from ivr.dialplan.model import (
     TransferNode,
 )
 
-NODE_TYPES = ("play", "menu", "transfer", "hangup", "goto", "describe", "no_callback")
+NODE_TYPES = (
+    "play",
+    "menu",
+    "transfer",
+    "hangup",
+    "goto",
+    "describe",
+    "no_callback",
+    "elderly",
+)
 MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "play": {"type": str, "prompt": str, "next": str, "barge_in": bool},
@@ -54,6 +64,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "hangup": {"type": str, "prompt": str},
     "goto": {"type": str, "target": str},
     "no_callback": {"type": str, "next": str, "prompt": str},
+    "elderly": {"type": str, "next": str, "prompt": str},
     "describe": {
         "type": str,
         "prompt": str,
@@ -73,6 +84,7 @@ REQUIRED = {
     "goto": ("target",),
     "describe": ("prompt", "next", "on_no_speech"),
     "no_callback": ("next",),
+    "elderly": ("next",),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -379,6 +391,8 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         return _describe(node_id, line, body, lines, fail)
     if kind == "no_callback":
         return NoCallbackNode(node_id, line, body["next"], body.get("prompt"))
+    if kind == "elderly":
+        return ElderlyNode(node_id, line, body["next"], body.get("prompt"))
     return GotoNode(node_id, line, body["target"])
 
 
@@ -469,7 +483,7 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("target", node.target)]
     if isinstance(node, DescribeNode):
         return [("next", node.next), ("on_no_speech", node.on_no_speech)]
-    if isinstance(node, NoCallbackNode):
+    if isinstance(node, NoCallbackNode | ElderlyNode):
         return [("next", node.next)]
     return []
 

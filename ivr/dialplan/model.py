@@ -90,7 +90,28 @@ class NoCallbackNode:
     prompt: str | None = None  # e.g. "好的，不再回拨。"
 
 
-Node = PlayNode | MenuNode | TransferNode | HangupNode | GotoNode | DescribeNode | NoCallbackNode
+@dataclass(frozen=True)
+class ElderlyNode:
+    """The caller chose the elderly service: slower prompts (pitch kept), longer
+    key timeouts, a prompt repeated once before it counts as no input, and more
+    silence before an utterance is taken as finished (config [elderly])."""
+
+    id: str
+    line: int
+    next: str
+    prompt: str | None = None  # said at the new speed
+
+
+Node = (
+    PlayNode
+    | MenuNode
+    | TransferNode
+    | HangupNode
+    | GotoNode
+    | DescribeNode
+    | NoCallbackNode
+    | ElderlyNode
+)
 
 
 @dataclass(frozen=True)

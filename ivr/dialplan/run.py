@@ -10,6 +10,7 @@ from ivr.call import Call, TransferOutcome
 from ivr.dialplan.model import (
     DescribeNode,
     DialPlan,
+    ElderlyNode,
     GotoNode,
     HangupNode,
     MenuNode,
@@ -25,7 +26,7 @@ MAX_STEPS = 1000
 
 
 class PromptSource(Protocol):
-    def get(self, key: str) -> PromptAudio: ...
+    def get(self, key: str, speed: float = 1.0) -> PromptAudio: ...
 
 
 async def run_dialplan(
@@ -42,31 +43,36 @@ async def run_dialplan(
         node = plan.nodes[node_id]
         call.mark(node_id)
         if isinstance(node, PlayNode):
-            await call.play(prompts.get(node.prompt), barge_in=node.barge_in)
+            await call.play(prompts.get(node.prompt, call.speed), barge_in=node.barge_in)
             node_id = node.next
         elif isinstance(node, MenuNode):
             node_id = await _menu(node, call, prompts, listen or ListenSettings())
         elif isinstance(node, TransferNode):
             if node.prompt:
-                await call.play(prompts.get(node.prompt), barge_in=False)
-            hold = prompts.get(node.hold_prompt) if node.hold_prompt else None
+                await call.play(prompts.get(node.prompt, call.speed), barge_in=False)
+            hold = prompts.get(node.hold_prompt, call.speed) if node.hold_prompt else None
             result = await call.transfer(node.queue, hold_prompt=hold)
             if result.outcome is TransferOutcome.BRIDGED:
                 return "bridged"
             node_id = node.on_no_operator
         elif isinstance(node, HangupNode):
             if node.prompt:
-                await call.play(prompts.get(node.prompt), barge_in=False)
+                await call.play(prompts.get(node.prompt, call.speed), barge_in=False)
             await call.hangup()
             return "hangup"
         elif isinstance(node, GotoNode):
             node_id = node.target
         elif isinstance(node, DescribeNode):
             node_id = await _describe(node, call, prompts, listen)
+        elif isinstance(node, ElderlyNode):
+            call.enter_elderly_mode()
+            if node.prompt:
+                await call.play(prompts.get(node.prompt, call.speed), barge_in=True)
+            node_id = node.next
         elif isinstance(node, NoCallbackNode):
             call.decline_callback()
             if node.prompt:
-                await call.play(prompts.get(node.prompt), barge_in=True)
+                await call.play(prompts.get(node.prompt, call.speed), barge_in=True)
             node_id = node.next
     if log is not None:
         log.error("dial plan %s: %d steps without an end; hanging up", plan.name, MAX_STEPS)
@@ -76,18 +82,24 @@ async def run_dialplan(
 
 async def _menu(node: MenuNode, call: Call, prompts: PromptSource, listen: ListenSettings) -> str:
     grammar = [word for words in node.words.values() for word in words]
-    for attempt in range(node.retries):
-        await call.play(prompts.get(node.prompt), barge_in=True)
+    repeated = False
+    attempt = 0
+    while attempt < node.retries:
+        await call.play(prompts.get(node.prompt, call.speed), barge_in=True)
         if node.spoken:
             key = await _key_or_word(node, call, listen, grammar)
         else:
-            key = await call.collect_digits(1, node.timeout)
+            key = await call.collect_digits(1, node.timeout * call.timeout_factor)
         if key in node.options:
             return node.options[key]
-        last = attempt == node.retries - 1
+        if not key and call.speed < 1.0 and not repeated:
+            repeated = True  # elderly callers hear the menu once more before it counts
+            continue
+        attempt += 1
+        last = attempt == node.retries
         follow_up = node.invalid_prompt if key else node.timeout_prompt
         if follow_up and not last:
-            await call.play(prompts.get(follow_up), barge_in=True)
+            await call.play(prompts.get(follow_up, call.speed), barge_in=True)
     return node.after_retries
 
 
@@ -98,7 +110,9 @@ async def _key_or_word(
     key = await call.collect_digits(1, 0.05)  # a key that barged into the prompt
     if key:
         return key
-    settings = replace(listen, no_speech_timeout=node.timeout, max_seconds=8.0)
+    settings = replace(
+        listen, no_speech_timeout=node.timeout * call.timeout_factor, max_seconds=8.0
+    )
     heard = await call.listen(settings, stop_on_key=True)
     if isinstance(heard, str):
         return heard
@@ -121,7 +135,7 @@ async def _describe(
     why = ""
     for attempt in range(2):
         key = node.prompt if attempt == 0 else (node.no_speech_prompt or node.prompt)
-        await call.play(prompts.get(key), barge_in=False)
+        await call.play(prompts.get(key, call.speed), barge_in=False)
         heard = await call.listen(settings, stop_on_key=False)
         if isinstance(heard, str):  # keys are not listened for here
             continue
