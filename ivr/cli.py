@@ -117,6 +117,30 @@ def cmd_voices_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_callers(args: argparse.Namespace) -> int:
+    from ivr.caller_profiles import CallerProfiles
+    from ivr.database import open_database
+
+    settings = _settings(args.config)
+
+    async def run() -> str:
+        db = await open_database(settings.storage.database)
+        try:
+            profiles = CallerProfiles(db)
+            if args.callers_command == "forget":
+                gone = await profiles.forget(args.number)
+                return "forgotten" if gone else "nothing was remembered for that number"
+            profile = await profiles.get(args.number)
+            if profile is None:
+                return "nothing remembered"
+            return json.dumps(profile.__dict__, ensure_ascii=False)
+        finally:
+            await db.close()
+
+    print(asyncio.run(run()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="12345 hotline IVR")
     parser.add_argument(
@@ -159,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     voices_sub = voices.add_subparsers(dest="voices_command", required=True)
     build = voices_sub.add_parser("build", help="render every prompt of the dial plan")
     build.set_defaults(func=cmd_voices_build)
+
+    callers = sub.add_parser("callers", help="caller profiles (remembered per number)")
+    callers_sub = callers.add_subparsers(dest="callers_command", required=True)
+    for name, text in (("show", "show what is remembered"), ("forget", "forget a number")):
+        one = callers_sub.add_parser(name, help=text)
+        one.add_argument("number")
+        one.set_defaults(func=cmd_callers)
 
     from callbacks.cli import add_callback_commands
     from callbacks.settings import policy_for_config

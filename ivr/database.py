@@ -174,6 +174,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX callback_events_attempts ON callback_events (to_state, at)",
         ),
     ),
+    Migration(
+        4,
+        "caller profiles: how the last call from a number ended (speed, dialect, ticket)",
+        (
+            """
+            CREATE TABLE caller_profiles (
+                number         TEXT PRIMARY KEY NOT NULL,
+                speed          REAL NOT NULL DEFAULT 1.0 CHECK (speed > 0 AND speed <= 1),
+                dialect        TEXT,
+                last_ticket_id INTEGER,
+                updated_at     REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """

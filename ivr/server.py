@@ -20,6 +20,7 @@ from callbacks.model import Callback
 from callbacks.settings import policy_from
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
+from ivr.caller_profiles import CallerProfiles
 from ivr.config import Settings
 from ivr.database import Database, open_database
 from ivr.dialer import OperatorLine, SipDialer
@@ -106,6 +107,7 @@ class Hotline:
         self.db: Database | None = None
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
+        self.profiles: CallerProfiles | None = None
         self.intake: Intake | None = None
         self.work_orders: WorkOrderOutbox | None = None
         self.transcriber: Transcriber | None = None
@@ -173,6 +175,7 @@ class Hotline:
         self.db = await open_database(self.settings.storage.database)
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
+        self.profiles = CallerProfiles(self.db)
         wo = self.settings.work_orders
         self.work_orders = WorkOrderOutbox(
             self.db,
@@ -371,6 +374,9 @@ class Hotline:
         )
         self.calls[call.call_id] = call
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
+        profile = await self.profiles.get(invite.caller) if self.profiles else None
+        if profile is not None and profile.speed < 1.0:
+            call.enter_elderly_mode()  # they chose it last time: slow from the first prompt
         if self.callback_queue is not None:
             place = await self.callback_queue.caller_dialled_in(
                 invite.caller, now=self.wall_clock(), call_id=invite.call_id
@@ -400,6 +406,10 @@ class Hotline:
             stream.close()
             self.calls.pop(call.call_id, None)
             await self.records.update(record)
+            if self.profiles is not None and (call.speed < 1.0 or profile is not None):
+                await self.profiles.remember(
+                    invite.caller, speed=call.speed, last_ticket_id=intake.ticket_id
+                )
             try:
                 await self._after_call(call)
             except Exception:

@@ -40,3 +40,43 @@ async def test_elderly_key_slows_the_prompts(start_hotline: StartHotline, tmp_pa
     assert best_match(segment, normal[8000:16000])[0] < 0.6  # not the normal-speed audio
     f0_heard, f0_normal = _f0(np.asarray(segment)), _f0(normal)
     assert abs(f0_heard - f0_normal) / f0_normal < 0.05, (f0_heard, f0_normal)
+
+
+async def test_the_next_call_starts_slow_until_the_number_is_forgotten(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    import asyncio
+    import sys
+
+    hotline = await start_hotline()
+    log = logging.getLogger("ivr.test.caller")
+    await place_call(trial(hotline.endpoint.port, digits="7", digit_delay=2.0, duration=5.0), log)
+    await wait_records(hotline, 1)
+    welcome_slow = hotline.prompts.get("welcome", 0.8).pcm
+    welcome = hotline.prompts.get("welcome").pcm
+
+    second = tmp_path / "second.wav"
+    await place_call(trial(hotline.endpoint.port, duration=5.0, record=second), log)
+    await wait_records(hotline, 2)
+    heard, _ = sf.read(str(second), dtype="int16")
+    assert best_match(heard, welcome_slow[8000:16000])[0] > 0.8  # slow from the first prompt
+
+    config = tmp_path / "config.toml"
+    done = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ivr.cli",
+        "--config",
+        str(config),
+        "callers",
+        "forget",
+        "13800138000",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await done.communicate()
+    assert "forgotten" in out.decode()
+    third = tmp_path / "third.wav"
+    await place_call(trial(hotline.endpoint.port, duration=5.0, record=third), log)
+    await wait_records(hotline, 3)
+    heard, _ = sf.read(str(third), dtype="int16")
+    assert best_match(heard, welcome[8000:16000])[0] > 0.8  # normal speed again
