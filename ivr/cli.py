@@ -141,6 +141,46 @@ def cmd_callers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_elderly(args: argparse.Namespace) -> int:
+    import csv
+    import re
+
+    from ivr.caller_profiles import CallerProfiles
+    from ivr.database import open_database
+
+    settings = _settings(args.config)
+    numbers: list[str] = []
+    bad: list[str] = []
+    try:
+        with args.file.open(newline="", encoding="utf-8-sig") as f:
+            for line_no, row in enumerate(csv.reader(f), start=1):
+                if not row or not row[0].strip():
+                    continue
+                number = re.sub(r"[\s-]", "", row[0])
+                if re.fullmatch(r"\+?[0-9]{5,20}", number):
+                    numbers.append(number)
+                elif line_no > 1:  # a first line that is not a number is a header
+                    bad.append(f"{args.file}:{line_no}: {row[0]!r} is not a phone number")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        print(f"ivr: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    for problem in bad:
+        print(problem, file=sys.stderr)
+
+    async def run() -> None:
+        db = await open_database(settings.storage.database)
+        try:
+            profiles = CallerProfiles(db)
+            for number in numbers:
+                await profiles.remember(number, speed=settings.elderly.speed)
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+    print(f"{len(numbers)} number(s) marked elderly; {len(bad)} line(s) skipped")
+    return 0 if not bad else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="12345 hotline IVR")
     parser.add_argument(
@@ -190,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         one = callers_sub.add_parser(name, help=text)
         one.add_argument("number")
         one.set_defaults(func=cmd_callers)
+    registry = callers_sub.add_parser(
+        "import-elderly", help="mark the numbers in a CSV (first column) as elderly callers"
+    )
+    registry.add_argument("file", type=Path)
+    registry.set_defaults(func=cmd_import_elderly)
 
     from callbacks.cli import add_callback_commands
     from callbacks.settings import policy_for_config

@@ -80,3 +80,48 @@ async def test_the_next_call_starts_slow_until_the_number_is_forgotten(
     await wait_records(hotline, 3)
     heard, _ = sf.read(str(third), dtype="int16")
     assert best_match(heard, welcome[8000:16000])[0] > 0.8  # normal speed again
+
+
+async def test_a_number_in_the_elderly_registry_goes_straight_to_a_human(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    import asyncio
+    import sys
+
+    from tests.peers import SippUas, free_udp_port
+
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
+    await operator.start()
+    try:
+        hotline = await start_hotline([operator.uri])
+        registry = tmp_path / "elderly.csv"
+        registry.write_text("电话,姓名\n139 0000 1111,张大爷\nnot-a-number,x\n", encoding="utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ivr.cli",
+            "--config",
+            str(tmp_path / "config.toml"),
+            "callers",
+            "import-elderly",
+            str(registry),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 1  # one line skipped, and said where
+        assert "1 number(s) marked elderly" in out.decode()
+        assert "elderly.csv:3: 'not-a-number' is not a phone number" in err.decode()
+        heard_file = tmp_path / "heard.wav"
+        await place_call(
+            trial(hotline.endpoint.port, duration=25.0, record=heard_file, caller="13900001111"),
+            logging.getLogger("ivr.test.caller"),
+        )
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await operator.stop()
+    assert record.path == ["elderly_welcome", "operator"]  # no menus
+    assert record.outcome == "bridged" and record.digits == ""
+    heard, _ = sf.read(str(heard_file), dtype="int16")
+    welcome_slow = hotline.prompts.get("welcome", 0.8).pcm
+    assert best_match(heard, welcome_slow[8000:16000])[0] > 0.8

@@ -215,16 +215,21 @@ def parse_dialplan(
             fail(lines.table(key), f"unknown table [{key}]{_did_you_mean(key, TOP_LEVEL)}")
 
     plan_table = raw.get("plan")
-    name, start = "", ""
+    name, start, elderly_start = "", "", ""
+    plan_keys = ("name", "start", "elderly_start")
     if not isinstance(plan_table, dict):
         fail(1, "missing [plan] table with name and start")
     else:
         for key in plan_table:
-            if key not in ("name", "start"):
+            if key not in plan_keys:
                 fail(
                     lines.key("plan", key),
-                    f"plan.{key}: unknown key{_did_you_mean(key, ('name', 'start'))}",
+                    f"plan.{key}: unknown key{_did_you_mean(key, plan_keys)}",
                 )
+        elderly_start = plan_table.get("elderly_start", "")
+        if not isinstance(elderly_start, str):
+            fail(lines.key("plan", "elderly_start"), "plan.elderly_start must name a node")
+            elderly_start = ""
         name = plan_table.get("name", "")
         start = plan_table.get("start", "")
         if not isinstance(name, str) or not name:
@@ -257,7 +262,12 @@ def parse_dialplan(
 
     if problems:
         raise DialPlanError(problems)
-    _check_graph(start, nodes, node_table, lines, fail, filename)
+    _check_graph(start, nodes, node_table, lines, fail, filename, also=elderly_start)
+    if elderly_start and elderly_start not in nodes:
+        fail(
+            lines.key("plan", "elderly_start"),
+            f"plan.elderly_start: no node {elderly_start!r}{_did_you_mean(elderly_start, nodes)}",
+        )
     _check_prompts(nodes, prompts, recorded_prompts, lines, fail)
     if queues is not None:
         for node in nodes.values():
@@ -272,6 +282,7 @@ def parse_dialplan(
     return DialPlan(
         name=name,
         start=start,
+        elderly_start=elderly_start or None,
         prompts=prompts,
         nodes=nodes,
         source=source or Path(filename),
@@ -495,6 +506,8 @@ def _check_graph(
     lines: LineMap,
     fail: Any,
     filename: str,
+    *,
+    also: str = "",
 ) -> None:
     if start not in nodes:
         fail(
@@ -518,8 +531,9 @@ def _check_graph(
                 broken = True
     if broken:
         return
-    seen = {start}
-    todo = [start]
+    roots = [start, *([also] if also in nodes else [])]
+    seen = set(roots)
+    todo = list(roots)
     while todo:
         for _, target in _edges(nodes[todo.pop()]):
             if target not in seen:

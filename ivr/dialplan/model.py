@@ -123,6 +123,9 @@ class DialPlan:
     source: Path
     version: str  # first 12 hex digits of the file's sha256
     extra: dict[str, str] = field(default_factory=dict)
+    # where callers already in the elderly service start (e.g. straight to a human,
+    # as carriers do for callers over 65); None: at start like everyone
+    elderly_start: str | None = None
 
     def prompt_keys(self) -> set[str]:
         """Every prompt key some node uses."""

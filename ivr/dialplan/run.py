@@ -39,6 +39,8 @@ async def run_dialplan(
     """Run ``call`` through ``plan``; returns the outcome ("bridged",
     "hangup", "loop_guard"). CallEnded propagates when the caller leaves."""
     node_id = plan.start
+    if call.speed < 1.0 and plan.elderly_start:
+        node_id = plan.elderly_start  # a known elderly caller (registry or last call)
     for _ in range(MAX_STEPS):
         node = plan.nodes[node_id]
         call.mark(node_id)
