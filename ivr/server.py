@@ -563,12 +563,16 @@ class Hotline:
             elderly=self.settings.elderly,
         )
         call.priority = True
+        profile = await self.profiles.get(callback.number) if self.profiles else None
+        if profile is not None and profile.speed < 1.0:
+            call.enter_elderly_mode()  # the greeting at the speed they chose
         self.calls[call_id] = call
         await self.records.start(record)
         log.info("callback %d answered by %s", callback.id, callback.number)
         try:
             call.mark("callback")
-            await call.play(self.prompts.get(CALLBACK_GREETING_KEY), barge_in=False)
+            greeting = self.prompts.get(CALLBACK_GREETING_KEY, call.speed)
+            await call.play(greeting, barge_in=False)
             hold = None
             if self.plan is not None:
                 holds = [
@@ -576,7 +580,7 @@ class Hotline:
                     for n in self.plan.nodes.values()
                     if isinstance(n, TransferNode) and n.hold_prompt
                 ]
-                hold = self.prompts.get(holds[0]) if holds and holds[0] else None
+                hold = self.prompts.get(holds[0], call.speed) if holds and holds[0] else None
             result = await call.transfer(self._callback_queue_name(), hold_prompt=hold)
             record.outcome = record.outcome or result.outcome.value
         except CallEnded:

@@ -70,7 +70,10 @@ async def until(check: Any, timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def test_abandoned_caller_is_called_back(start_hotline: StartHotline, tmp_path: Path) -> None:
+@pytest.mark.parametrize("elderly", [False, True])
+async def test_abandoned_caller_is_called_back(
+    start_hotline: StartHotline, tmp_path: Path, elderly: bool
+) -> None:
     operator = SippUas(
         tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY, trace=True
     )
@@ -89,6 +92,9 @@ async def test_abandoned_caller_is_called_back(start_hotline: StartHotline, tmp_
             ring_timeout=30.0,
             callbacks=callbacks_config(phone.sip_port),
         )
+        if elderly:  # e.g. from the elderly registry: the greeting comes slowed
+            assert hotline.profiles is not None
+            await hotline.profiles.remember(NUMBER, speed=0.8)
         result = await abandon(hotline.endpoint.port)
         assert result.ended_by == "caller"
         (record,) = await caller_records(hotline, 1)
@@ -110,7 +116,7 @@ async def test_abandoned_caller_is_called_back(start_hotline: StartHotline, tmp_
 
         await until(second_operator_invite)  # greeting played, queued again
         await asyncio.sleep(1.0)
-        greeting = hotline.prompts.get("callback_greeting").pcm
+        greeting = hotline.prompts.get("callback_greeting", 0.8 if elderly else 1.0).pcm
     finally:
         await phone.hangup()
         await asyncio.sleep(0.5)
@@ -470,3 +476,41 @@ async def test_quiet_hours_hold_a_callback_until_morning(
         await hotline.stop(drain_timeout=1.0)
         await phone.stop()
         await operator.stop()
+
+
+async def test_an_unreachable_trunk_is_logged_and_flagged(
+    start_hotline: StartHotline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    operator = SippUas(
+        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
+    )
+    await operator.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            dialplan=PLAN,
+            ring_timeout=30.0,
+            # nobody listens on this port: no response at all, not even 100 Trying
+            callbacks=callbacks_config(free_udp_port(), retry="[0]").replace(
+                "ring_timeout = 10", "ring_timeout = 60"
+            ),
+        )
+        await abandon(hotline.endpoint.port)
+        queue = hotline.callback_queue
+        assert queue is not None and hotline.tickets is not None
+
+        async def failed() -> bool:
+            found = await queue.list()
+            return bool(found) and found[0].state is CallbackState.FAILED
+
+        await until(failed, timeout=45.0)  # SIP gives up on an unanswered INVITE after 32 s
+        (callback,) = await queue.list()
+        details = [e.detail for e in await queue.events(callback.id)]
+        assert callback.ticket_id is not None
+        ticket = await hotline.tickets.get(callback.ticket_id)
+    finally:
+        await hotline.stop(drain_timeout=1.0)
+        await operator.stop()
+    assert any("the trunk did not answer at all" in d for d in details), details
+    assert "check callbacks.dial_uri" in caplog.text
+    assert ticket is not None and any("given up" in n for n in ticket.notes)
