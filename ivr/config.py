@@ -435,14 +435,21 @@ class _Table:
         return value
 
     def number(
-        self, name: str, default: float, low: float, high: float, *, low_open: bool
+        self,
+        name: str,
+        default: float,
+        low: float,
+        high: float,
+        *,
+        low_open: bool,
+        what: str = "a number of seconds",
     ) -> float:
-        """A float (an integer is accepted too) in low..high seconds."""
+        """A float (an integer is accepted too) in low..high (seconds unless ``what``)."""
         value = self._take(name)
         if value is None:
             return default
         lower = f"> {low:g}" if low_open else f">= {low:g}"
-        want = f"must be a number of seconds {lower} and <= {high:g}"
+        want = f"must be {what} {lower} and <= {high:g}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(name, f"{want}, not {_kind(value)}{_unquote_hint(value)}")
             return default
@@ -679,8 +686,8 @@ def _settings(root: _Table, base: Path) -> Settings:
 
 def _elderly(t: _Table) -> ElderlySettings:
     d = ElderlySettings()
-    speed = t.number("speed", d.speed, 0.5, 1.0, low_open=False)
-    factor = t.number("timeout_factor", d.timeout_factor, 1.0, 4.0, low_open=False)
+    speed = t.number("speed", d.speed, 0.5, 1.0, low_open=False, what="a speed")
+    factor = t.number("timeout_factor", d.timeout_factor, 1.0, 4.0, low_open=False, what="a factor")
     end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
     t.reject_unknown()
     return ElderlySettings(speed=speed, timeout_factor=factor, end_silence=end_silence)

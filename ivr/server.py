@@ -401,27 +401,34 @@ class Hotline:
             record.outcome = "error"
             call.end(EndReason.IVR_HANGUP)
         finally:
-            if not call.gone.done():
-                call.end(EndReason.IVR_HANGUP)
-            stream.close()
-            self.calls.pop(call.call_id, None)
-            await self.records.update(record)
-            if self.profiles is not None and (call.speed < 1.0 or profile is not None):
-                await self.profiles.remember(
-                    invite.caller, speed=call.speed, last_ticket_id=intake.ticket_id
-                )
-            try:
-                await self._after_call(call)
-            except Exception:
-                log.exception("callback request failed")
-            await intake.close()
-            log.info(
-                "call over: %s, %s, path %s, digits %r",
-                record.outcome,
-                record.end_reason,
-                ">".join(record.path),
-                record.digits,
-            )
+            await self._call_over(call, remembered=profile is not None)
+
+    async def _call_over(self, call: LiveCall, *, remembered: bool) -> None:
+        """Every call, answered or called back, ends here: both legs down, the
+        record stored, the caller's profile kept, a callback asked for if due."""
+        assert self.records is not None
+        record = call.record
+        if not call.gone.done():
+            call.end(EndReason.IVR_HANGUP)
+        call.stream.close()
+        self.calls.pop(call.call_id, None)
+        await self.records.update(record)
+        ticket_id = call.intake.ticket_id if call.intake is not None else None
+        if self.profiles is not None and (call.speed < 1.0 or remembered):
+            await self.profiles.remember(call.caller, speed=call.speed, last_ticket_id=ticket_id)
+        try:
+            await self._after_call(call)
+        except Exception:
+            call.log.exception("callback request failed")
+        call.log.info(
+            "call over: %s, %s, path %s, digits %r",
+            record.outcome,
+            record.end_reason,
+            ">".join(record.path),
+            record.digits,
+        )
+        if call.intake is not None:
+            await call.intake.close()  # transcriptions still running fill the ticket
 
     async def _run_plan(
         self,
@@ -587,12 +594,7 @@ class Hotline:
             if record.outcome == "waiting":
                 record.outcome = "abandoned"
         finally:
-            if not call.gone.done():
-                call.end(EndReason.IVR_HANGUP)
-            line.stream.close()
-            self.calls.pop(call_id, None)
-            await self.records.update(record)
-            await self._after_call(call)
+            await self._call_over(call, remembered=profile is not None)
 
     async def _purge_recordings_forever(self) -> None:
         while True:

@@ -27,6 +27,13 @@ LOG = logging.getLogger("test.callbacks")
 pytestmark = pytest.mark.peers
 
 
+def busy_operator(tmp_path: Path, *, trace: bool = False) -> SippUas:
+    """An operator whose phone rings and is never picked up (callers wait in line)."""
+    return SippUas(
+        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY, trace=trace
+    )
+
+
 def callbacks_config(phone_port: int, retry: str = "[0, 1]") -> str:
     return f"""enabled = true
 dial_uri = "sip:{{number}}@127.0.0.1:{phone_port}"
@@ -74,9 +81,7 @@ async def until(check: Any, timeout: float = 20.0) -> None:
 async def test_abandoned_caller_is_called_back(
     start_hotline: StartHotline, tmp_path: Path, elderly: bool
 ) -> None:
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY, trace=True
-    )
+    operator = busy_operator(tmp_path, trace=True)
     import numpy as np
 
     silence = write_wav(tmp_path / "quiet.wav", np.zeros(8000 * 60, dtype=np.int16))
@@ -156,9 +161,7 @@ async def _events(hotline: Any, callback_id: int) -> list[Any]:
 
 
 async def test_busy_then_answered(start_hotline: StartHotline, tmp_path: Path) -> None:
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
-    )
+    operator = busy_operator(tmp_path)
     phone_port = free_udp_port()
     busy = SippUas(
         tmp_path / "busy",
@@ -210,9 +213,7 @@ async def test_busy_then_answered(start_hotline: StartHotline, tmp_path: Path) -
 async def test_ringing_again_cancels_the_callback_and_keeps_the_place(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
-    )
+    operator = busy_operator(tmp_path)
     phone = SippUas(
         tmp_path / "phone", free_udp_port(), free_udp_port(even=True), user=NUMBER, trace=True
     )
@@ -287,9 +288,7 @@ async def test_ringing_again_cancels_the_callback_and_keeps_the_place(
 async def test_a_trunk_refusing_our_credentials_is_retried_then_flagged(
     start_hotline: StartHotline, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
-    )
+    operator = busy_operator(tmp_path)
     trunk = SippUas(
         tmp_path / "trunk",
         free_udp_port(),
@@ -335,9 +334,7 @@ async def test_a_trunk_refusing_our_credentials_is_retried_then_flagged(
 async def test_a_number_that_cannot_be_dialled_is_flagged_not_dropped(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
-    )
+    operator = busy_operator(tmp_path)
     await operator.start()
     try:
         hotline = await start_hotline(
@@ -433,9 +430,7 @@ async def test_quiet_hours_hold_a_callback_until_morning(
 
     shanghai = ZoneInfo("Asia/Shanghai")
     clock = SetClock(datetime(2026, 11, 25, 23, 30, tzinfo=shanghai).timestamp())
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
-    )
+    operator = busy_operator(tmp_path)
     phone = SippUas(
         tmp_path / "phone", free_udp_port(), free_udp_port(even=True), user=NUMBER, trace=True
     )
@@ -481,9 +476,7 @@ async def test_quiet_hours_hold_a_callback_until_morning(
 async def test_an_unreachable_trunk_is_logged_and_flagged(
     start_hotline: StartHotline, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    operator = SippUas(
-        tmp_path / "op", free_udp_port(), free_udp_port(even=True), scenario=RING_ONLY
-    )
+    operator = busy_operator(tmp_path)
     await operator.start()
     try:
         hotline = await start_hotline(

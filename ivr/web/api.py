@@ -88,24 +88,24 @@ class HotlineApi:
         return store
 
     @staticmethod
-    def _ticket_id(request: web.Request) -> int:
+    def _path_id(request: web.Request, what: str = "ticket") -> int:
         raw = request.match_info["id"]
         if not raw.isdigit() or len(raw) > 18:
             raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"ticket id {raw[:40]!r} is not a number"}),
+                text=json.dumps({"error": f"{what} id {raw[:40]!r} is not a number"}),
                 content_type="application/json",
             )
         return int(raw)
 
     async def _ticket(self, request: web.Request) -> web.Response:
-        ticket_id = self._ticket_id(request)
+        ticket_id = self._path_id(request)
         ticket = await self._store().get(ticket_id)
         if ticket is None:
             return _json({"error": f"no ticket {ticket_id}"}, status=404)
         return _json(ticket.to_json())
 
     async def _history(self, request: web.Request) -> web.Response:
-        ticket_id = self._ticket_id(request)
+        ticket_id = self._path_id(request)
         store = self._store()
         if await store.get(ticket_id) is None:
             return _json({"error": f"no ticket {ticket_id}"}, status=404)
@@ -136,7 +136,7 @@ class HotlineApi:
         return _json({"callbacks": [c.to_json() for c in found]})
 
     async def _callback_show(self, request: web.Request) -> web.Response:
-        callback_id = self._ticket_id(request)
+        callback_id = self._path_id(request, "callback")
         queue = self._queue()
         callback = await queue.get(callback_id)
         if callback is None:
@@ -145,7 +145,7 @@ class HotlineApi:
         return _json({"callback": callback.to_json(), "events": events})
 
     async def _callback_cancel(self, request: web.Request) -> web.Response:
-        callback_id = self._ticket_id(request)
+        callback_id = self._path_id(request, "callback")
         try:
             body = await request.json() if request.can_read_body else {}
         except json.JSONDecodeError:
@@ -154,7 +154,7 @@ class HotlineApi:
         return await self._change(callback_id, "cancel", reason)
 
     async def _callback_retry(self, request: web.Request) -> web.Response:
-        return await self._change(self._ticket_id(request), "retry", "")
+        return await self._change(self._path_id(request, "callback"), "retry", "")
 
     async def _change(self, callback_id: int, what: str, reason: str) -> web.Response:
         queue = self._queue()
