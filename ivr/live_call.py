@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ivr.call import CallEnded, EndReason, TransferResult
 from ivr.call_records import CallRecord
 from ivr.config import ElderlySettings
+from ivr.dialects import MANDARIN
 from ivr.keypad import Keypad
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
@@ -44,8 +45,12 @@ class LiveCall:
         intake: CallIntake | None = None,
         screen_pop_wait: float = 0.0,
         elderly: ElderlySettings | None = None,
+        dialect: str = MANDARIN,
     ) -> None:
         self._elderly = elderly or ElderlySettings()
+        self._default_dialect = dialect
+        self.dialect = dialect  # prompts are said in it; not the default: routed to its seats
+        self.elderly = False  # in the elderly service (slower prompts, more time)
         self.speed = 1.0
         self.timeout_factor = 1.0
         self.intake = intake
@@ -87,6 +92,14 @@ class LiveCall:
     @property
     def gone(self) -> asyncio.Future[EndReason]:
         return self._gone
+
+    @property
+    def skill(self) -> str | None:
+        """The operator skill this caller needs: their dialect, unless every operator
+        speaks it (mandarin, or the deployment's default dialect)."""
+        if self.dialect in (MANDARIN, self._default_dialect):
+            return None
+        return self.dialect
 
     def mark(self, node_id: str) -> None:
         self.record.path.append(node_id)
