@@ -92,9 +92,11 @@ class Call(Protocol):
     async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
         """The transcript of ``utterance`` (run off the event loop)."""
 
-    async def describe(self, utterance: Utterance) -> None:
+    async def describe(self, utterance: Utterance, *, about: str = "caller") -> None:
         """Keep ``utterance`` for the call's ticket and transcribe it in the
-        background into the ticket's fields; returns at once."""
+        background into the ticket's fields (the caller's own, or with
+        ``about="beneficiary"`` those of the person a relative reports for,
+        亲友代办); returns at once."""
 
     async def note(self, text: str) -> None:
         """Add a note to the call's ticket (e.g. "caller said nothing")."""
@@ -114,3 +116,18 @@ class Call(Protocol):
 
     def enter_elderly_mode(self) -> None:
         """Slower prompts, longer timeouts and end-of-speech silence from now on."""
+
+    @property
+    def dialect(self) -> str:
+        """The dialect prompts are said in (one of ivr.dialects.DIALECTS)."""
+        ...
+
+    def set_dialect(self, dialect: str) -> None:
+        """Prompts in ``dialect`` from now on; routed to its dialect seats."""
+
+    def set_speed(self, speed: float) -> None:
+        """Prompts at ``speed`` from now on (1.0 normal; slower: the elderly
+        service's longer timeouts too)."""
+
+    def callback_to(self, person: str) -> None:
+        """If the call drops, call back ``person``: "caller" or "beneficiary"."""

@@ -80,39 +80,35 @@ def cmd_dialplan_check(args: argparse.Namespace) -> int:
     queues = set(settings.queues) if settings else None
     recorded: set[str] = set()
     if settings is not None:
-        recorded = PromptLibrary(
-            settings.prompts.voices_dir,
-            settings.prompts.cache_dir,
-            settings.prompts.dialect,
-            settings.prompts.espeak_voice,
-            settings.prompts.espeak_speed,
-        ).recorded_keys()
-    return check_command(args.file, queues, recorded)
+        recorded = PromptLibrary.from_settings(settings).recorded_keys()
+    return check_command(
+        args.file,
+        queues,
+        recorded,
+        dialects=settings.dialects.offered if settings else None,
+        speeds=settings.elderly.speeds if settings else None,
+    )
 
 
 def cmd_voices_build(args: argparse.Namespace) -> int:
     from ivr.dialplan.load import DialPlanError, load_dialplan
-    from ivr.prompts import PromptLibrary, build_prompts
+    from ivr.prompts import PromptLibrary
 
     settings = _settings(args.config)
     setup_logging(settings.logging.level, "text")
-    library = PromptLibrary(
-        settings.prompts.voices_dir,
-        settings.prompts.cache_dir,
-        settings.prompts.dialect,
-        settings.prompts.espeak_voice,
-        settings.prompts.espeak_speed,
-    )
+    library = PromptLibrary.from_settings(settings)
     try:
         plan = load_dialplan(
             settings.dialplan.file,
             queues=set(settings.queues),
             recorded_prompts=library.recorded_keys(),
+            dialects=settings.dialects.offered,
+            speeds=settings.elderly.speeds,
         )
     except DialPlanError as exc:
         print(exc, file=sys.stderr)
         return 1
-    for line in asyncio.run(build_prompts(library, plan.prompts)):
+    for line in asyncio.run(library.build(plan.prompts, plan.dialect_prompts)):
         print(line)
     return 0
 

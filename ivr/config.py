@@ -29,26 +29,13 @@ from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-DIALECTS: tuple[str, ...] = ("mandarin", "wu", "yue", "min", "hakka", "xiang", "gan")
+from ivr.dialects import DIALECT_ALIASES, DIALECTS, ESPEAK_VOICES, MANDARIN
+
 CODECS: tuple[str, ...] = ("PCMU", "PCMA")
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: tuple[str, ...] = ("json", "text")
 
-# Everyday names of dialects -> the dialect group used in DIALECTS.
-_DIALECT_GROUPS: Mapping[str, str] = MappingProxyType(
-    {
-        "putonghua": "mandarin",
-        "chinese": "mandarin",
-        "shanghainese": "wu",
-        "cantonese": "yue",
-        "hokkien": "min",
-        "minnan": "min",
-        "taiwanese": "min",
-        "teochew": "min",
-        "hunanese": "xiang",
-        "jiangxinese": "gan",
-    }
-)
+_DIALECT_GROUPS = DIALECT_ALIASES
 _EXAMPLE_OPERATOR = "sip:operator@127.0.0.1:5080"
 _MAX_SHOWN = 80  # characters of a bad value quoted back in a message
 
@@ -109,9 +96,21 @@ class DialplanSettings:
 class PromptSettings:
     voices_dir: Path = Path("voices")
     cache_dir: Path = Path("var/prompt-cache")
-    dialect: str = "mandarin"
-    espeak_voice: str = "cmn-latn-pinyin"
+    dialect: str = MANDARIN  # the default dialect (callers hear it until they choose another)
     espeak_speed: int = 150
+
+
+@dataclass(frozen=True)
+class DialectSettings:
+    offered: tuple[str, ...] = (MANDARIN, "yue")  # groups callers may choose
+    # espeak-ng voice per dialect for prompts with no recording; others fall back to mandarin
+    voices: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(dict(ESPEAK_VOICES)))
+    # dialect -> operators (SIP URIs, each in some [queues.*]) who speak it: the dialect seats
+    seats: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    overflow_after: float | None = 30.0  # s a dialect caller waits for a seat; None = for ever
+
+    def skills_of(self, operator: str) -> frozenset[str]:
+        return frozenset(d for d, uris in self.seats.items() if operator in uris)
 
 
 @dataclass(frozen=True)
@@ -184,6 +183,7 @@ class CallbackSettings:
 @dataclass(frozen=True)
 class ElderlySettings:
     speed: float = 0.8  # prompts slowed to this speed (pitch kept), 0.5..1.0
+    speeds: tuple[float, ...] = (0.8, 0.65)  # slow speeds a caller may choose (speed included)
     timeout_factor: float = 1.5  # menu key timeouts are this many times longer
     end_silence: float = 2.0  # seconds of silence that end an utterance
 
@@ -231,6 +231,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     elderly: ElderlySettings = field(default_factory=ElderlySettings)
+    dialects: DialectSettings = field(default_factory=DialectSettings)
 
 
 # ----------------------------------------------------------------------- errors
@@ -405,6 +406,10 @@ class _Table:
             self._report.add(key, f"{key} = {_show(self._values[name])}: {problem}")
         else:
             self._report.add(key, f"{key}: {problem}")
+
+    def raw(self, name: str) -> object | None:
+        """The value as TOML gave it (None when absent), for checks of its own."""
+        return self._take(name)
 
     def _take(self, name: str) -> object | None:
         """The raw value, or None when absent (TOML has no null)."""
@@ -665,6 +670,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     web = _web(root.table("web"))
     callbacks = _callbacks(root.table("callbacks"), queues)
     elderly = _elderly(root.table("elderly"))
+    dialects = _dialects(root.table("dialects"), prompts, queues)
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -681,6 +687,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         web=web,
         callbacks=callbacks,
         elderly=elderly,
+        dialects=dialects,
     )
 
 
@@ -689,8 +696,98 @@ def _elderly(t: _Table) -> ElderlySettings:
     speed = t.number("speed", d.speed, 0.5, 1.0, low_open=False, what="a speed")
     factor = t.number("timeout_factor", d.timeout_factor, 1.0, 4.0, low_open=False, what="a factor")
     end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
+    speeds = _speeds(t, d.speeds)
     t.reject_unknown()
-    return ElderlySettings(speed=speed, timeout_factor=factor, end_silence=end_silence)
+    if speed not in speeds:
+        speeds = (speed, *speeds)
+    return ElderlySettings(
+        speed=speed, speeds=speeds, timeout_factor=factor, end_silence=end_silence
+    )
+
+
+def _speeds(t: _Table, default: tuple[float, ...]) -> tuple[float, ...]:
+    value = t.raw("speeds")
+    if value is None:
+        return default
+    want = "must be an array of speeds, each > 0.5 and < 1.0 (1.0 is normal), e.g. [0.8, 0.65]"
+    if not isinstance(value, list) or not value:
+        t.fail("speeds", want)
+        return default
+    speeds: list[float] = []
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float) or not 0.5 <= x < 1.0:
+            t.fail("speeds", f"{_show(x)} is not a speed we render; {want}")
+            return default
+        if float(x) not in speeds:
+            speeds.append(float(x))
+    return tuple(speeds)
+
+
+def _dialects(
+    t: _Table, prompts: PromptSettings, queues: Mapping[str, QueueSettings]
+) -> DialectSettings:
+    d = DialectSettings()
+    offered = t.string_list("offered") or d.offered
+    for dialect in offered:
+        if dialect not in DIALECTS:
+            meant = DIALECT_ALIASES.get(dialect.strip().lower())
+            hint = f'; did you mean "{meant}"?' if meant else _did_you_mean(dialect, DIALECTS)
+            t.fail(
+                "offered", f"{_show(dialect)} is not a dialect group ({', '.join(DIALECTS)}){hint}"
+            )
+            offered = d.offered
+            break
+    if prompts.dialect not in offered:
+        offered = (prompts.dialect, *offered)
+    voices_table = t.table("voices")
+    voices = dict(d.voices)
+    for name in voices_table.names():
+        if name not in DIALECTS:
+            voices_table.raw(name)
+            voices_table.fail(name, f"is not a dialect group ({', '.join(DIALECTS)})")
+            continue
+        voice = voices_table.string(name, voices.get(name, ""), empty_ok=True)
+        if voice and _ESPEAK_VOICE.fullmatch(voice) is None:
+            voices_table.fail(name, "must be an espeak-ng voice name such as yue")
+            continue
+        if voice:
+            voices[name] = voice
+        else:
+            voices.pop(name, None)  # "" = no synthesis: recordings, else mandarin
+    if MANDARIN not in voices:
+        voices_table.fail(MANDARIN, "mandarin needs a voice: it is the last resort of every prompt")
+        voices[MANDARIN] = ESPEAK_VOICES[MANDARIN]
+    seats_table = t.table("seats")
+    operators = {uri for q in queues.values() for uri in q.operators}
+    seats: dict[str, tuple[str, ...]] = {}
+    for name in seats_table.names():
+        uris = seats_table.string_list(name)
+        if name not in offered:
+            seats_table.fail(
+                name, f"is not an offered dialect (dialects.offered = {list(offered)})"
+            )
+            continue
+        for uri in uris or ():
+            if uri not in operators:
+                seats_table.fail(
+                    name, f"{_show(uri)} is not an operator of any [queues.*]; add it there first"
+                )
+                break
+        else:
+            if uris:
+                seats[name] = uris
+    overflow = t.boolean("overflow", True)
+    after = t.number("overflow_after", 30.0, 0, 86400, low_open=False)
+    overflow_after = after if overflow else None
+    seats_table.reject_unknown()
+    voices_table.reject_unknown()
+    t.reject_unknown()
+    return DialectSettings(
+        offered=offered,
+        voices=MappingProxyType(voices),
+        seats=MappingProxyType(seats),
+        overflow_after=overflow_after,
+    )
 
 
 _QUIET = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
@@ -920,17 +1017,12 @@ def _prompts(t: _Table, base: Path) -> PromptSettings:
     voices_dir = t.path("voices_dir", d.voices_dir, base)
     cache_dir = t.path("cache_dir", d.cache_dir, base)
     dialect = t.choice("dialect", d.dialect, DIALECTS, aliases=_DIALECT_GROUPS)
-    espeak_voice = t.string("espeak_voice", d.espeak_voice)
-    if t.ok("espeak_voice") and _ESPEAK_VOICE.fullmatch(espeak_voice) is None:
-        t.fail("espeak_voice", "must be an espeak-ng voice name such as cmn-latn-pinyin")
-        espeak_voice = d.espeak_voice
     espeak_speed = t.integer("espeak_speed", d.espeak_speed, 80, 450)
     t.reject_unknown()
     return PromptSettings(
         voices_dir=voices_dir,
         cache_dir=cache_dir,
         dialect=dialect,
-        espeak_voice=espeak_voice,
         espeak_speed=espeak_speed,
     )
 

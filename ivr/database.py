@@ -189,6 +189,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "caller profiles: 亲友代办 (whom a relative reports for) and whom to call back",
+        (
+            "ALTER TABLE caller_profiles ADD COLUMN beneficiary TEXT",  # JSON: name, phone, address
+            "ALTER TABLE caller_profiles ADD COLUMN callback_to TEXT",  # caller | beneficiary
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """

@@ -30,9 +30,7 @@ DIALECT_NAMES: Mapping[str, str] = MappingProxyType(
 )
 
 # espeak-ng voices that read Chinese text in the dialect (the defaults of [dialects.voices])
-ESPEAK_VOICES: Mapping[str, str] = MappingProxyType(
-    {MANDARIN: "cmn-latn-pinyin", "yue": "yue"}
-)
+ESPEAK_VOICES: Mapping[str, str] = MappingProxyType({MANDARIN: "cmn-latn-pinyin", "yue": "yue"})
 
 # everyday names of dialects -> the group meant (for "did you mean" in config errors)
 DIALECT_ALIASES: Mapping[str, str] = MappingProxyType(

@@ -97,6 +97,10 @@ class CallIntake:
         self.log = log
         self.ticket_id: int | None = None
         self._texts: list[str] = []
+        self._beneficiary_texts: list[str] = []  # 亲友代办: what was said about the person
+        self._about: list[str] = []  # per recording: "caller" or "beneficiary"
+        # whom this number reported for last time (caller profile): shown on the ticket
+        self.known_beneficiary: dict[str, str] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._ticket_lock = asyncio.Lock()
         self.emergency: asyncio.Future[Emergency] = asyncio.get_running_loop().create_future()
@@ -110,7 +114,14 @@ class CallIntake:
                 ticket = await store.create(self.call_id, self.caller)
                 self.ticket_id = ticket.id
                 prefill = self._intake.prefiller.prefill("", caller_id=self.caller)
-                ticket = await store.apply_prefill(ticket.id, _fields(prefill), "", None)
+                fields = _fields(prefill)
+                for part, value in self.known_beneficiary.items():
+                    fields[f"beneficiary_{part}"] = {
+                        "value": value,
+                        "evidence": [],
+                        "source": "profile",  # said on an earlier call from this number
+                    }
+                ticket = await store.apply_prefill(ticket.id, fields, "", None)
                 self._intake.events.publish("created", ticket.to_json())
                 self.log.info("ticket %d opened", ticket.id)
             return self.ticket_id
@@ -121,11 +132,15 @@ class CallIntake:
         self.log.info("ticket %d note: %s", ticket_id, text)
 
     # -- utterances -----------------------------------------------------------
-    async def describe(self, utterance: Utterance) -> None:
-        """Save the utterance, link it, transcribe it in the background."""
+    async def describe(self, utterance: Utterance, *, about: str = "caller") -> None:
+        """Save the utterance, link it, transcribe it in the background.
+
+        ``about="beneficiary"``: a relative is describing the person they report
+        for (亲友代办); what is heard fills the ticket's beneficiary_* fields."""
         ticket_id = await self.ticket()
         index = len(self._texts)
         self._texts.append("")
+        self._about.append(about)
         self._intake.events.publish(
             "recorded",
             {"id": ticket_id, "recording": index + 1, "seconds": round(utterance.seconds, 2)},
@@ -234,13 +249,25 @@ class CallIntake:
             await self.note(f"recording {index + 1}: no words recognised")
         await intake.tickets.set_recording_transcript(recording_id, text)
         self._texts[index] = text
-        full = "，".join(t for t in self._texts if t)
-        prefill = intake.prefiller.prefill(full, caller_id=self.caller)
+        said = [t for t, who in zip(self._texts, self._about, strict=True) if t and who == "caller"]
+        full = "，".join(said)
+        if self._about[index] == "beneficiary":
+            prefill = await self._beneficiary_prefill()
+            ticket = await intake.tickets.get(ticket_id)
+            full = ticket.transcript if ticket is not None else full
+            fields = _beneficiary_fields(prefill)
+        else:
+            prefill = intake.prefiller.prefill(full, caller_id=self.caller)
+            fields = _fields(prefill)
         kind = prefill.emergency.value if prefill.emergency is not None else None
-        ticket = await intake.tickets.apply_prefill(ticket_id, _fields(prefill), full, kind)
+        ticket = await intake.tickets.apply_prefill(ticket_id, fields, full, kind)
         intake.events.publish("prefilled", ticket.to_json())
         if prefill.emergency is not None and prefill.emergency_service:
             await self._raise_emergency(ticket, prefill)
+
+    async def _beneficiary_prefill(self) -> Prefill:
+        said = [t for t, who in zip(self._texts, self._about, strict=True) if t and who != "caller"]
+        return self._intake.prefiller.prefill("，".join(said), caller_id="")
 
     async def _raise_emergency(self, ticket: Ticket, prefill: Prefill) -> None:
         assert prefill.emergency is not None and prefill.emergency_service is not None
@@ -265,6 +292,20 @@ def _fields(prefill: Prefill) -> dict[str, Any]:
     data = prefill.to_json()
     data.pop("transcript", None)
     return data
+
+
+BENEFICIARY_FIELDS = ("name", "phone", "address", "address_parts", "district")
+
+
+def _beneficiary_fields(prefill: Prefill) -> dict[str, Any]:
+    """The person a relative reports for (亲友代办): beneficiary_name, _phone,
+    _address, _address_parts, _district (evidence in beneficiary_said), and
+    proxy = true.  The caller's own fields (name, phone...) are the reporter's."""
+    data = prefill.to_json()
+    fields: dict[str, Any] = {f"beneficiary_{name}": data[name] for name in BENEFICIARY_FIELDS}
+    fields["beneficiary_said"] = {"value": prefill.transcript, "evidence": [], "source": "speech"}
+    fields["proxy"] = {"value": True, "evidence": [], "source": "dial_plan"}
+    return fields
 
 
 def _work_order(ticket: Ticket, prefill: Prefill) -> dict[str, Any]:

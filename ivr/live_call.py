@@ -51,6 +51,7 @@ class LiveCall:
         self._default_dialect = dialect
         self.dialect = dialect  # prompts are said in it; not the default: routed to its seats
         self.elderly = False  # in the elderly service (slower prompts, more time)
+        self.callback_person = "caller"  # or "beneficiary" (亲友代办: a relative reports)
         self.speed = 1.0
         self.timeout_factor = 1.0
         self.intake = intake
@@ -187,9 +188,9 @@ class LiveCall:
             return ""
         return await self.intake.recognise(utterance, grammar)
 
-    async def describe(self, utterance: Utterance) -> None:
+    async def describe(self, utterance: Utterance, *, about: str = "caller") -> None:
         if self.intake is not None:
-            await self.intake.describe(utterance)
+            await self.intake.describe(utterance, about=about)
 
     async def screen_pop(self) -> dict[str, str]:
         """The ticket as INVITE headers for the operator, once any transcription
@@ -211,10 +212,28 @@ class LiveCall:
             self.record.operator = operator
         self.record.outcome = outcome
 
-    def enter_elderly_mode(self) -> None:
-        self.speed = self._elderly.speed
+    def enter_elderly_mode(self, speed: float | None = None) -> None:
+        self.elderly = True
+        self.speed = speed if speed is not None else self._elderly.speed
         self.timeout_factor = self._elderly.timeout_factor
         self.log.info("elderly service: prompts at %.2fx", self.speed)
+
+    def set_speed(self, speed: float) -> None:
+        if speed < 1.0:
+            self.enter_elderly_mode(speed)
+            return
+        self.elderly = False
+        self.speed = 1.0
+        self.timeout_factor = 1.0
+        self.log.info("prompts at normal speed")
+
+    def set_dialect(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.log.info("dialect %s%s", dialect, f" (seats: {self.skill})" if self.skill else "")
+
+    def callback_to(self, person: str) -> None:
+        self.callback_person = person
+        self.log.info("a callback would go to the %s", person)
 
     def decline_callback(self) -> None:
         self.no_callback = True

@@ -1,10 +1,12 @@
 """Prompt key -> audio the caller hears.
 
-A key resolves to a recording voices/<dialect>/<key>.<ext> (any format
-soundfile reads) or, where none exists, to the dial plan's text spoken by
-espeak-ng. Either way the audio is converted once to 8 kHz mono, cached in
-cache_dir by a hash of its source, and pre-encoded to G.711: `build()` runs at
-start (or by `ivr voices build`), never during a call.
+A key in a dialect resolves to a recording voices/<dialect>/<key>.<ext> (any
+format soundfile reads), else to the dial plan's text spoken by espeak-ng in
+that dialect's voice (mandarin, yue), else to the mandarin prompt. Either way
+the audio is converted once to 8 kHz mono, slowed (WSOLA, pitch kept) to each
+configured slow speed, cached in cache_dir by a hash of its source, and
+pre-encoded to G.711: `build()` runs at start (or by `ivr voices build`),
+never during a call.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -22,12 +25,16 @@ import soundfile as sf
 import soxr
 from pypinyin import Style, lazy_pinyin
 
+if TYPE_CHECKING:
+    from ivr.config import Settings
+
+from ivr.dialects import ESPEAK_VOICES, MANDARIN
 from ivr.media import g711
 from ivr.media.prompt_audio import FRAME_SAMPLES, SAMPLE_RATE, PromptAudio
 from ivr.media.slow_speech import stretch
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
-CACHE_VERSION = "2"  # bump when conversion changes
+CACHE_VERSION = "3"  # bump when conversion changes
 DIGITS = str.maketrans("0123456789", "零幺二三四五六七八九")
 PAUSES = str.maketrans(
     {
@@ -90,30 +97,53 @@ def read_recording(path: Path) -> npt.NDArray[np.int16]:
 
 
 class PromptLibrary:
+    """Every prompt of the dial plan in every offered dialect and speed, ready to send.
+
+    A prompt in a dialect resolves through a fallback chain: a recording
+    voices/<dialect>/<key> -> espeak-ng where ``voices`` has a voice for the
+    dialect -> the mandarin prompt.  Each (prompt, dialect, speed) is rendered
+    once at ``build()`` and cached on disk.
+    """
+
     def __init__(
         self,
         voices_dir: Path,
         cache_dir: Path,
-        dialect: str,
-        espeak_voice: str,
-        espeak_speed: int,
-        log: logging.Logger | None = None,
         *,
+        dialects: tuple[str, ...] = (MANDARIN,),
+        default_dialect: str = MANDARIN,
+        voices: Mapping[str, str] | None = None,
+        espeak_speed: int = 150,
         slow_speeds: tuple[float, ...] = (),
+        log: logging.Logger | None = None,
     ) -> None:
         self.voices_dir = voices_dir
-        self.slow_speeds = tuple(s for s in slow_speeds if s < 1.0)
         self.cache_dir = cache_dir
-        self.dialect = dialect
-        self.espeak_voice = espeak_voice
+        self.default_dialect = default_dialect
+        self.dialects = tuple(dict.fromkeys((MANDARIN, default_dialect, *dialects)))
+        self.voices = dict(ESPEAK_VOICES if voices is None else voices)
         self.espeak_speed = espeak_speed
+        self.slow_speeds = tuple(s for s in slow_speeds if s < 1.0)
         self.log = log or logging.getLogger("ivr.prompts")
-        self._ready: dict[str, PromptAudio] = {}
-        self._slow: dict[tuple[str, float], PromptAudio] = {}
+        self._ready: dict[tuple[str, str], PromptAudio] = {}  # (dialect, key)
+        self._slow: dict[tuple[str, str, float], PromptAudio] = {}
         self.renders = 0  # espeak-ng runs (the cache keeps this at 0 on a warm start)
 
-    def recordings(self) -> dict[str, Path]:
-        folder = self.voices_dir / self.dialect
+    @classmethod
+    def from_settings(cls, settings: Settings, log: logging.Logger | None = None) -> PromptLibrary:
+        return cls(
+            settings.prompts.voices_dir,
+            settings.prompts.cache_dir,
+            dialects=settings.dialects.offered,
+            default_dialect=settings.prompts.dialect,
+            voices=settings.dialects.voices,
+            espeak_speed=settings.prompts.espeak_speed,
+            slow_speeds=settings.elderly.speeds,
+            log=log,
+        )
+
+    def recordings(self, dialect: str = MANDARIN) -> dict[str, Path]:
+        folder = self.voices_dir / dialect
         if not folder.is_dir():
             return {}
         return {
@@ -123,43 +153,75 @@ class PromptLibrary:
         }
 
     def recorded_keys(self) -> set[str]:
-        return set(self.recordings())
+        """Prompt keys that need no text: recorded in mandarin, the last resort."""
+        return set(self.recordings(MANDARIN))
 
-    def get(self, key: str, speed: float = 1.0) -> PromptAudio:
-        """The prompt ``key``; at a slower ``speed`` if that was prepared."""
+    def get(self, key: str, speed: float = 1.0, dialect: str | None = None) -> PromptAudio:
+        """The prompt ``key`` in ``dialect`` (default: the deployment's); at a
+        slower ``speed`` if that was prepared."""
+        wanted = dialect or self.default_dialect
+        if (wanted, key) not in self._ready:
+            wanted = MANDARIN
         if speed < 1.0:
-            slow = self._slow.get((key, speed))
+            slow = self._slow.get((wanted, key, speed))
             if slow is not None:
                 return slow
         try:
-            return self._ready[key]
+            return self._ready[(wanted, key)]
         except KeyError:
-            raise PromptError(
-                f"prompt {key!r} was not built (known: {', '.join(sorted(self._ready)) or 'none'})"
-            ) from None
+            known = ", ".join(sorted({k for _, k in self._ready})) or "none"
+            raise PromptError(f"prompt {key!r} was not built (known: {known})") from None
 
-    async def build(self, texts: Mapping[str, str]) -> list[str]:
-        """Prepare every prompt with a recording or a text; lines saying how."""
+    def source(self, key: str, dialect: str) -> str:
+        """Where the prompt ``key`` in ``dialect`` came from (after build)."""
+        return self.get(key, 1.0, dialect).source
+
+    async def build(
+        self,
+        texts: Mapping[str, str],
+        dialect_texts: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> list[str]:
+        """Prepare every prompt in every dialect; lines saying how.
+
+        ``dialect_texts`` gives a dialect its own wording of some prompts
+        (for synthesis); otherwise the dial plan's text is spoken in it."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        recordings = self.recordings()
-        ready: dict[str, PromptAudio] = {}
-        report: list[str] = []
         loop = asyncio.get_running_loop()
-        for key in sorted(set(texts) | set(recordings)):
-            if key in recordings:
-                path = recordings[key]
-                pcm = await loop.run_in_executor(None, self._cached_recording, path)
-                ready[key] = encode(key, pcm, str(path), texts.get(key, ""))
-                report.append(f"{key}: recorded {path}")
-            else:
-                pcm = await self._synthesised(texts[key])
-                ready[key] = encode(key, pcm, f"espeak-ng:{self.espeak_voice}", texts[key])
-                report.append(f"{key}: synthesised espeak-ng {self.espeak_voice}")
-        slow: dict[tuple[str, float], PromptAudio] = {}
+        ready: dict[tuple[str, str], PromptAudio] = {}
+        report: list[str] = []
+        for dialect in self.dialects:  # mandarin first: the others fall back to it
+            recordings = self.recordings(dialect)
+            own = (dialect_texts or {}).get(dialect, {})
+            voice = self.voices.get(dialect)
+            for key in sorted(set(texts) | set(recordings) | set(ready_keys(ready))):
+                text = own.get(key) or texts.get(key, "")
+                if key in recordings:
+                    path = recordings[key]
+                    pcm = await loop.run_in_executor(None, self._cached_recording, path)
+                    ready[(dialect, key)] = encode(key, pcm, str(path), text)
+                    report.append(f"{dialect}/{key}: recorded {path}")
+                elif voice and text:
+                    pcm = await self._synthesised(text, voice)
+                    ready[(dialect, key)] = encode(key, pcm, f"espeak-ng:{voice}", text)
+                    report.append(f"{dialect}/{key}: synthesised espeak-ng {voice}")
+                elif dialect != MANDARIN and (MANDARIN, key) in ready:
+                    ready[(dialect, key)] = ready[(MANDARIN, key)]
+                    report.append(f"{dialect}/{key}: missing, callers hear mandarin")
+                else:
+                    raise PromptError(
+                        f"prompt {key!r} has no text and no recording in "
+                        f"{self.voices_dir / MANDARIN}"
+                    )
+        slow: dict[tuple[str, str, float], PromptAudio] = {}
         for speed in self.slow_speeds:
-            for key, prompt in ready.items():
-                pcm = await loop.run_in_executor(None, self._stretched, prompt.pcm, speed)
-                slow[(key, speed)] = encode(key, pcm, f"{prompt.source} at {speed:g}x", prompt.text)
+            done: dict[int, PromptAudio] = {}  # a fallback shares its mandarin rendering
+            for (dialect, key), prompt in ready.items():
+                if id(prompt) not in done:
+                    pcm = await loop.run_in_executor(None, self._stretched, prompt.pcm, speed)
+                    done[id(prompt)] = encode(
+                        key, pcm, f"{prompt.source} at {speed:g}x", prompt.text
+                    )
+                slow[(dialect, key, speed)] = done[id(prompt)]
             report.append(f"(every prompt also at speed {speed:g}, pitch kept)")
         self._ready = ready
         self._slow = slow
@@ -177,7 +239,7 @@ class PromptLibrary:
     # -- cache ----------------------------------------------------------------
     def _cache_path(self, *parts: bytes) -> Path:
         digest = hashlib.sha256()
-        for part in (CACHE_VERSION.encode(), self.dialect.encode(), *parts):
+        for part in (CACHE_VERSION.encode(), *parts):
             digest.update(len(part).to_bytes(8, "big") + part)
         return self.cache_dir / f"{digest.hexdigest()[:32]}.wav"
 
@@ -209,22 +271,22 @@ class PromptLibrary:
             self._store(cache, pcm)
         return pcm
 
-    async def _synthesised(self, text: str) -> npt.NDArray[np.int16]:
+    async def _synthesised(self, text: str, voice: str) -> npt.NDArray[np.int16]:
         cache = self._cache_path(
-            b"espeak-ng", self.espeak_voice.encode(), str(self.espeak_speed).encode(), text.encode()
+            b"espeak-ng", voice.encode(), str(self.espeak_speed).encode(), text.encode()
         )
         loop = asyncio.get_running_loop()
         pcm = await loop.run_in_executor(None, self._load_cached, cache)
         if pcm is not None:
             return pcm
-        spoken = to_pinyin(text) if "pinyin" in self.espeak_voice else text
+        spoken = to_pinyin(text) if "pinyin" in voice else text
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "tts.wav"
             try:
                 proc = await asyncio.create_subprocess_exec(
                     "espeak-ng",
                     "-v",
-                    self.espeak_voice,
+                    voice,
                     "-s",
                     str(self.espeak_speed),
                     "-w",
@@ -245,6 +307,10 @@ class PromptLibrary:
             pcm = await loop.run_in_executor(None, read_recording, out)
         await loop.run_in_executor(None, self._store, cache, pcm)
         return pcm
+
+
+def ready_keys(ready: Mapping[tuple[str, str], PromptAudio]) -> set[str]:
+    return {key for _, key in ready}
 
 
 async def build_prompts(library: PromptLibrary, texts: Mapping[str, str]) -> list[str]:

@@ -20,7 +20,7 @@ from callbacks.model import Callback
 from callbacks.settings import policy_from
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
-from ivr.caller_profiles import CallerProfiles
+from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import Settings
 from ivr.database import Database, open_database
 from ivr.dialer import OperatorLine, SipDialer
@@ -77,14 +77,7 @@ class Hotline:
         self.clock = MediaClock(log.getChild("media"))
         self.media_host = sip.rtp_host or sip.public_host or sip.host
         self.ports = RtpPorts(sip.rtp_host or sip.host, sip.rtp_port_min, sip.rtp_port_max)
-        self.prompts = PromptLibrary(
-            settings.prompts.voices_dir,
-            settings.prompts.cache_dir,
-            settings.prompts.dialect,
-            settings.prompts.espeak_voice,
-            settings.prompts.espeak_speed,
-            slow_speeds=(settings.elderly.speed,),
-        )
+        self.prompts = PromptLibrary.from_settings(settings, log.getChild("prompts"))
         self.dialer = SipDialer(
             self.endpoint,
             self.ports,
@@ -139,6 +132,8 @@ class Hotline:
             self.settings.dialplan.file,
             queues=set(self.settings.queues),
             recorded_prompts=self.prompts.recorded_keys(),
+            dialects=self.settings.dialects.offered,
+            speeds=self.settings.elderly.speeds,
         )
 
     def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
@@ -171,7 +166,7 @@ class Hotline:
             load_taxonomy(tickets_cfg.taxonomy), load_gazetteer(tickets_cfg.gazetteer)
         )
         await self._load_speech(self.plan)  # SpeechModelError stops the start
-        await self.prompts.build(self._prompt_texts(self.plan))
+        await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)
         self.db = await open_database(self.settings.storage.database)
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
@@ -217,7 +212,7 @@ class Hotline:
         try:
             plan = self._load_plan()
             await self._load_speech(plan)
-            await self.prompts.build(self._prompt_texts(plan))
+            await self.prompts.build(self._prompt_texts(plan), plan.dialect_prompts)
         except DialPlanError as exc:
             self.log.error(
                 "dial plan reload failed, keeping version %s:\n%s",
@@ -371,12 +366,12 @@ class Hotline:
             intake=intake,
             screen_pop_wait=self.settings.tickets.screen_pop_wait,
             elderly=self.settings.elderly,
+            dialect=self.settings.prompts.dialect,
         )
         self.calls[call.call_id] = call
         log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
         profile = await self.profiles.get(invite.caller) if self.profiles else None
-        if profile is not None and profile.speed < 1.0:
-            call.enter_elderly_mode()  # they chose it last time: slow from the first prompt
+        self._apply_profile(call, profile)  # as they chose last time, from the first prompt
         if self.callback_queue is not None:
             place = await self.callback_queue.caller_dialled_in(
                 invite.caller, now=self.wall_clock(), call_id=invite.call_id
@@ -413,9 +408,10 @@ class Hotline:
         call.stream.close()
         self.calls.pop(call.call_id, None)
         await self.records.update(record)
-        ticket_id = call.intake.ticket_id if call.intake is not None else None
-        if self.profiles is not None and (call.speed < 1.0 or remembered):
-            await self.profiles.remember(call.caller, speed=call.speed, last_ticket_id=ticket_id)
+        try:
+            await self._remember(call, remembered=remembered)
+        except Exception:
+            call.log.exception("caller profile not saved")
         try:
             await self._after_call(call)
         except Exception:
@@ -429,6 +425,51 @@ class Hotline:
         )
         if call.intake is not None:
             await call.intake.close()  # transcriptions still running fill the ticket
+
+    def _apply_profile(self, call: LiveCall, profile: CallerProfile | None) -> None:
+        """Start the call the way the caller's last one ended."""
+        if profile is None:
+            return
+        if profile.speed < 1.0:
+            rendered = profile.speed in self.settings.elderly.speeds
+            call.enter_elderly_mode(profile.speed if rendered else None)
+        if profile.dialect and profile.dialect in self.settings.dialects.offered:
+            call.set_dialect(profile.dialect)
+        if profile.callback_to:
+            call.callback_person = profile.callback_to
+        if profile.beneficiary and call.intake is not None:
+            call.intake.known_beneficiary = dict(profile.beneficiary)
+
+    async def _remember(self, call: LiveCall, *, remembered: bool) -> None:
+        """Keep the caller's choices for their next call (if there is something
+        to keep, or something kept before that this call may have changed)."""
+        if self.profiles is None:
+            return
+        ticket_id = call.intake.ticket_id if call.intake is not None else None
+        beneficiary: dict[str, str] = {}
+        if ticket_id is not None and self.tickets is not None:
+            ticket = await self.tickets.get(ticket_id)
+            if ticket is not None and ticket.value("proxy"):
+                for part in ("name", "phone", "address"):
+                    value = ticket.value(f"beneficiary_{part}")
+                    if value:
+                        beneficiary[part] = value
+        chose = (
+            call.speed < 1.0
+            or call.dialect != self.settings.prompts.dialect
+            or bool(beneficiary)
+            or call.callback_person != "caller"
+        )
+        if not (chose or remembered):
+            return
+        await self.profiles.remember(
+            call.caller,
+            speed=call.speed,
+            dialect=call.dialect,
+            last_ticket_id=ticket_id,
+            beneficiary=beneficiary or None,
+            callback_to=call.callback_person,
+        )
 
     async def _run_plan(
         self,
@@ -528,8 +569,16 @@ class Hotline:
             if ticket is not None:
                 urgency = ticket.value("urgency")
                 emergency = ticket.emergency is not None
+        number = record.caller
+        if call.callback_person == "beneficiary" and ticket_id is not None and self.tickets:
+            ticket = await self.tickets.get(ticket_id)
+            phone = ticket.value("beneficiary_phone") if ticket is not None else None
+            if phone:
+                number = phone  # 亲友代办: the caller asked us to call the person back
+            else:
+                call.log.warning("callback to the beneficiary asked, but no number heard")
         callback = await queue.request(
-            record.caller,
+            number,
             call_id=record.call_id,
             reason=reason,
             now=self.wall_clock(),
@@ -568,17 +617,17 @@ class Hotline:
             intake=intake,
             screen_pop_wait=0.0,
             elderly=self.settings.elderly,
+            dialect=self.settings.prompts.dialect,
         )
         call.priority = True
         profile = await self.profiles.get(callback.number) if self.profiles else None
-        if profile is not None and profile.speed < 1.0:
-            call.enter_elderly_mode()  # the greeting at the speed they chose
+        self._apply_profile(call, profile)  # the greeting in their dialect, at their speed
         self.calls[call_id] = call
         await self.records.start(record)
         log.info("callback %d answered by %s", callback.id, callback.number)
         try:
             call.mark("callback")
-            greeting = self.prompts.get(CALLBACK_GREETING_KEY, call.speed)
+            greeting = self.prompts.get(CALLBACK_GREETING_KEY, call.speed, call.dialect)
             await call.play(greeting, barge_in=False)
             hold = None
             if self.plan is not None:
@@ -587,7 +636,11 @@ class Hotline:
                     for n in self.plan.nodes.values()
                     if isinstance(n, TransferNode) and n.hold_prompt
                 ]
-                hold = self.prompts.get(holds[0], call.speed) if holds and holds[0] else None
+                hold = (
+                    self.prompts.get(holds[0], call.speed, call.dialect)
+                    if holds and holds[0]
+                    else None
+                )
             result = await call.transfer(self._callback_queue_name(), hold_prompt=hold)
             record.outcome = record.outcome or result.outcome.value
         except CallEnded:

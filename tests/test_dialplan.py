@@ -172,8 +172,9 @@ class ScriptedCall:
     async def recognise(self, utterance: Utterance, grammar: list[str] | None) -> str:
         return utterance.pcm.astype(np.uint8).tobytes().decode()
 
-    async def describe(self, utterance: Utterance) -> None:
-        self.described.append(await self.recognise(utterance, None))
+    async def describe(self, utterance: Utterance, *, about: str = "caller") -> None:
+        text = await self.recognise(utterance, None)
+        self.described.append(text if about == "caller" else f"{about}: {text}")
 
     async def note(self, text: str) -> None:
         self.notes.append(text)
@@ -187,13 +188,27 @@ class ScriptedCall:
     def enter_elderly_mode(self) -> None:
         self.speed, self.timeout_factor = 0.8, 1.5
 
+    dialect = "mandarin"
+    callback_person = "caller"
+
+    def set_dialect(self, dialect: str) -> None:
+        self.dialect = dialect
+
+    def set_speed(self, speed: float) -> None:
+        self.speed, self.timeout_factor = speed, (1.0 if speed == 1.0 else 1.5)
+
+    def callback_to(self, person: str) -> None:
+        self.callback_person = person
+
 
 class Prompts:
     def __init__(self) -> None:
         self.speeds: list[tuple[str, float]] = []
+        self.dialects: list[tuple[str, str | None]] = []
 
-    def get(self, key: str, speed: float = 1.0) -> PromptAudio:
+    def get(self, key: str, speed: float = 1.0, dialect: str | None = None) -> PromptAudio:
         self.speeds.append((key, speed))
+        self.dialects.append((key, dialect))
         return PromptAudio(
             key=key, pcm=np.zeros(160, np.int16), ulaw=b"\xff" * 160, alaw=b"\xd5" * 160
         )
@@ -212,7 +227,7 @@ async def test_key_zero_transfers(plan: object) -> None:
 
 
 async def test_invalid_then_valid(plan: object) -> None:
-    call = ScriptedCall(["6", "1", "*", "0"])
+    call = ScriptedCall(["5", "1", "*", "0"])
     await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
     assert call.path == ["welcome", "main", "policy", "main", "operator"]
     assert "invalid" in call.played
@@ -310,11 +325,49 @@ async def test_caller_can_decline_a_callback(plan: object) -> None:
 
 
 async def test_elderly_service_slows_prompts_and_repeats_the_menu(plan: object) -> None:
-    call = ScriptedCall(["7", None, "0"])
+    call = ScriptedCall(["7", None, "*", "0"])
     prompts = Prompts()
     await run_dialplan(plan, call, prompts)  # type: ignore[arg-type]
-    assert call.path == ["welcome", "main", "elderly", "main", "operator"]
+    assert call.path == ["welcome", "main", "elderly", "elderly_menu", "main", "operator"]
     assert ("welcome", 1.0) in prompts.speeds and ("elderly", 0.8) in prompts.speeds
     # after the switch: the menu at 0.8, said once more on silence without a "no input"
     after = prompts.speeds[prompts.speeds.index(("elderly", 0.8)) :]
-    assert after.count(("main_menu", 0.8)) == 2 and ("no_input", 0.8) not in after
+    assert after.count(("elderly_menu", 0.8)) == 2 and ("no_input", 0.8) not in after
+
+
+async def test_caller_chooses_cantonese_then_a_slower_speed(plan: object) -> None:
+    call = ScriptedCall(["6", "2", "7", "2", "0"])
+    prompts = Prompts()
+    await run_dialplan(plan, call, prompts)  # type: ignore[arg-type]
+    assert call.path == [
+        "welcome", "main", "dialects", "to_yue", "main", "elderly", "elderly_menu",
+        "speed_slower", "main", "operator",
+    ]  # fmt: skip
+    assert call.dialect == "yue" and call.speed == 0.65
+    # prompts before the choice in the default dialect, after it in Cantonese
+    assert prompts.dialects[0] == ("welcome", "mandarin")
+    assert ("dialect_set", "yue") in prompts.dialects
+    assert prompts.dialects[-2:] == [("connecting", "yue"), ("hold", "yue")]
+    assert ("main_menu", 0.65) in prompts.speeds
+
+
+async def test_back_to_normal_speed(plan: object) -> None:
+    call = ScriptedCall(["7", "3", "0"])
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.path[-3:] == ["speed_normal", "main", "operator"]
+    assert call.speed == 1.0 and call.timeout_factor == 1.0
+
+
+async def test_proxy_path_describes_the_beneficiary_and_chooses_the_callback(
+    plan: object,
+) -> None:
+    call = ScriptedCall(
+        ["7", "4", "2"], said=["老人叫张秀英，电话幺三九零零零零幺幺幺幺", "家里停水了"]
+    )
+    await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.path == [
+        "welcome", "main", "elderly", "elderly_menu", "proxy", "proxy_callback",
+        "callback_beneficiary", "describe", "operator",
+    ]  # fmt: skip
+    assert call.described == ["beneficiary: 老人叫张秀英，电话幺三九零零零零幺幺幺幺", "家里停水了"]
+    assert call.callback_person == "beneficiary"

@@ -19,9 +19,7 @@ from tests.conftest import SHARED
 
 def library(tmp_path: Path) -> PromptLibrary:
     (tmp_path / "voices" / "mandarin").mkdir(parents=True, exist_ok=True)
-    return PromptLibrary(
-        tmp_path / "voices", tmp_path / "cache", "mandarin", "cmn-latn-pinyin", 150
-    )
+    return PromptLibrary(tmp_path / "voices", tmp_path / "cache")
 
 
 async def test_recording_44k_stereo_becomes_8k_mono(tmp_path: Path) -> None:
@@ -30,7 +28,8 @@ async def test_recording_44k_stereo_becomes_8k_mono(tmp_path: Path) -> None:
     stereo = np.stack([np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 1000 * t)], axis=1) * 0.5
     sf.write(str(tmp_path / "voices" / "mandarin" / "welcome.wav"), stereo, 44100)
     lines = await lib.build({"welcome": "您好"})
-    assert lines == [f"welcome: recorded {tmp_path / 'voices' / 'mandarin' / 'welcome.wav'}"]
+    where = tmp_path / "voices" / "mandarin" / "welcome.wav"
+    assert lines == [f"mandarin/welcome: recorded {where}"]
     audio = lib.get("welcome")
     assert abs(audio.duration - 2.0) < 0.01
     spectrum = np.abs(np.fft.rfft(audio.pcm[4000:12000].astype(float)))

@@ -57,8 +57,8 @@ def test_voices_build_lists_every_prompt(tmp_path: Path, prompt_cache: Path) -> 
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "welcome: synthesised espeak-ng cmn-latn-pinyin" in done.stdout
-    assert "main_menu: synthesised" in done.stdout
+    assert "mandarin/welcome: synthesised espeak-ng cmn-latn-pinyin" in done.stdout
+    assert "mandarin/main_menu: synthesised" in done.stdout
 
 
 async def test_hold_reinvite_is_tolerated(start_hotline: StartHotline) -> None:

@@ -10,10 +10,21 @@ from ivr.dialplan.load import DialPlanError, load_dialplan
 
 
 def check_command(
-    path: Path, queues: Collection[str] | None, recorded_prompts: Collection[str]
+    path: Path,
+    queues: Collection[str] | None,
+    recorded_prompts: Collection[str],
+    *,
+    dialects: Collection[str] | None = None,
+    speeds: Collection[float] | None = None,
 ) -> int:
     try:
-        plan = load_dialplan(path, queues=queues, recorded_prompts=recorded_prompts)
+        plan = load_dialplan(
+            path,
+            queues=queues,
+            recorded_prompts=recorded_prompts,
+            dialects=dialects,
+            speeds=speeds,
+        )
     except DialPlanError as exc:
         print(exc, file=sys.stdout)
         return 1

@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ivr.dialects import DIALECT_ALIASES, DIALECTS
 from ivr.dialplan.model import (
+    PERSONS,
     PROMPT_FIELDS,
+    CallbackToNode,
     DescribeNode,
+    DialectNode,
     DialPlan,
     ElderlyNode,
     GotoNode,
@@ -27,6 +31,7 @@ from ivr.dialplan.model import (
     NoCallbackNode,
     Node,
     PlayNode,
+    SpeedNode,
     TransferNode,
 )
 
@@ -39,6 +44,10 @@ NODE_TYPES = (
     "describe",
     "no_callback",
     "elderly",
+    "dialect",
+    "speed",
+    "proxy",
+    "callback_to",
 )
 MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -65,6 +74,9 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "goto": {"type": str, "target": str},
     "no_callback": {"type": str, "next": str, "prompt": str},
     "elderly": {"type": str, "next": str, "prompt": str},
+    "dialect": {"type": str, "dialect": str, "next": str, "prompt": str},
+    "speed": {"type": str, "speed": (int, float), "next": str, "prompt": str},
+    "callback_to": {"type": str, "person": str, "next": str, "prompt": str},
     "describe": {
         "type": str,
         "prompt": str,
@@ -76,6 +88,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "no_speech_timeout": (int, float),
     },
 }
+FIELDS["proxy"] = FIELDS["describe"]
 REQUIRED = {
     "play": ("prompt", "next"),
     "menu": ("prompt", "options", "after_retries"),
@@ -85,6 +98,10 @@ REQUIRED = {
     "describe": ("prompt", "next", "on_no_speech"),
     "no_callback": ("next",),
     "elderly": ("next",),
+    "dialect": ("dialect", "next"),
+    "speed": ("speed", "next"),
+    "proxy": ("prompt", "next", "on_no_speech"),
+    "callback_to": ("person", "next"),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -170,7 +187,11 @@ def load_dialplan(
     *,
     queues: Collection[str] | None = None,
     recorded_prompts: Collection[str] = (),
+    dialects: Collection[str] | None = None,
+    speeds: Collection[float] | None = None,
 ) -> DialPlan:
+    """``queues``, ``dialects`` (offered) and ``speeds`` (rendered slow speeds)
+    come from config.toml; None: not checked."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -180,6 +201,8 @@ def load_dialplan(
         str(path),
         queues=queues,
         recorded_prompts=recorded_prompts,
+        dialects=dialects,
+        speeds=speeds,
         source=path,
         version=hashlib.sha256(data).hexdigest()[:12],
     )
@@ -191,6 +214,8 @@ def parse_dialplan(
     *,
     queues: Collection[str] | None = None,
     recorded_prompts: Collection[str] = (),
+    dialects: Collection[str] | None = None,
+    speeds: Collection[float] | None = None,
     source: Path | None = None,
     version: str | None = None,
 ) -> DialPlan:
@@ -240,12 +265,17 @@ def parse_dialplan(
             start = ""
 
     prompts: dict[str, str] = {}
+    dialect_prompts: dict[str, dict[str, str]] = {}
     prompt_table = raw.get("prompts", {})
     if not isinstance(prompt_table, dict):
         fail(lines.table("prompts"), '[prompts] must be a table of key = "text"')
     else:
         for key, value in prompt_table.items():
-            if not isinstance(value, str) or not value.strip():
+            if isinstance(value, dict):
+                own = _dialect_prompts(key, value, lines, fail)
+                if own is not None:
+                    dialect_prompts[key] = own
+            elif not isinstance(value, str) or not value.strip():
                 fail(lines.key("prompts", key), f"prompt {key!r} must be a non-empty string")
             else:
                 prompts[key] = value
@@ -269,6 +299,15 @@ def parse_dialplan(
             f"plan.elderly_start: no node {elderly_start!r}{_did_you_mean(elderly_start, nodes)}",
         )
     _check_prompts(nodes, prompts, recorded_prompts, lines, fail)
+    for dialect, own in dialect_prompts.items():
+        for key in own:
+            if key not in prompts:
+                fail(
+                    lines.key("prompts", dialect, key),
+                    f"prompts.{dialect}.{key}: no prompt {key!r} in [prompts] to reword"
+                    f"{_did_you_mean(key, prompts)}",
+                )
+    _check_against_config(nodes, lines, fail, dialects, speeds)
     if queues is not None:
         for node in nodes.values():
             if isinstance(node, TransferNode) and node.queue not in queues:
@@ -284,6 +323,7 @@ def parse_dialplan(
         start=start,
         elderly_start=elderly_start or None,
         prompts=prompts,
+        dialect_prompts=dialect_prompts,
         nodes=nodes,
         source=source or Path(filename),
         version=version or hashlib.sha256(text.encode()).hexdigest()[:12],
@@ -398,8 +438,37 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         )
     if kind == "hangup":
         return HangupNode(node_id, line, body.get("prompt"))
-    if kind == "describe":
+    if kind in ("describe", "proxy"):
         return _describe(node_id, line, body, lines, fail)
+    if kind == "dialect":
+        dialect = body["dialect"]
+        if dialect not in DIALECTS:
+            meant = DIALECT_ALIASES.get(dialect.strip().lower())
+            hint = f" (did you mean {meant!r}?)" if meant else _did_you_mean(dialect, DIALECTS)
+            fail(
+                lines.key("nodes", node_id, "dialect"),
+                f"node {node_id!r}: dialect {dialect!r} is not one of {', '.join(DIALECTS)}{hint}",
+            )
+            return None
+        return DialectNode(node_id, line, dialect, body["next"], body.get("prompt"))
+    if kind == "speed":
+        speed = float(body["speed"])
+        if not 0.5 <= speed <= 1.0:
+            fail(
+                lines.key("nodes", node_id, "speed"),
+                f"node {node_id!r}: speed {speed:g} out of range 0.5..1.0 (1.0 is normal)",
+            )
+            return None
+        return SpeedNode(node_id, line, speed, body["next"], body.get("prompt"))
+    if kind == "callback_to":
+        person = body["person"]
+        if person not in PERSONS:
+            fail(
+                lines.key("nodes", node_id, "person"),
+                f"node {node_id!r}: person {person!r} must be one of {', '.join(PERSONS)}",
+            )
+            return None
+        return CallbackToNode(node_id, line, person, body["next"], body.get("prompt"))
     if kind == "no_callback":
         return NoCallbackNode(node_id, line, body["next"], body.get("prompt"))
     if kind == "elderly":
@@ -440,7 +509,58 @@ def _describe(
         values["max_seconds"],
         values["end_silence"],
         values["no_speech_timeout"],
+        about="beneficiary" if body["type"] == "proxy" else "caller",
     )
+
+
+def _dialect_prompts(
+    dialect: str, table: dict[str, Any], lines: LineMap, fail: Any
+) -> dict[str, str] | None:
+    """``[prompts.yue]``: a dialect's own wording of prompts, for synthesis."""
+    if dialect not in DIALECTS:
+        fail(
+            lines.table("prompts", dialect),
+            f"[prompts.{dialect}]: {dialect!r} is not a dialect group "
+            f"({', '.join(DIALECTS)}){_did_you_mean(dialect, DIALECTS)}",
+        )
+        return None
+    own: dict[str, str] = {}
+    for key, value in table.items():
+        if not isinstance(value, str) or not value.strip():
+            fail(
+                lines.key("prompts", dialect, key),
+                f"prompts.{dialect}.{key} must be a non-empty string",
+            )
+            continue
+        own[key] = value
+    return own
+
+
+def _check_against_config(
+    nodes: dict[str, Node],
+    lines: LineMap,
+    fail: Any,
+    dialects: Collection[str] | None,
+    speeds: Collection[float] | None,
+) -> None:
+    for node in nodes.values():
+        if isinstance(node, DialectNode) and dialects is not None and node.dialect not in dialects:
+            fail(
+                lines.key("nodes", node.id, "dialect"),
+                f"node {node.id!r}: dialect {node.dialect!r} is not offered in config.toml "
+                f"(dialects.offered = {sorted(dialects)}); offer it there or remove the node",
+            )
+        if (
+            isinstance(node, SpeedNode)
+            and speeds is not None
+            and node.speed != 1.0
+            and node.speed not in speeds
+        ):
+            fail(
+                lines.key("nodes", node.id, "speed"),
+                f"node {node.id!r}: speed {node.speed:g} is not rendered; add it to "
+                f"config.toml [elderly] speeds = {sorted(speeds, reverse=True)}",
+            )
 
 
 def _menu_words(
@@ -494,7 +614,7 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("target", node.target)]
     if isinstance(node, DescribeNode):
         return [("next", node.next), ("on_no_speech", node.on_no_speech)]
-    if isinstance(node, NoCallbackNode | ElderlyNode):
+    if isinstance(node, NoCallbackNode | ElderlyNode | DialectNode | SpeedNode | CallbackToNode):
         return [("next", node.next)]
     return []
 

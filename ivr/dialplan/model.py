@@ -78,6 +78,7 @@ class DescribeNode:
     max_seconds: float = 30.0
     end_silence: float = 1.2
     no_speech_timeout: float = 6.0
+    about: str = "caller"  # whose details: "caller", or "beneficiary" (a proxy node)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,44 @@ class ElderlyNode:
     prompt: str | None = None  # said at the new speed
 
 
+@dataclass(frozen=True)
+class DialectNode:
+    """The caller chose a dialect: prompts in it from now on (the fallback chain
+    of ivr.prompts) and, unless every operator speaks it, its dialect seats."""
+
+    id: str
+    line: int
+    dialect: str
+    next: str
+    prompt: str | None = None  # said in the new dialect
+
+
+@dataclass(frozen=True)
+class SpeedNode:
+    """The caller chose a prompt speed (1.0 normal; slower ones are the elderly
+    service's, from config [elderly] speeds)."""
+
+    id: str
+    line: int
+    speed: float
+    next: str
+    prompt: str | None = None  # said at the new speed
+
+
+@dataclass(frozen=True)
+class CallbackToNode:
+    """Whom to call back if the call drops: the caller, or (亲友代办) the person
+    they report for."""
+
+    id: str
+    line: int
+    person: str  # "caller" or "beneficiary"
+    next: str
+    prompt: str | None = None
+
+
+PERSONS = ("caller", "beneficiary")
+
 Node = (
     PlayNode
     | MenuNode
@@ -111,6 +150,9 @@ Node = (
     | DescribeNode
     | NoCallbackNode
     | ElderlyNode
+    | DialectNode
+    | SpeedNode
+    | CallbackToNode
 )
 
 
@@ -126,6 +168,8 @@ class DialPlan:
     # where callers already in the elderly service start (e.g. straight to a human,
     # as carriers do for callers over 65); None: at start like everyone
     elderly_start: str | None = None
+    # a dialect's own wording of some prompts ([prompts.yue] in the file), for synthesis
+    dialect_prompts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def prompt_keys(self) -> set[str]:
         """Every prompt key some node uses."""

@@ -8,7 +8,9 @@ from typing import Protocol
 
 from ivr.call import Call, TransferOutcome
 from ivr.dialplan.model import (
+    CallbackToNode,
     DescribeNode,
+    DialectNode,
     DialPlan,
     ElderlyNode,
     GotoNode,
@@ -16,6 +18,7 @@ from ivr.dialplan.model import (
     MenuNode,
     NoCallbackNode,
     PlayNode,
+    SpeedNode,
     TransferNode,
 )
 from ivr.media.prompt_audio import PromptAudio
@@ -26,7 +29,12 @@ MAX_STEPS = 1000
 
 
 class PromptSource(Protocol):
-    def get(self, key: str, speed: float = 1.0) -> PromptAudio: ...
+    def get(self, key: str, speed: float = 1.0, dialect: str | None = None) -> PromptAudio: ...
+
+
+def _prompt(prompts: PromptSource, key: str, call: Call) -> PromptAudio:
+    """``key`` as this caller hears it: in their dialect, at their speed."""
+    return prompts.get(key, call.speed, call.dialect)
 
 
 async def run_dialplan(
@@ -45,21 +53,21 @@ async def run_dialplan(
         node = plan.nodes[node_id]
         call.mark(node_id)
         if isinstance(node, PlayNode):
-            await call.play(prompts.get(node.prompt, call.speed), barge_in=node.barge_in)
+            await call.play(_prompt(prompts, node.prompt, call), barge_in=node.barge_in)
             node_id = node.next
         elif isinstance(node, MenuNode):
             node_id = await _menu(node, call, prompts, listen or ListenSettings())
         elif isinstance(node, TransferNode):
             if node.prompt:
-                await call.play(prompts.get(node.prompt, call.speed), barge_in=False)
-            hold = prompts.get(node.hold_prompt, call.speed) if node.hold_prompt else None
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=False)
+            hold = _prompt(prompts, node.hold_prompt, call) if node.hold_prompt else None
             result = await call.transfer(node.queue, hold_prompt=hold)
             if result.outcome is TransferOutcome.BRIDGED:
                 return "bridged"
             node_id = node.on_no_operator
         elif isinstance(node, HangupNode):
             if node.prompt:
-                await call.play(prompts.get(node.prompt, call.speed), barge_in=False)
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=False)
             await call.hangup()
             return "hangup"
         elif isinstance(node, GotoNode):
@@ -69,12 +77,27 @@ async def run_dialplan(
         elif isinstance(node, ElderlyNode):
             call.enter_elderly_mode()
             if node.prompt:
-                await call.play(prompts.get(node.prompt, call.speed), barge_in=True)
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
+            node_id = node.next
+        elif isinstance(node, DialectNode):
+            call.set_dialect(node.dialect)
+            if node.prompt:
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
+            node_id = node.next
+        elif isinstance(node, SpeedNode):
+            call.set_speed(node.speed)
+            if node.prompt:
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
+            node_id = node.next
+        elif isinstance(node, CallbackToNode):
+            call.callback_to(node.person)
+            if node.prompt:
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
             node_id = node.next
         elif isinstance(node, NoCallbackNode):
             call.decline_callback()
             if node.prompt:
-                await call.play(prompts.get(node.prompt, call.speed), barge_in=True)
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
             node_id = node.next
     if log is not None:
         log.error("dial plan %s: %d steps without an end; hanging up", plan.name, MAX_STEPS)
@@ -87,7 +110,7 @@ async def _menu(node: MenuNode, call: Call, prompts: PromptSource, listen: Liste
     repeated = False
     attempt = 0
     while attempt < node.retries:
-        await call.play(prompts.get(node.prompt, call.speed), barge_in=True)
+        await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
         if node.spoken:
             key = await _key_or_word(node, call, listen, grammar)
         else:
@@ -101,7 +124,7 @@ async def _menu(node: MenuNode, call: Call, prompts: PromptSource, listen: Liste
         last = attempt == node.retries
         follow_up = node.invalid_prompt if key else node.timeout_prompt
         if follow_up and not last:
-            await call.play(prompts.get(follow_up, call.speed), barge_in=True)
+            await call.play(_prompt(prompts, follow_up, call), barge_in=True)
     return node.after_retries
 
 
@@ -137,12 +160,12 @@ async def _describe(
     why = ""
     for attempt in range(2):
         key = node.prompt if attempt == 0 else (node.no_speech_prompt or node.prompt)
-        await call.play(prompts.get(key, call.speed), barge_in=False)
+        await call.play(_prompt(prompts, key, call), barge_in=False)
         heard = await call.listen(settings, stop_on_key=False)
         if isinstance(heard, str):  # keys are not listened for here
             continue
         if heard.heard:
-            await call.describe(heard)
+            await call.describe(heard, about=node.about)
             return node.next
         why = heard.end.value
     await call.note(f"{node.id}: caller said nothing recognisable twice ({why})")
