@@ -334,7 +334,59 @@ BAD_CONFIGS = [
         "must not be empty",
         id="empty-path",
     ),
+    pytest.param(
+        QUEUE + '[dialects]\noffered = ["mandarin", "cantonese"]\n',
+        "dialects.offered",
+        "offered",
+        '"cantonese" is not a dialect group (mandarin, wu, yue, min, hakka, xiang, gan); '
+        'did you mean "yue"?',
+        id="unknown-dialect-offered",
+    ),
+    pytest.param(
+        QUEUE + "[elderly]\nspeeds = [0.8, 0.3]\n",
+        "elderly.speeds",
+        "speeds",
+        "0.3 is not a speed we render",
+        id="unknown-speed",
+    ),
+    pytest.param(
+        QUEUE + '[dialects.seats]\nwu = ["sip:operator@127.0.0.1:5080"]\n',
+        "dialects.seats.wu",
+        "wu =",
+        "is not an offered dialect",
+        id="seat-for-a-dialect-not-offered",
+    ),
+    pytest.param(
+        QUEUE + '[dialects.seats]\nyue = ["sip:someone@127.0.0.1:5099"]\n',
+        "dialects.seats.yue",
+        "yue =",
+        "is not an operator of any [queues.*]",
+        id="seat-not-an-operator",
+    ),
+    pytest.param(
+        QUEUE + '[dialects.voices]\nklingon = "tlh"\n',
+        "dialects.voices.klingon",
+        "klingon",
+        "is not a dialect group",
+        id="voice-for-unknown-dialect",
+    ),
 ]
+
+
+def test_dialects_and_speeds_from_config(tmp_path: Path) -> None:
+    text = (
+        QUEUE
+        + '[dialects]\noffered = ["mandarin", "yue", "wu"]\noverflow_after = 5\n'
+        + '[dialects.seats]\nyue = ["sip:operator@127.0.0.1:5080"]\n'
+        + '[dialects.voices]\nyue = ""\n'
+        + "[elderly]\nspeed = 0.7\nspeeds = [0.65]\n"
+    )
+    settings = load_settings(write_config(tmp_path, text))
+    assert settings.dialects.offered == ("mandarin", "yue", "wu")
+    assert settings.dialects.overflow_after == 5.0
+    assert settings.dialects.skills_of("sip:operator@127.0.0.1:5080") == frozenset({"yue"})
+    assert "yue" not in settings.dialects.voices  # "": no synthesis, recordings or mandarin
+    assert settings.elderly.speeds == (0.7, 0.65)  # the elderly speed is always rendered
 
 
 @pytest.mark.parametrize(("text", "key", "line_fragment", "words"), BAD_CONFIGS)
