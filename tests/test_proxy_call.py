@@ -5,6 +5,7 @@ both persons (the reporter from the caller ID, the beneficiary from speech),
 and the callback rings the beneficiary's number, not the relative's."""
 
 from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
