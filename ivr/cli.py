@@ -113,6 +113,114 @@ def cmd_voices_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dialect_setup(settings: Settings) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(the dialects offered, mandarin first: everyone's fallback; the espeak-ng
+    voice per dialect), from config.toml's [dialects]."""
+    from ivr.dialects import MANDARIN
+
+    section = settings.dialects
+    return tuple(dict.fromkeys((MANDARIN, *section.offered))), dict(section.voices)
+
+
+def _plan_prompts(settings: Settings) -> tuple[set[str], set[str]] | None:
+    """(every prompt key of the dial plan, the keys it has text for); None
+    (after saying why) when the dial plan has errors."""
+    from ivr.dialplan.load import DialPlanError, load_dialplan
+    from ivr.prompts import PromptLibrary
+
+    try:
+        plan = load_dialplan(
+            settings.dialplan.file,
+            queues=set(settings.queues),
+            recorded_prompts=PromptLibrary.from_settings(settings).recorded_keys(),
+            dialects=settings.dialects.offered,
+            speeds=settings.elderly.speeds,
+        )
+    except DialPlanError as exc:
+        print(f"ivr: the dial plan has errors:\n{exc}", file=sys.stderr)
+        return None
+    return set(plan.prompts) | plan.prompt_keys(), set(plan.prompts)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_voices_status(args: argparse.Namespace) -> int:
+    from ivr.voice_recordings import summary, voice_status
+
+    settings = _settings(args.config)
+    prompts = _plan_prompts(settings)
+    if prompts is None:
+        return 2
+    keys, texts = prompts
+    dialects, voices = _dialect_setup(settings)
+    statuses = voice_status(
+        voices_dir=settings.prompts.voices_dir,
+        dialects=dialects,
+        prompt_keys=keys,
+        synthesis_voices=voices,
+        texts=texts,
+    )
+    width = max((len(s.key) for s in statuses), default=3)
+    print(f"{'dialect':<9} {'key':<{width}} {'state':<12} source")
+    for s in statuses:
+        note = _shown(s.path) if s.path is not None else s.note
+        print(f"{s.dialect:<9} {s.key:<{width}} {s.state:<12} {note}")
+    print()
+    for dialect in dialects:
+        print(summary(statuses, dialect))
+    return 0
+
+
+def cmd_voices_import(args: argparse.Namespace) -> int:
+    from ivr.voice_recordings import VoiceImportError, check_dialect, import_folder
+
+    try:
+        check_dialect(args.dialect)
+    except VoiceImportError as exc:
+        print(f"ivr: {exc}", file=sys.stderr)
+        return 2
+    if not args.dir.is_dir():
+        print(f"ivr: not a folder: {args.dir}", file=sys.stderr)
+        return 2
+    settings = _settings(args.config)
+    prompts = _plan_prompts(settings)
+    if prompts is None:
+        return 2
+    try:
+        results = import_folder(
+            args.dir,
+            voices_dir=settings.prompts.voices_dir,
+            dialect=args.dialect,
+            known_keys=prompts[0],
+        )
+    except VoiceImportError as exc:
+        print(f"ivr: {exc}", file=sys.stderr)
+        return 2
+    if args.dialect not in settings.dialects.offered and args.dialect != "mandarin":
+        print(
+            f"ivr: note: {args.dialect} is not in [dialects] offered: "
+            "callers cannot choose it until it is",
+            file=sys.stderr,
+        )
+    for r in results:
+        if r.accepted and r.installed is not None:
+            notes = (["replaced the previous recording"] if r.replaced else []) + list(r.changes)
+            detail = f" ({', '.join(notes)})" if notes else ""
+            print(f"installed {r.file.name} -> {_shown(r.installed)}{detail}")
+        else:
+            print(f"rejected {r.file.name}: {'; '.join(r.reasons)}")
+    rejected = sum(not r.accepted for r in results)
+    print(f"{len(results) - rejected} installed, {rejected} rejected")
+    if not results:
+        print(f"ivr: no files in {args.dir}", file=sys.stderr)
+    return 1 if rejected else 0
+
+
 def cmd_callers(args: argparse.Namespace) -> int:
     from ivr.caller_profiles import CallerProfiles
     from ivr.database import open_database
@@ -219,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     voices_sub = voices.add_subparsers(dest="voices_command", required=True)
     build = voices_sub.add_parser("build", help="render every prompt of the dial plan")
     build.set_defaults(func=cmd_voices_build)
+    status = voices_sub.add_parser(
+        "status", help="per dialect and prompt: recorded, synthesised or missing"
+    )
+    status.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
+    status.set_defaults(func=cmd_voices_status)
+    importing = voices_sub.add_parser(
+        "import", help="check, convert and install a folder of recordings (<prompt key>.wav)"
+    )
+    importing.add_argument("dir", type=Path, help="folder of recordings, one per prompt key")
+    importing.add_argument("--dialect", required=True, help="dialect group, e.g. yue")
+    importing.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
+    importing.set_defaults(func=cmd_voices_import)
 
     callers = sub.add_parser("callers", help="caller profiles (remembered per number)")
     callers_sub = callers.add_subparsers(dest="callers_command", required=True)
