@@ -1,19 +1,34 @@
 """Operator queues: who is free, who waits, who is rung next.
 
-A caller transferred to a queue waits in line (first come, first served)
-hearing the hold prompt. When they are at the head of the line and an
-operator of the queue is free, that operator is rung; one who does not
-answer within ``ring_timeout`` is skipped for the next. On answer the two
-legs are bridged through the IVR, and when either side hangs up the other
-is hung up too.
+A caller transferred to a queue waits in line (first come, first served;
+callers called back or ringing again keep an earlier place) hearing the hold
+prompt. A free operator goes to the first caller in line who may take them:
+
+* a caller who needs a skill (a dialect: 方言专席) may take an operator who has
+  it; once they have waited ``overflow_after`` seconds in the queue, any
+  operator (still preferring one with the skill);
+* a caller who needs no skill may take any operator.
+
+Among the operators a caller may take, those with the skill come first, then
+those with the fewest skills (dialect seats stay free for dialect callers),
+then those who took the fewest calls. So a dialect caller at the head of the
+line waiting for their busy seat does not hold up a mandarin caller behind
+them when a mandarin operator is free.
+
+An operator who does not answer within ``ring_timeout`` is skipped for the
+next one (all tried: start over). On answer the two legs are bridged through
+the IVR, and when either side hangs up the other is hung up too.
+
+:meth:`OperatorDesk.snapshot` shows each queue's operators and waiting
+callers (for the operator console).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,12 +45,17 @@ class OperatorState(enum.StrEnum):
     WRAP_UP = "wrap_up"
 
 
+OVERFLOW_AFTER_S = 30.0  # default wait for a skilled seat before any operator may answer
+WAKE_EVERY_S = 1.0  # a waiting caller looks at the line at least this often
+
+
 @dataclass
 class Operator:
     uri: str
     queue: str
     state: OperatorState = OperatorState.FREE
     calls_taken: int = 0
+    skills: frozenset[str] = frozenset()  # e.g. {"yue"}: a Cantonese dialect seat
 
 
 class OperatorLeg(Protocol):
@@ -87,6 +107,11 @@ class WaitingCaller(Protocol):
         ...
 
     @property
+    def skill(self) -> str | None:
+        """The operator skill the caller needs (their dialect); None: any operator."""
+        ...
+
+    @property
     def priority(self) -> bool:
         """Keeps an earlier place in line (called back, or ringing again)."""
         ...
@@ -97,14 +122,70 @@ class WaitingCaller(Protocol):
 
 
 @dataclass
+class Waiter:
+    """A caller waiting in a queue's line."""
+
+    call_id: str
+    caller: str
+    skill: str | None  # None: any operator
+    joined: float  # time.monotonic() when they joined this queue
+    skipped: set[str] = field(default_factory=set)  # operators who did not answer them
+    ringing: str | None = None  # the operator being rung for them now
+    overflowed: bool = False  # waited overflow_after for a skilled seat (logged once)
+
+    def may_take(self, operator: Operator, now: float, overflow_after: float | None) -> bool:
+        if self.skill is None or self.skill in operator.skills:
+            return True
+        return overflow_after is not None and now - self.joined >= overflow_after
+
+    def preference(self, operator: Operator) -> tuple[bool, int, int]:
+        """Sort key, best first: has the skill, fewest skills, fewest calls taken."""
+        lacks_skill = self.skill is not None and self.skill not in operator.skills
+        return (lacks_skill, len(operator.skills), operator.calls_taken)
+
+
+@dataclass
 class Queue:
     name: str
     operators: list[Operator]
     max_waiting: int
     max_wait: float
+    overflow_after: float | None = OVERFLOW_AFTER_S
     line: list[str] = field(default_factory=list)  # call ids, head first
     priority: set[str] = field(default_factory=set)  # call ids that keep an earlier place
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    waiting: dict[str, Waiter] = field(default_factory=dict)  # by call id
+    # set (and replaced by a fresh one) when the line or an operator changes
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        """Wake every caller waiting in line to look at it again."""
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def assignment(self, now: float) -> dict[str, tuple[Operator, bool]]:
+        """Who gets which free operator now: call id -> (operator, start over).
+
+        Callers are served in line order, each taking the best free operator
+        they may take that no one ahead of them took; they skip operators who
+        did not answer them, unless they skipped every one they may take
+        (start over: ``True``). Callers whose operator is ringing are passed over.
+        """
+        free = [op for op in self.operators if op.state is OperatorState.FREE]
+        plan: dict[str, tuple[Operator, bool]] = {}
+        for call_id in self.line:
+            if not free:
+                break
+            waiter = self.waiting.get(call_id)
+            if waiter is None or waiter.ringing is not None:
+                continue
+            allowed = [op for op in free if waiter.may_take(op, now, self.overflow_after)]
+            untried = [op for op in allowed if op.uri not in waiter.skipped]
+            if not allowed:
+                continue
+            operator = min(untried or allowed, key=waiter.preference)
+            plan[call_id] = (operator, not untried)
+            free.remove(operator)
+        return plan
 
 
 @dataclass(frozen=True)
@@ -112,6 +193,42 @@ class QueueConfig:
     operators: Sequence[str]
     max_waiting: int
     max_wait: float
+    # operator URI -> skills, e.g. {"sip:op2@127.0.0.1:5081": frozenset({"yue"})}
+    skills: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # seconds a caller needing a skill waits for an operator with it before any
+    # operator may take them (None: never; 0: any at once, a skilled one preferred)
+    overflow_after: float | None = OVERFLOW_AFTER_S
+
+
+@dataclass(frozen=True)
+class OperatorSnapshot:
+    uri: str
+    state: OperatorState
+    skills: tuple[str, ...]  # sorted
+    calls_taken: int
+
+
+@dataclass(frozen=True)
+class WaiterSnapshot:
+    call_id: str
+    caller: str
+    skill: str | None
+    position: int  # 1 = next in line
+    waited: float  # seconds in this queue so far
+    ringing: str | None  # the operator being rung for them, if any
+    overflowed: bool  # any operator may take them now (waited overflow_after)
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One queue as the operator console shows it (``dataclasses.asdict`` -> JSON)."""
+
+    name: str
+    operators: tuple[OperatorSnapshot, ...]
+    waiting: tuple[WaiterSnapshot, ...]  # in line order, head first
+    max_waiting: int
+    max_wait: float
+    overflow_after: float | None
 
 
 class OperatorDesk:
@@ -130,15 +247,30 @@ class OperatorDesk:
         self._log = log
         self._tasks: set[asyncio.Future[None]] = set()
         self.on_operator_free: list[Callable[[], None]] = []
-        self.queues: dict[str, Queue] = {
-            name: Queue(
+        self.queues: dict[str, Queue] = {}
+        for name, cfg in queues.items():
+            unknown = sorted(set(cfg.skills) - set(cfg.operators))
+            if unknown:
+                raise ValueError(
+                    f"queue {name!r}: skills given for {', '.join(unknown)}, "
+                    "who are not operators of the queue; add them to its operators "
+                    "or remove their skills"
+                )
+            if cfg.overflow_after is not None and cfg.overflow_after < 0:
+                raise ValueError(
+                    f"queue {name!r}: overflow_after must be 0 or more seconds "
+                    f"(or None: never), got {cfg.overflow_after}"
+                )
+            self.queues[name] = Queue(
                 name=name,
-                operators=[Operator(uri=uri, queue=name) for uri in cfg.operators],
+                operators=[
+                    Operator(uri=uri, queue=name, skills=frozenset(cfg.skills.get(uri, ())))
+                    for uri in cfg.operators
+                ],
                 max_waiting=cfg.max_waiting,
                 max_wait=cfg.max_wait,
+                overflow_after=cfg.overflow_after,
             )
-            for name, cfg in queues.items()
-        }
 
     def free_operators(self, queue: str) -> int:
         q = self.queues.get(queue)
@@ -146,6 +278,52 @@ class OperatorDesk:
 
     def waiting(self, queue: str) -> int:
         return len(self.queues[queue].line)
+
+    def snapshot(self) -> list[QueueSnapshot]:
+        """Every queue now: its operators (state, skills, calls taken) and the
+        callers waiting in line, head first, with how long each has waited."""
+        now = time.monotonic()
+        shots: list[QueueSnapshot] = []
+        for queue in self.queues.values():
+            waiting: list[WaiterSnapshot] = []
+            for call_id in queue.line:
+                waiter = queue.waiting.get(call_id)
+                if waiter is None:
+                    continue
+                waiting.append(
+                    WaiterSnapshot(
+                        call_id=call_id,
+                        caller=waiter.caller,
+                        skill=waiter.skill,
+                        position=len(waiting) + 1,
+                        waited=now - waiter.joined,
+                        ringing=waiter.ringing,
+                        overflowed=(
+                            waiter.skill is not None
+                            and queue.overflow_after is not None
+                            and now - waiter.joined >= queue.overflow_after
+                        ),
+                    )
+                )
+            shots.append(
+                QueueSnapshot(
+                    name=queue.name,
+                    operators=tuple(
+                        OperatorSnapshot(
+                            uri=op.uri,
+                            state=op.state,
+                            skills=tuple(sorted(op.skills)),
+                            calls_taken=op.calls_taken,
+                        )
+                        for op in queue.operators
+                    ),
+                    waiting=tuple(waiting),
+                    max_waiting=queue.max_waiting,
+                    max_wait=queue.max_wait,
+                    overflow_after=queue.overflow_after,
+                )
+            )
+        return shots
 
     async def connect(
         self, call: WaitingCaller, queue_name: str, hold_prompt: PromptAudio | None
@@ -166,6 +344,26 @@ class OperatorDesk:
             queue.priority.add(call.call_id)
         else:
             queue.line.append(call.call_id)
+        skill = call.skill
+        queue.waiting[call.call_id] = Waiter(
+            call_id=call.call_id, caller=call.caller, skill=skill, joined=time.monotonic()
+        )
+        if skill is not None and not any(skill in op.skills for op in queue.operators):
+            if queue.overflow_after is None:
+                self._log.warning(
+                    "queue %s has no %s seat and never overflows: %s waits in vain",
+                    queue.name,
+                    skill,
+                    call.call_id,
+                )
+            else:
+                self._log.warning(
+                    "queue %s has no %s seat: %s waits %.0f s, then any operator",
+                    queue.name,
+                    skill,
+                    call.call_id,
+                    queue.overflow_after,
+                )
         call.note_queued(queue.line.index(call.call_id) + 1)
         hold = (
             call.stream.play(hold_prompt.frames(call.stream.codec), loop_forever=True)
@@ -174,7 +372,9 @@ class OperatorDesk:
         )
         call.note_transfer(queue.name, None, "waiting")
         try:
-            return await asyncio.wait_for(self._wait_and_bridge(call, queue), queue.max_wait)
+            # max_wait bounds the wait and the ringing, never the talk that follows
+            async with asyncio.timeout(queue.max_wait):
+                operator, leg = await self._until_answered(call, queue)
         except TimeoutError:
             self._log.info("no operator of %s within %.0f s", queue.name, queue.max_wait)
             call.note_transfer(queue.name, None, "no_operator")
@@ -183,44 +383,73 @@ class OperatorDesk:
             if call.call_id in queue.line:
                 queue.line.remove(call.call_id)
             queue.priority.discard(call.call_id)
+            queue.waiting.pop(call.call_id, None)
             if hold is not None:
                 hold.stop()
-            async with queue.changed:
-                queue.changed.notify_all()
+            queue.notify()
+        if call.gone.done():
+            await leg.hangup()
+            self._freed(operator)
+            queue.notify()
+            raise CallEnded(call.gone.result())
+        operator.state = OperatorState.TALKING
+        operator.calls_taken += 1
+        await self._talk(call, leg, operator, queue)
+        return TransferResult(TransferOutcome.BRIDGED, operator=operator.uri)
 
-    async def _next_operator(
-        self, call: WaitingCaller, queue: Queue, skipped: set[str]
-    ) -> Operator:
-        """Wait until this caller heads the line and an operator is free."""
+    async def _next_operator(self, call: WaitingCaller, queue: Queue, waiter: Waiter) -> Operator:
+        """Wait until a free operator is this caller's (see :meth:`Queue.assignment`)."""
         while True:
             if call.gone.done():
                 raise CallEnded(call.gone.result())
-            free = [op for op in queue.operators if op.state is OperatorState.FREE]
-            untried = [op for op in free if op.uri not in skipped]
-            if free and not untried:
-                skipped.clear()  # everybody was tried: start over
-                untried = free
-            if queue.line and queue.line[0] == call.call_id and untried:
-                operator = min(untried, key=lambda op: op.calls_taken)
-                operator.state = OperatorState.RINGING
-                return operator
-            async with queue.changed:
-                waiter: asyncio.Future[Any] = asyncio.ensure_future(queue.changed.wait())
-                watched: set[asyncio.Future[Any]] = {waiter, call.gone}
-                done, _ = await asyncio.wait(
-                    watched, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+            changed = queue.changed  # taken before looking: no change goes unseen
+            now = time.monotonic()
+            overflow_at = (
+                None
+                if waiter.skill is None or queue.overflow_after is None
+                else waiter.joined + queue.overflow_after
+            )
+            if overflow_at is not None and now >= overflow_at and not waiter.overflowed:
+                waiter.overflowed = True
+                self._log.info(
+                    "overflow: %s waited %.0f s for a %s seat; any operator now",
+                    call.call_id,
+                    now - waiter.joined,
+                    waiter.skill,
                 )
-                if waiter not in done:
-                    waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
+            mine = queue.assignment(now).get(call.call_id)
+            if mine is not None:
+                operator, start_over = mine
+                if start_over:
+                    waiter.skipped.clear()  # every operator they may take was tried
+                operator.state = OperatorState.RINGING
+                waiter.ringing = operator.uri
+                return operator
+            # wake on a change in the queue, the caller leaving, their overflow
+            # moment, or at least every WAKE_EVERY_S
+            wake = WAKE_EVERY_S
+            if overflow_at is not None and now < overflow_at:
+                wake = min(wake, overflow_at - now)
+            woken: asyncio.Future[Any] = asyncio.ensure_future(changed.wait())
+            watched: set[asyncio.Future[Any]] = {woken, call.gone}
+            try:
+                await asyncio.wait(watched, timeout=wake, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
 
-    async def _wait_and_bridge(self, call: WaitingCaller, queue: Queue) -> TransferResult:
-        skipped: set[str] = set()
+    async def _until_answered(
+        self, call: WaitingCaller, queue: Queue
+    ) -> tuple[Operator, OperatorLeg]:
+        """Ring the operators this caller gets, one after another, until one answers."""
+        waiter = queue.waiting[call.call_id]
         while True:
-            operator = await self._next_operator(call, queue, skipped)
+            operator = await self._next_operator(call, queue, waiter)
             try:
                 headers = await call.screen_pop()
+            except asyncio.CancelledError:
+                waiter.ringing = None
+                self._freed(operator)
+                raise
             except Exception:
                 self._log.exception("screen pop for %s failed; ringing without it", operator.uri)
                 headers = {}
@@ -233,32 +462,21 @@ class OperatorDesk:
                     abort=call.gone,
                     extra_headers=headers,
                 )
-            except asyncio.CancelledError:  # the caller was taken elsewhere (emergency)
+            except asyncio.CancelledError:  # max_wait, or the caller was taken elsewhere
+                waiter.ringing = None
                 self._freed(operator)
-                self._background(self._notify(queue))
                 raise
             except Exception:
                 self._log.exception("dialing operator %s failed", operator.uri)
                 leg = None
-            if leg is None:
-                self._freed(operator)
-                skipped.add(operator.uri)
-                await self._notify(queue)
-                if call.gone.done():
-                    raise CallEnded(call.gone.result())
-                continue
+            waiter.ringing = None
+            if leg is not None:
+                return operator, leg  # no await from here to _talk
+            self._freed(operator)
+            waiter.skipped.add(operator.uri)
+            queue.notify()
             if call.gone.done():
-                await leg.hangup()
-                self._freed(operator)
-                await self._notify(queue)
                 raise CallEnded(call.gone.result())
-            operator.state = OperatorState.TALKING
-            operator.calls_taken += 1
-            if call.call_id in queue.line:
-                queue.line.remove(call.call_id)
-            await self._notify(queue)
-            await self._talk(call, leg, operator, queue)
-            return TransferResult(TransferOutcome.BRIDGED, operator=operator.uri)
 
     async def connect_direct(
         self, call: WaitingCaller, uri: str, label: str, *, ring_timeout: float
@@ -321,14 +539,14 @@ class OperatorDesk:
     def _release_later(self, operator: Operator, queue: Queue) -> None:
         if self._wrap_up <= 0:
             self._freed(operator)
-            self._background(self._notify(queue))
+            queue.notify()
             return
         operator.state = OperatorState.WRAP_UP
 
         async def release() -> None:
             await asyncio.sleep(self._wrap_up)
             self._freed(operator)
-            await self._notify(queue)
+            queue.notify()
 
         self._background(release())
 
@@ -342,8 +560,3 @@ class OperatorDesk:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _notify(queue: Queue) -> None:
-        async with queue.changed:
-            queue.changed.notify_all()
