@@ -779,6 +779,13 @@ def _dialects(
     overflow = t.boolean("overflow", True)
     after = t.number("overflow_after", 30.0, 0, 86400, low_open=False)
     overflow_after = after if overflow else None
+    seatless = [d for d in offered if d not in (MANDARIN, prompts.dialect) and d not in seats]
+    if not overflow and t.ok("overflow") and seatless:
+        t.fail(
+            "overflow",
+            f"false, but {', '.join(seatless)} has no seat in [dialects.seats]: such callers "
+            "could never be answered; add seats or set overflow = true",
+        )
     seats_table.reject_unknown()
     voices_table.reject_unknown()
     t.reject_unknown()

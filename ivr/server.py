@@ -88,7 +88,13 @@ class Hotline:
         )
         self.desk = OperatorDesk(
             {
-                name: QueueConfig(q.operators, q.max_waiting, q.max_wait)
+                name: QueueConfig(
+                    q.operators,
+                    q.max_waiting,
+                    q.max_wait,
+                    skills={uri: settings.dialects.skills_of(uri) for uri in q.operators},
+                    overflow_after=settings.dialects.overflow_after,
+                )
                 for name, q in settings.queues.items()
             },
             dialer=self.dialer,

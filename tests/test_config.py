@@ -471,3 +471,10 @@ def test_error_carries_structured_problems(tmp_path: Path) -> None:
     assert caught.value.path == path
     (problem,) = caught.value.problems
     assert (problem.line, problem.key) == (2, "sip.port")
+
+
+def test_no_overflow_needs_a_seat_for_every_dialect(tmp_path: Path) -> None:
+    text = QUEUE + '[dialects]\noffered = ["mandarin", "yue"]\noverflow = false\n'
+    message = config_error(tmp_path, text)
+    assert f"config.toml:{line_of(text, 'overflow =')}: dialects.overflow" in message
+    assert "yue has no seat" in message
