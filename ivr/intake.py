@@ -267,7 +267,7 @@ class CallIntake:
 
     async def _beneficiary_prefill(self) -> Prefill:
         said = [t for t, who in zip(self._texts, self._about, strict=True) if t and who != "caller"]
-        return self._intake.prefiller.prefill("，".join(said), caller_id="")
+        return self._intake.prefiller.prefill("，".join(said), caller_id="", about="beneficiary")
 
     async def _raise_emergency(self, ticket: Ticket, prefill: Prefill) -> None:
         assert prefill.emergency is not None and prefill.emergency_service is not None

@@ -577,3 +577,31 @@ def test_recogniser_soundalikes_of_yao_inside_a_number(prefiller: Prefiller) -> 
     assert got.phone is not None and got.phone.value == "13812345678"
     # 有/要 that are not inside a number stay words
     assert prefiller.prefill("我有三个孩子，要三天", caller_id=None).phone is None
+
+
+@pytest.mark.parametrize(
+    ("said", "name", "district"),
+    [
+        (
+            "我母亲叫张秀英，电话幺三九零零零零幺幺幺幺，住在杭州市西湖区文三路九十号",
+            "张秀英",
+            "西湖区",
+        ),
+        ("老人姓王，王大爷，住在拱墅区", "王大爷", "拱墅区"),
+        ("她是李桂兰，家住余杭区", "李桂兰", "余杭区"),
+        ("老人是独居的，名字叫陈玉梅", "陈玉梅", None),
+        ("我是她儿子，我妈叫刘淑珍", "刘淑珍", None),
+        ("我叫王强，帮我奶奶反映一下", None, None),  # the relative's own name, not hers
+    ],
+)
+def test_beneficiary_fields_from_what_a_relative_says(
+    prefiller: Prefiller, said: str, name: str | None, district: str | None
+) -> None:
+    from ivr.intake import _beneficiary_fields
+
+    fields = _beneficiary_fields(prefiller.prefill(said, caller_id="", about="beneficiary"))
+    assert fields["beneficiary_name"]["value"] == name
+    assert fields["beneficiary_district"]["value"] == district
+    assert fields["proxy"]["value"] is True
+    for entry in fields["beneficiary_name"]["evidence"]:
+        assert said[entry["start"] : entry["end"]] == entry["text"]

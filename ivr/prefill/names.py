@@ -31,6 +31,16 @@ _NAME_CUES = re.compile(
     r"我的名字叫|我的名字是|我名字叫|名字叫|名字是|姓名是|姓名|我叫|本人是|本人|我是"
 )
 _SURNAME_CUES = re.compile(r"免贵姓|本人姓|我姓")
+# 亲友代办: a relative names the person they report for (老人叫, 我母亲叫, 她姓...).
+_KIN = (
+    "母亲|父亲|妈妈|爸爸|奶奶|爷爷|外婆|外公|姥姥|姥爷|婆婆|公公|老伴|岳母|岳父|"
+    "老人家|老人|老太太|老爷子|老大爷|老奶奶|大爷|大妈|妈|爸|他|她"
+)
+_BENEFICIARY_CUES = re.compile(
+    rf"(?:{_KIN})(?:的)?(?:名字|姓名)?(?:叫做|名叫|叫|是)|名字叫|名字是|姓名是|姓名"
+)
+_BENEFICIARY_SURNAME_CUES = re.compile(rf"(?:{_KIN})姓")
+_STRICT_CUES = ("我是", "本人是", "本人")
 # Where the name stops: the start of the next clause.
 CLAUSE_WORDS = (
     "电话", "手机", "号码", "联系", "住在", "家住", "家里", "家在", "地址", "今年", "现在",
@@ -118,14 +128,28 @@ def _full_name(text: str, i: int, gazetteer: Gazetteer, strict: bool) -> tuple[s
 
 def caller_name(text: str, gazetteer: Gazetteer) -> FieldValue | None:
     """The first name the caller gives for themself."""
+    return _first_name(text, gazetteer, _NAME_CUES, _SURNAME_CUES)
+
+
+def beneficiary_name(text: str, gazetteer: Gazetteer) -> FieldValue | None:
+    """The name of the person a relative reports for (亲友代办): 老人叫张秀英,
+    我母亲的名字是..., 她姓王; 名字叫 / 姓名是 also count (said of the person)."""
+    return _first_name(text, gazetteer, _BENEFICIARY_CUES, _BENEFICIARY_SURNAME_CUES)
+
+
+def _first_name(
+    text: str, gazetteer: Gazetteer, name_cues: re.Pattern[str], surname_cues: re.Pattern[str]
+) -> FieldValue | None:
     found: list[tuple[int, str, int, int]] = []  # (cue start, name, start, end)
-    for m in _NAME_CUES.finditer(text):
+    for m in name_cues.finditer(text):
         start = _skip_spaces(text, m.end())
-        strict = m.group() in ("我是", "本人是", "本人")
+        strict = m.group() in _STRICT_CUES or (
+            name_cues is _BENEFICIARY_CUES and m.group().endswith("是")
+        )
         got = _full_name(text, start, gazetteer, strict)
         if got is not None:
             found.append((m.start(), got[0], start, got[1]))
-    for m in _SURNAME_CUES.finditer(text):
+    for m in surname_cues.finditer(text):
         start = _skip_spaces(text, m.end())
         surname = _surname_at(text, start)
         if surname is None:
