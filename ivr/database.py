@@ -197,6 +197,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE caller_profiles ADD COLUMN callback_to TEXT",  # caller | beneficiary
         ),
     ),
+    Migration(
+        6,
+        "web console users (operator, admin) and their sessions",
+        (
+            """
+            CREATE TABLE users (
+                id            INTEGER PRIMARY KEY,
+                name          TEXT NOT NULL UNIQUE,
+                role          TEXT NOT NULL CHECK (role IN ('operator', 'admin')),
+                password_hash TEXT NOT NULL,
+                sip_uri       TEXT,          -- an operator's phone (their screen pops for it)
+                disabled      INTEGER NOT NULL DEFAULT 0,
+                created_at    REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE sessions (
+                token_hash TEXT PRIMARY KEY NOT NULL,  -- sha256 of the cookie's token
+                user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                csrf       TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX sessions_by_user ON sessions (user_id)",
+        ),
+    ),
+    Migration(
+        7,
+        "dial plan versions: every published plan, for history and rollback",
+        (
+            """
+            CREATE TABLE dialplan_versions (
+                id           INTEGER PRIMARY KEY,
+                version      TEXT NOT NULL,    -- first 12 hex digits of the source's sha256
+                source       TEXT NOT NULL,    -- the TOML as published
+                author       TEXT NOT NULL,
+                note         TEXT NOT NULL DEFAULT '',
+                published_at REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """
