@@ -285,6 +285,72 @@ def cmd_import_elderly(args: argparse.Namespace) -> int:
     return 0 if not bad else 1
 
 
+def _new_password(args: argparse.Namespace) -> str:
+    """The password from stdin (one line) with --password-stdin, else asked twice."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise ValueError("the two passwords differ; nothing was changed")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """`ivr users add | list | passwd`: the web console's accounts."""
+    import time
+
+    from ivr.database import DatabaseError, open_database
+    from ivr.web.auth import NAME_PATTERN, ROLES, Accounts, AuthError
+
+    settings = _settings(args.config)
+    if args.users_command == "add":  # say what is wrong before asking for a password
+        if args.role not in ROLES:
+            print(f"ivr: role {args.role!r} is not one of {', '.join(ROLES)}", file=sys.stderr)
+            return 1
+        if NAME_PATTERN.fullmatch(args.name) is None:
+            print(
+                f"ivr: name {args.name!r} must be 2 to 32 of a-z, 0-9, '_', '.', '-'",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        password = _new_password(args) if args.users_command in ("add", "passwd") else ""
+    except (ValueError, EOFError, KeyboardInterrupt) as exc:
+        print(f"ivr: {str(exc) or 'no password given'}", file=sys.stderr)
+        return 1
+
+    async def run() -> list[str]:
+        db = await open_database(settings.storage.database)
+        try:
+            accounts = Accounts(db)
+            if args.users_command == "add":
+                user = await accounts.add_user(args.name, password, args.role, sip_uri=args.sip_uri)
+                return [f"added {user.role} {user.name}"]
+            if args.users_command == "passwd":
+                await accounts.set_password(args.name, password)
+                return [f"password of {args.name} changed; their sessions were ended"]
+            users = await accounts.users()
+            width = max((len(u.name) for u in users), default=4)
+            lines = [f"{'name':<{width}}  {'role':<8}  {'created':<16}  sip_uri"]
+            for u in users:
+                created = time.strftime("%Y-%m-%d %H:%M", time.localtime(u.created_at))
+                lines.append(f"{u.name:<{width}}  {u.role:<8}  {created:<16}  {u.sip_uri or ''}")
+            return lines
+        finally:
+            await db.close()
+
+    try:
+        lines = asyncio.run(run())
+    except (AuthError, DatabaseError) as exc:
+        print(f"ivr: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="12345 hotline IVR")
     parser.add_argument(
@@ -351,6 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     registry.add_argument("file", type=Path)
     registry.set_defaults(func=cmd_import_elderly)
+
+    users = sub.add_parser("users", help="web console accounts (operators, admins)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    users_add = users_sub.add_parser("add", help="add a user")
+    users_add.add_argument("name", help="2-32 of a-z 0-9 _ . -")
+    users_add.add_argument("--role", required=True, help="operator or admin")
+    users_add.add_argument("--sip-uri", help="the operator's phone, e.g. sip:op1@10.0.0.5")
+    users_passwd = users_sub.add_parser("passwd", help="set a user's password (ends sessions)")
+    users_passwd.add_argument("name")
+    for one in (users_add, users_passwd):
+        one.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+    users_list = users_sub.add_parser("list", help="list the users")
+    for one in (users_add, users_passwd, users_list):
+        one.set_defaults(func=cmd_users)
 
     from callbacks.cli import add_callback_commands
     from callbacks.settings import policy_for_config
