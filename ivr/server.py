@@ -24,7 +24,7 @@ from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import Settings
 from ivr.database import Database, open_database
 from ivr.dialer import OperatorLine, SipDialer
-from ivr.dialplan.load import DialPlanError, load_dialplan
+from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.dialplan.run import run_dialplan
 from ivr.intake import Emergency, Intake
@@ -36,6 +36,7 @@ from ivr.media.ports import PortsExhausted, RtpPorts
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
 from ivr.operators import OperatorDesk, QueueConfig
+from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.prompts import PromptLibrary
 from ivr.recordings import purge_recordings
@@ -46,6 +47,7 @@ from ivr.speech.utterance import ListenSettings
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
 from ivr.transcriber import Transcriber
+from ivr.web.admin_plans import plan_routes
 from ivr.web.api import HotlineApi
 from ivr.work_orders import WorkOrderOutbox
 
@@ -104,6 +106,7 @@ class Hotline:
         )
         self.plan: DialPlan | None = None
         self.db: Database | None = None
+        self.plan_store: PlanStore | None = None
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
         self.profiles: CallerProfiles | None = None
@@ -186,6 +189,33 @@ class Hotline:
             log=self.log.getChild("work_orders"),
         )
         self.work_orders.start()
+        plan_file = self.settings.dialplan.file
+
+        async def reload_published() -> bool:
+            """reload_plan, raising why it failed so the admin who published sees it."""
+            with logged_errors(self.log) as errors:
+                if await self.reload_plan():
+                    return True
+            raise PlanLoadError(errors[-1] if errors else "see the server log")
+
+        self.plan_store = PlanStore(
+            self.db,
+            plan_file,
+            validate=lambda source: parse_dialplan(
+                source,
+                str(plan_file),
+                queues=set(self.settings.queues),
+                recorded_prompts=self.prompts.recorded_keys(),
+                dialects=self.settings.dialects.offered,
+                speeds=self.settings.elderly.speeds,
+            ),
+            reload=reload_published,
+        )
+
+        async def admin(request: object) -> str:
+            return "admin"  # TODO(auth): the web console's log-in and roles decide who may
+
+        self.api.app.add_routes(plan_routes(self.plan_store, admin, running=lambda: self.plan))
         web = self.settings.web
         if web.enabled:
             await self.api.start(web.host, web.port)
