@@ -223,8 +223,9 @@ class PromptLibrary:
                     )
                 slow[(dialect, key, speed)] = done[id(prompt)]
             report.append(f"(every prompt also at speed {speed:g}, pitch kept)")
-        self._ready = ready
-        self._slow = slow
+        # prompts the new plan no longer uses stay: calls still on the old plan need them
+        self._ready = {**self._ready, **ready}
+        self._slow = {**self._slow, **slow}
         return report
 
     def _stretched(self, pcm: npt.NDArray[np.int16], speed: float) -> npt.NDArray[np.int16]:

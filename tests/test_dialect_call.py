@@ -151,7 +151,7 @@ yue = ["{yue_op.uri}"]
     assert second.path == ["elderly_welcome", "operator"]
     assert second.operator == yue_op.uri
     heard2, _ = sf.read(str(heard_files[1]), dtype="int16")
-    welcome = prompts.get("welcome", SPEED, "yue").pcm
+    welcome = prompts.get("elderly_welcome", SPEED, "yue").pcm
     w_start, _ = voiced_span(welcome)
     assert best_match(np.asarray(heard2), welcome[w_start : w_start + 8000])[0] > 0.8
     assert hotline.profiles is not None

@@ -52,7 +52,7 @@ async def test_the_next_call_starts_slow_until_the_number_is_forgotten(
     log = logging.getLogger("ivr.test.caller")
     await place_call(trial(hotline.endpoint.port, digits="7", digit_delay=2.0, duration=5.0), log)
     await wait_records(hotline, 1)
-    welcome_slow = hotline.prompts.get("welcome", 0.8).pcm
+    welcome_slow = hotline.prompts.get("elderly_welcome", 0.8).pcm
     welcome = hotline.prompts.get("welcome").pcm
 
     second = tmp_path / "second.wav"
@@ -123,5 +123,23 @@ async def test_a_number_in_the_elderly_registry_goes_straight_to_a_human(
     assert record.path == ["elderly_welcome", "operator"]  # no menus
     assert record.outcome == "bridged" and record.digits == ""
     heard, _ = sf.read(str(heard_file), dtype="int16")
-    welcome_slow = hotline.prompts.get("welcome", 0.8).pcm
+    welcome_slow = hotline.prompts.get("elderly_welcome", 0.8).pcm
     assert best_match(heard, welcome_slow[8000:16000])[0] > 0.8
+
+
+async def test_a_remembered_caller_changes_back_to_normal_speed(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    hotline = await start_hotline()
+    assert hotline.profiles is not None
+    await hotline.profiles.remember("13800138000", speed=0.65)
+    log = logging.getLogger("ivr.test.caller")
+    await place_call(trial(hotline.endpoint.port, digits="3", digit_delay=2.0, duration=8.0), log)
+    (record,) = await wait_records(hotline, 1)
+    assert record.path[:3] == ["elderly_welcome", "speed_normal", "main"]
+    profile = await hotline.profiles.get("13800138000")
+    assert profile is not None and profile.speed == 1.0  # the next call starts normal
+    heard = tmp_path / "next.wav"
+    await place_call(trial(hotline.endpoint.port, duration=4.0, record=heard), log)
+    (_, second) = sorted(await wait_records(hotline, 2), key=lambda r: r.started_at)
+    assert second.path[0] == "welcome"

@@ -183,11 +183,6 @@ async def test_call_in_progress_keeps_its_plan_then_history_diff_rollback(
     assert records[0].plan_version == old_version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the prompt library keeps only the newest plan's prompts: a call still on the "
-    "old plan that reaches a node whose prompt the new plan dropped fails (PromptError)",
-)
 async def test_call_in_progress_hears_a_prompt_the_new_plan_dropped(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:

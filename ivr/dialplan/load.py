@@ -62,6 +62,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "invalid_prompt": str,
         "timeout_prompt": str,
         "words": dict,
+        "elderly_repeat": bool,
     },
     "transfer": {
         "type": str,
@@ -426,6 +427,7 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             body.get("invalid_prompt"),
             body.get("timeout_prompt"),
             words or {},
+            body.get("elderly_repeat", True),
         )
     if kind == "transfer":
         return TransferNode(

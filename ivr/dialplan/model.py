@@ -30,6 +30,9 @@ class MenuNode:
     invalid_prompt: str | None = None
     timeout_prompt: str | None = None
     words: dict[str, tuple[str, ...]] = field(default_factory=dict)  # key -> spoken words
+    # in the elderly service the prompt is said once more before silence counts;
+    # false for a menu whose silence is an answer (e.g. "wait for an operator")
+    elderly_repeat: bool = True
 
     @property
     def spoken(self) -> bool:

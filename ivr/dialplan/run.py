@@ -117,7 +117,7 @@ async def _menu(node: MenuNode, call: Call, prompts: PromptSource, listen: Liste
             key = await call.collect_digits(1, node.timeout * call.timeout_factor)
         if key in node.options:
             return node.options[key]
-        if not key and call.speed < 1.0 and not repeated:
+        if not key and call.speed < 1.0 and node.elderly_repeat and not repeated:
             repeated = True  # elderly callers hear the menu once more before it counts
             continue
         attempt += 1
