@@ -140,6 +140,7 @@ class TicketSettings:
     taxonomy: Path | None = None  # None: the taxonomy bundled with the IVR
     gazetteer: Path = Path("gazetteer.toml")
     screen_pop_wait: float = 2.0
+    duplicate_window_days: int = 7  # an operator is shown open tickets this recent as duplicates
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class WebSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    secure_cookie: bool = False  # true behind HTTPS: the session cookie is sent only over it
 
 
 @dataclass(frozen=True)
@@ -882,8 +884,14 @@ def _tickets(t: _Table, base: Path) -> TicketSettings:
     taxonomy = t.path("taxonomy", Path("-"), base) if t.has("taxonomy") else None
     gazetteer = t.path("gazetteer", d.gazetteer, base)
     wait = t.number("screen_pop_wait", d.screen_pop_wait, 0, 30, low_open=False)
+    window = t.integer("duplicate_window_days", d.duplicate_window_days, 1, 365)
     t.reject_unknown()
-    return TicketSettings(taxonomy=taxonomy, gazetteer=gazetteer, screen_pop_wait=wait)
+    return TicketSettings(
+        taxonomy=taxonomy,
+        gazetteer=gazetteer,
+        screen_pop_wait=wait,
+        duplicate_window_days=window,
+    )
 
 
 def _emergency(t: _Table) -> EmergencySettings:
@@ -917,8 +925,9 @@ def _web(t: _Table) -> WebSettings:
     enabled = t.boolean("enabled", d.enabled)
     host = t.host("host", d.host)
     port = t.integer("port", d.port, 0, 65535)
+    secure_cookie = t.boolean("secure_cookie", d.secure_cookie)
     t.reject_unknown()
-    return WebSettings(enabled=enabled, host=host, port=port)
+    return WebSettings(enabled=enabled, host=host, port=port, secure_cookie=secure_cookie)
 
 
 def _dialplan(t: _Table, base: Path) -> DialplanSettings:

@@ -94,6 +94,10 @@ class LiveCall:
     def gone(self) -> asyncio.Future[EndReason]:
         return self._gone
 
+    def ticket_id(self) -> int | None:
+        """The call's ticket, once it has one."""
+        return self.intake.ticket_id if self.intake is not None else None
+
     @property
     def skill(self) -> str | None:
         """The operator skill this caller needs: their dialect, unless every operator

@@ -43,6 +43,7 @@ class OperatorState(enum.StrEnum):
     RINGING = "ringing"
     TALKING = "talking"
     WRAP_UP = "wrap_up"
+    PAUSED = "paused"  # not taking calls (the operator said so on their screen)
 
 
 OVERFLOW_AFTER_S = 30.0  # default wait for a skilled seat before any operator may answer
@@ -56,6 +57,8 @@ class Operator:
     state: OperatorState = OperatorState.FREE
     calls_taken: int = 0
     skills: frozenset[str] = frozenset()  # e.g. {"yue"}: a Cantonese dialect seat
+    paused: bool = False  # takes no new call; a call in progress goes on
+    call_id: str | None = None  # the caller they are talking to
 
 
 class OperatorLeg(Protocol):
@@ -206,6 +209,7 @@ class OperatorSnapshot:
     state: OperatorState
     skills: tuple[str, ...]  # sorted
     calls_taken: int
+    call_id: str | None = None  # whom they talk to (or are being rung for)
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,7 @@ class OperatorDesk:
                             state=op.state,
                             skills=tuple(sorted(op.skills)),
                             calls_taken=op.calls_taken,
+                            call_id=op.call_id,
                         )
                         for op in queue.operators
                     ),
@@ -423,6 +428,7 @@ class OperatorDesk:
                 if start_over:
                     waiter.skipped.clear()  # every operator they may take was tried
                 operator.state = OperatorState.RINGING
+                operator.call_id = call.call_id  # their screen shows this ticket now
                 waiter.ringing = operator.uri
                 return operator
             # wake on a change in the queue, the caller leaving, their overflow
@@ -513,6 +519,7 @@ class OperatorDesk:
         release: bool = True,
     ) -> None:
         call.note_transfer(queue.name, operator.uri, "bridged")
+        operator.call_id = call.call_id
         bridge(call.stream, leg.stream)
         self._log.info("bridged to operator %s", operator.uri)
         try:
@@ -552,9 +559,40 @@ class OperatorDesk:
 
     def _freed(self, operator: Operator) -> None:
         """``operator`` is free again: tell whoever waits for one (the callback dialler)."""
+        operator.call_id = None
+        if operator.paused:
+            operator.state = OperatorState.PAUSED
+            return
         operator.state = OperatorState.FREE
         for listener in list(self.on_operator_free):
             listener()
+
+    def operators_named(self, uri: str) -> list[Operator]:
+        """``uri`` in every queue it serves."""
+        return [op for q in self.queues.values() for op in q.operators if op.uri == uri]
+
+    def set_available(self, uri: str, available: bool) -> bool:
+        """Ready (True) or paused (False), from the operator's screen; a call in
+        progress goes on. False when ``uri`` is no operator of any queue."""
+        found = self.operators_named(uri)
+        for operator in found:
+            operator.paused = not available
+            if not available and operator.state is OperatorState.FREE:
+                operator.state = OperatorState.PAUSED
+            elif available and operator.state is OperatorState.PAUSED:
+                self._freed(operator)
+        for queue in self.queues.values():
+            queue.notify()
+        if found:
+            self._log.info("operator %s %s", uri, "ready" if available else "paused")
+        return bool(found)
+
+    def current_call(self, uri: str) -> str | None:
+        """The call id ``uri`` is talking to (or being rung for), if any."""
+        for operator in self.operators_named(uri):
+            if operator.call_id is not None:
+                return operator.call_id
+        return None
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

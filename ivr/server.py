@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web_request
+
 from callbacks import CallbackQueue, should_call_back
 from callbacks.dialling import CallbackDialler
 from callbacks.model import Callback
@@ -45,10 +47,13 @@ from ivr.sip.incoming import IncomingInvite
 from ivr.sip.sdp import build_answer, choose
 from ivr.speech.utterance import ListenSettings
 from ivr.ticket_events import TicketEvents
+from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
 from ivr.transcriber import Transcriber
 from ivr.web.admin_plans import plan_routes
 from ivr.web.api import HotlineApi
+from ivr.web.auth import Accounts, require
+from ivr.web.console import ConsoleParts, console_routes
 from ivr.work_orders import WorkOrderOutbox
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
@@ -107,6 +112,8 @@ class Hotline:
         self.plan: DialPlan | None = None
         self.db: Database | None = None
         self.plan_store: PlanStore | None = None
+        self.accounts: Accounts | None = None
+        self.ticket_search: TicketSearch | None = None
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
         self.profiles: CallerProfiles | None = None
@@ -212,10 +219,14 @@ class Hotline:
             reload=reload_published,
         )
 
-        async def admin(request: object) -> str:
-            return "admin"  # TODO(auth): the web console's log-in and roles decide who may
+        async def admin(request: web_request.Request) -> str:
+            return require(request, "admin").name
 
+        self.accounts = Accounts(self.db, log=self.log.getChild("web"))
+        self.ticket_search = TicketSearch(self.db, self.tickets)
+        self.api.use_accounts(self.accounts, secure_cookie=self.settings.web.secure_cookie)
         self.api.app.add_routes(plan_routes(self.plan_store, admin, running=lambda: self.plan))
+        self.api.app.add_routes(console_routes(self._console_parts()))
         web = self.settings.web
         if web.enabled:
             await self.api.start(web.host, web.port)
@@ -241,6 +252,29 @@ class Hotline:
             self.plan.name,
             self.plan.version,
             len(self.settings.queues),
+        )
+
+    def _console_parts(self) -> ConsoleParts:
+        async def rebuild() -> None:
+            if self.plan is not None:
+                await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)
+
+        return ConsoleParts(
+            desk=self.desk,
+            tickets=lambda: self.tickets,
+            search=lambda: self.ticket_search,
+            callbacks=lambda: self.callback_queue,
+            calls=lambda: self.calls,
+            prompts=self.prompts,
+            prompt_keys=lambda: set(self._prompt_texts(self.plan)) if self.plan else set(),
+            prompt_texts=lambda: self._prompt_texts(self.plan) if self.plan else {},
+            rebuild_prompts=rebuild,
+            dialects=tuple(dict.fromkeys(("mandarin", *self.settings.dialects.offered))),
+            voices=self.settings.dialects.voices,
+            voices_dir=self.settings.prompts.voices_dir,
+            duplicate_window=self.settings.tickets.duplicate_window_days * 86400.0,
+            events=self.events,
+            log=self.log.getChild("web"),
         )
 
     async def reload_plan(self) -> bool:

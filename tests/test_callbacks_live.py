@@ -17,6 +17,7 @@ from ivr.trial_call import TrialOptions, place_call
 from tests.audio_tools import best_match, write_wav
 from tests.conftest import StartHotline
 from tests.peers import Baresip, SippUas, free_udp_port
+from tests.web_client import hotline_client
 
 DATA = Path(__file__).parent / "data"
 PLAN = DATA / "dialplans" / "straight_to_queue.toml"
@@ -262,10 +263,9 @@ async def test_ringing_again_cancels_the_callback_and_keeps_the_place(
         open_ones = [c for c in await queue.list() if c.state.is_open and c.number == NUMBER]
         assert len(open_ones) == 1
         # the same through the JSON API: list, cancel, and bad requests
-        import aiohttp
 
         base = f"http://127.0.0.1:{hotline.api.port}/api/callbacks"
-        async with aiohttp.ClientSession() as http:
+        async with await hotline_client(hotline, "operator") as http:
             async with http.get(base, params={"state": "pending"}) as r:
                 listed = (await r.json())["callbacks"]
                 assert open_ones[0].id in [c["id"] for c in listed]

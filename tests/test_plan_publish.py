@@ -27,6 +27,7 @@ from ivr.trial_call import place_call
 from ivr.web.admin_plans import MAX_SOURCE_BYTES, plan_routes
 from tests.conftest import StartHotline, trial
 from tests.test_call_path import wait_records
+from tests.web_client import hotline_client
 
 PLANS = Path(__file__).parent / "data" / "dialplans"
 LOG = logging.getLogger("ivr.test.caller")
@@ -77,7 +78,7 @@ async def test_broken_plan_is_refused_with_its_line_and_nothing_changes(
     line = broken.splitlines().index('options = { "1" = "nowhere" }') + 1
     syntax = OLD.replace("[nodes.bye]", "[nodes.bye")
     syntax_line = syntax.splitlines().index("[nodes.bye") + 1
-    async with aiohttp.ClientSession() as http:
+    async with await hotline_client(hotline) as http:
         for url in (f"{_base(hotline)}/publish", f"{_base(hotline)}/validate"):
             status, body = await _post(http, url, {"source": broken, "note": "oops"})
             assert status == 422, body
@@ -112,7 +113,7 @@ async def test_call_in_progress_keeps_its_plan_then_history_diff_rollback(
     old_version = hotline.plan.version
     plan_file = hotline.settings.dialplan.file
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession() as http:
+    async with await hotline_client(hotline) as http:
         status, body = await _post(http, f"{_base(hotline)}/diff", {"source": NEW})
         assert status == 200
         diff = body["diff"]
@@ -136,7 +137,7 @@ async def test_call_in_progress_keeps_its_plan_then_history_diff_rollback(
         new_version = published["version"]
         assert hotline.plan.version == new_version == version_of(NEW.encode())
         assert plan_file.read_text() == NEW
-        assert published["author"] == "admin" and published["note"] == "1 goes to b"
+        assert published["author"] == "test-admin" and published["note"] == "1 goes to b"
         await first
         (old_call,) = await wait_records(hotline, 1)
         assert old_call.path == ["welcome", "main", "a"], old_call
@@ -153,7 +154,7 @@ async def test_call_in_progress_keeps_its_plan_then_history_diff_rollback(
         status, overview = await _get(http, _base(hotline))
         history = overview["history"]
         assert [(h["id"], h["version"], h["author"]) for h in history] == [
-            (2, new_version, "admin"),
+            (2, new_version, "test-admin"),
             (1, old_version, "file"),
         ]
         assert overview["current"] == {"id": 2, "version": new_version, "source": NEW}
@@ -193,7 +194,7 @@ async def test_call_in_progress_hears_a_prompt_the_new_plan_dropped(
         place_call(trial(hotline.endpoint.port, digits="1", digit_delay=6.0, duration=14.0), LOG)
     )
     await _answered(hotline)
-    async with aiohttp.ClientSession() as http:
+    async with await hotline_client(hotline) as http:
         status, _ = await _post(http, f"{_base(hotline)}/publish", {"source": without_a})
     assert status == 200
     await call
@@ -210,7 +211,7 @@ async def test_bad_bodies_and_the_graph_of_the_running_plan(
     plan_file = hotline.settings.dialplan.file
     on_disk = plan_file.read_bytes()
     publish = f"{_base(hotline)}/publish"
-    async with aiohttp.ClientSession() as http:
+    async with await hotline_client(hotline) as http:
         for data, why in (
             (b"source = 1", "must be JSON"),
             (b"[1, 2]", "JSON object"),
@@ -359,7 +360,7 @@ async def test_plan_that_validates_but_does_not_load_is_put_back(
         '[nodes.b]\ntype = "describe"\nprompt = "b"\nnext = "bye"\non_no_speech = "bye"',
     )
     assert listens != NEW
-    async with aiohttp.ClientSession() as http:
+    async with await hotline_client(hotline) as http:
         status, body = await _post(http, f"{_base(hotline)}/validate", {"source": listens})
         assert status == 200 and body["ok"], body
         status, body = await _post(http, f"{_base(hotline)}/publish", {"source": listens})

@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from ivr.speech import character_error_rate
 from tests.audio_tools import best_match, pad, read_8k, write_wav
 from tests.conftest import SHARED, StartHotline
 from tests.peers import Baresip, SippUas, free_udp_port
+from tests.web_client import hotline_client
 
 DATA = Path(__file__).parent / "data"
 SPEECH = SHARED / "speech"
@@ -41,7 +41,7 @@ def clips() -> list[tuple[str, str]]:
 
 async def api_get(hotline: Any, path: str) -> Any:
     async with (
-        aiohttp.ClientSession() as http,
+        await hotline_client(hotline, "operator") as http,
         http.get(f"http://127.0.0.1:{hotline.api.port}{path}") as response,
     ):
         assert response.status == 200, await response.text()

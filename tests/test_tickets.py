@@ -17,7 +17,9 @@ from ivr.database import Database, open_database
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketError, TicketStore
 from ivr.web.api import HotlineApi
+from ivr.web.auth import Accounts
 from ivr.work_orders import WorkOrderOutbox
+from tests.web_client import PASSWORD, log_in
 
 LOG = logging.getLogger("test")
 
@@ -172,11 +174,20 @@ async def test_api_serves_tickets_and_streams_events(db: Database) -> None:
     store = TicketStore(db)
     events = TicketEvents()
     api = HotlineApi(tickets=lambda: store, events=events, status=lambda: {"calls": 0}, log=LOG)
+    accounts = Accounts(db)
+    api.use_accounts(accounts)
+    await accounts.add_user("op1", PASSWORD, "operator")
     await api.start("127.0.0.1", 0)
     base = f"http://127.0.0.1:{api.port}"
     try:
         ticket = await store.create("call-4", "13800138000")
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession() as anonymous:
+            for path in (f"/api/tickets/{ticket.id}", "/api/events", "/api/calls/call-4/tickets"):
+                async with anonymous.get(base + path) as r:
+                    assert r.status == 401, path  # the tickets hold callers' personal data
+            async with anonymous.get(f"{base}/api/health") as r:
+                assert r.status == 200
+        async with await log_in(base, "op1") as http:
             async with http.get(f"{base}/api/events") as stream:
                 assert stream.headers["Content-Type"].startswith("text/event-stream")
                 assert (await stream.content.readline()).startswith(b": connected")

@@ -1,8 +1,9 @@
 """The JSON API over aiohttp: tickets for screens, and a server-sent event
 stream of ticket changes (what the operator console listens to).
 
-Read-only for now and bound to 127.0.0.1 by default; log-in and roles come
-with the web console (see docs/decisions.md).
+Every route but /api/health needs a logged-in user (ivr.web.auth): operators
+read tickets and the event stream and act on callbacks; writes need the
+session's CSRF token.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
+from ivr.web.auth import Accounts, auth_middleware, auth_routes, require
 
 KEEPALIVE_S = 15.0
 
@@ -44,7 +47,9 @@ class HotlineApi:
         self._log = log
         self._runner: web.AppRunner | None = None
         self.port = 0
-        self.app = web.Application()
+        self.accounts: Accounts | None = None
+        self._auth: Middleware | None = None
+        self.app = web.Application(middlewares=[self._authenticate])
         self.app.add_routes(
             [
                 web.get("/api/health", self._health),
@@ -58,6 +63,20 @@ class HotlineApi:
                 web.post("/api/callbacks/{id}/retry", self._callback_retry),
             ]
         )
+
+    def use_accounts(self, accounts: Accounts, *, secure_cookie: bool = False) -> None:
+        """Log-in and sessions (before ``start``): until then nobody is logged in."""
+        self.accounts = accounts
+        self._auth = auth_middleware(accounts)
+        self.app.add_routes(auth_routes(accounts, secure_cookie=secure_cookie))
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._auth is None:
+            request["user"] = None
+            request["session"] = None
+            return await handler(request)
+        return await self._auth(request, handler)
 
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -98,6 +117,7 @@ class HotlineApi:
         return int(raw)
 
     async def _ticket(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         ticket_id = self._path_id(request)
         ticket = await self._store().get(ticket_id)
         if ticket is None:
@@ -105,6 +125,7 @@ class HotlineApi:
         return _json(ticket.to_json())
 
     async def _history(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         ticket_id = self._path_id(request)
         store = self._store()
         if await store.get(ticket_id) is None:
@@ -112,6 +133,7 @@ class HotlineApi:
         return _json({"history": [asdict(h) for h in await store.history(ticket_id)]})
 
     async def _call_tickets(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         tickets = await self._store().for_call(request.match_info["call_id"])
         return _json({"tickets": [t.to_json() for t in tickets]})
 
@@ -125,6 +147,7 @@ class HotlineApi:
         return queue
 
     async def _callback_list(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         states: list[CallbackState] = []
         for name in request.query.getall("state", []):
             try:
@@ -136,6 +159,7 @@ class HotlineApi:
         return _json({"callbacks": [c.to_json() for c in found]})
 
     async def _callback_show(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         callback_id = self._path_id(request, "callback")
         queue = self._queue()
         callback = await queue.get(callback_id)
@@ -145,6 +169,7 @@ class HotlineApi:
         return _json({"callback": callback.to_json(), "events": events})
 
     async def _callback_cancel(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         callback_id = self._path_id(request, "callback")
         try:
             body = await request.json() if request.can_read_body else {}
@@ -154,6 +179,7 @@ class HotlineApi:
         return await self._change(callback_id, "cancel", reason)
 
     async def _callback_retry(self, request: web.Request) -> web.Response:
+        require(request, "operator")
         return await self._change(self._path_id(request, "callback"), "retry", "")
 
     async def _change(self, callback_id: int, what: str, reason: str) -> web.Response:
@@ -173,6 +199,7 @@ class HotlineApi:
         return _json({"callback": callback.to_json()})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        require(request, "operator")
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",

@@ -1,0 +1,461 @@
+"""The web console's pages and the API behind them (operators and admins).
+
+Pages are static HTML + JavaScript (ivr/web/static/) that call the JSON API;
+every API route checks the user's role (ivr.web.auth.require) and every write
+needs the session's CSRF token (the auth middleware).
+
+Operator: availability, the live queue, the screen pop of the call being put
+through to them (the prefilled ticket, evidence highlighted), edit and save,
+likely duplicates, pending callbacks.  Admin: tickets (filters, CSV), the
+situation dashboard's counts, prompts per dialect (listen, upload, synthesise);
+dial plans are in ivr.web.admin_plans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import soundfile as sf
+from aiohttp import web
+
+from callbacks import CallbackQueue, CallbackState
+from ivr.media.prompt_audio import SAMPLE_RATE
+from ivr.operators import OperatorDesk
+from ivr.prompts import PromptError, PromptLibrary
+from ivr.ticket_events import TicketEvents
+from ivr.ticket_search import TicketFilter, TicketSearch, tickets_csv
+from ivr.tickets import STATUSES, TicketError, TicketStore
+from ivr.voice_recordings import VoiceImportError, check_recording, install_recording, voice_status
+from ivr.web.auth import require
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a prompt recording; minutes of 16-bit 44.1 kHz stereo
+MAX_EDIT_BYTES = 64 * 1024
+EDITABLE = re.compile(r"[a-z_]{1,40}")
+_PROMPT_KEY = re.compile(r"[a-z0-9_]{1,64}")
+
+
+class LiveCallView(Protocol):
+    """What the console shows of a call in progress."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def caller(self) -> str: ...
+
+    dialect: str
+    elderly: bool
+
+    def ticket_id(self) -> int | None: ...
+
+
+@dataclass
+class ConsoleParts:
+    """What the console reads and changes; made by the composition root."""
+
+    desk: OperatorDesk
+    tickets: Callable[[], TicketStore | None]
+    search: Callable[[], TicketSearch | None]
+    callbacks: Callable[[], CallbackQueue | None]
+    calls: Callable[[], Mapping[str, LiveCallView]]
+    prompts: PromptLibrary
+    prompt_keys: Callable[[], set[str]]
+    prompt_texts: Callable[[], Mapping[str, str]]
+    rebuild_prompts: Callable[[], Awaitable[None]]
+    dialects: tuple[str, ...]
+    voices: Mapping[str, str]
+    voices_dir: Path
+    duplicate_window: float
+    events: TicketEvents
+    log: logging.Logger
+
+
+def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
+    c = _Console(parts)
+    return [
+        web.get("/", c.home),
+        web.get("/login", c.page("login.html")),
+        web.get("/operator", c.page("operator.html")),
+        web.get("/admin", c.page("admin.html")),
+        web.static("/static", STATIC),
+        web.get("/api/console/me", c.me),
+        web.post("/api/console/availability", c.availability),
+        web.get("/api/console/queue", c.queue),
+        web.get("/api/console/callbacks", c.pending_callbacks),
+        web.get("/api/tickets", c.find),
+        web.get("/api/tickets.csv", c.export),
+        web.post("/api/tickets/{id}", c.edit),
+        web.get("/api/tickets/{id}/duplicates", c.duplicates),
+        web.post("/api/tickets/{id}/duplicate", c.mark_duplicate),
+        web.get("/api/stats", c.stats),
+        web.get("/api/admin/prompts", c.prompt_status),
+        web.get("/api/admin/prompts/{dialect}/{key}.wav", c.prompt_audio),
+        web.post("/api/admin/prompts/{dialect}/{key}", c.upload_prompt),
+        web.post("/api/admin/prompts/{dialect}/{key}/synthesise", c.synthesise_prompt),
+    ]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, ensure_ascii=False, default=str),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _error(status: int, message: str) -> web.HTTPException:
+    kinds: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest,
+        404: web.HTTPNotFound,
+        409: web.HTTPConflict,
+        413: web.HTTPRequestEntityTooLarge,
+        503: web.HTTPServiceUnavailable,
+    }
+    kind = kinds[status]
+    body = json.dumps({"error": message}, ensure_ascii=False)
+    if kind is web.HTTPRequestEntityTooLarge:
+        return web.HTTPRequestEntityTooLarge(
+            max_size=MAX_UPLOAD_BYTES, actual_size=0, text=body, content_type="application/json"
+        )
+    return kind(text=body, content_type="application/json")
+
+
+def _date(text: str, name: str) -> float:
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise _error(400, f"{name}={text[:20]!r}: want a date like 2026-11-25") from None
+    return datetime.datetime.combine(day, datetime.time()).timestamp()
+
+
+class _Console:
+    def __init__(self, parts: ConsoleParts) -> None:
+        self.p = parts
+
+    # -- pages ------------------------------------------------------------------
+    async def home(self, request: web.Request) -> web.Response:
+        user = request.get("user")
+        target = "/login" if user is None else ("/admin" if user.role == "admin" else "/operator")
+        raise web.HTTPFound(target)
+
+    def page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(
+                STATIC / name,
+                headers={
+                    "Cache-Control": "no-store",
+                    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                    "media-src 'self' blob:; frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff",
+                },
+            )
+
+        return serve
+
+    # -- helpers ----------------------------------------------------------------
+    def _store(self) -> TicketStore:
+        store = self.p.tickets()
+        if store is None:
+            raise _error(503, "starting up")
+        return store
+
+    @staticmethod
+    def _id(request: web.Request) -> int:
+        raw = request.match_info["id"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise _error(400, f"ticket id {raw[:40]!r} is not a number")
+        return int(raw)
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_EDIT_BYTES:
+            raise _error(413, f"the body is over {MAX_EDIT_BYTES} bytes")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _error(400, "the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise _error(400, "the body must be a JSON object")
+        return body
+
+    def _call_json(self, call_id: str) -> dict[str, Any]:
+        call = self.p.calls().get(call_id)
+        if call is None:
+            return {"call_id": call_id}
+        return {
+            "call_id": call_id,
+            "caller": call.caller,
+            "dialect": call.dialect,
+            "elderly": call.elderly,
+            "ticket_id": call.ticket_id(),
+        }
+
+    # -- operator -----------------------------------------------------------------
+    async def me(self, request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        body: dict[str, Any] = {"user": {"name": user.name, "role": user.role}}
+        body["sip_uri"] = user.sip_uri
+        operators = self.p.desk.operators_named(user.sip_uri) if user.sip_uri else []
+        body["operator"] = bool(operators)
+        body["ready"] = bool(operators) and not operators[0].paused
+        body["state"] = operators[0].state.value if operators else None
+        call_id = self.p.desk.current_call(user.sip_uri) if user.sip_uri else None
+        body["call"] = self._call_json(call_id) if call_id else None
+        ticket = None
+        if body["call"] and body["call"].get("ticket_id"):
+            found = await self._store().get(int(body["call"]["ticket_id"]))
+            ticket = found.to_json() if found is not None else None
+        body["ticket"] = ticket
+        return _json(body)
+
+    async def availability(self, request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        body = await self._body(request)
+        ready = body.get("ready")
+        if not isinstance(ready, bool):
+            raise _error(400, 'want {"ready": true} or {"ready": false}')
+        if not user.sip_uri or not self.p.desk.set_available(user.sip_uri, ready):
+            raise _error(409, f"{user.name} has no phone in any queue (users' sip_uri)")
+        self.p.log.info("console: %s is %s", user.name, "ready" if ready else "paused")
+        return _json({"ready": ready})
+
+    async def queue(self, request: web.Request) -> web.Response:
+        require(request, "operator")
+        store = self.p.tickets()
+        queues = []
+        for shot in self.p.desk.snapshot():
+            data = asdict(shot)
+            for waiter in data["waiting"]:
+                waiter.update(self._call_json(waiter["call_id"]))
+                waiter["urgency"] = None
+                if store is not None and waiter.get("ticket_id"):
+                    ticket = await store.get(int(waiter["ticket_id"]))
+                    waiter["urgency"] = ticket.value("urgency") if ticket else None
+            queues.append(data)
+        return _json({"queues": queues})
+
+    async def pending_callbacks(self, request: web.Request) -> web.Response:
+        require(request, "operator")
+        queue = self.p.callbacks()
+        if queue is None:
+            return _json({"callbacks": []})
+        found = await queue.list([s for s in CallbackState if s.is_open])
+        return _json({"callbacks": [c.to_json() for c in found]})
+
+    async def edit(self, request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        ticket_id = self._id(request)
+        body = await self._body(request)
+        changes: dict[str, str] = {}
+        fields = body.get("fields", {})
+        if not isinstance(fields, dict):
+            raise _error(400, '"fields" must be an object of field name -> text')
+        for name, value in fields.items():
+            if not isinstance(name, str) or EDITABLE.fullmatch(name) is None:
+                raise _error(400, f"field name {str(name)[:40]!r}: only a-z and _")
+            if not isinstance(value, str) or len(value) > 2000:
+                raise _error(400, f"field {name}: want text of at most 2000 characters")
+            changes[name] = value
+        status = body.get("status")
+        if status is not None:
+            if status not in STATUSES:
+                raise _error(400, f"status must be one of {', '.join(STATUSES)}")
+            changes["status"] = status
+        if not changes:
+            raise _error(400, "nothing to change")
+        store = self._store()
+        try:
+            ticket = await store.edit(ticket_id, changes, who=user.name)
+        except TicketError as exc:
+            raise _error(404 if "does not exist" in str(exc) else 400, str(exc)) from None
+        self.p.events.publish("edited", ticket.to_json())
+        self.p.log.info(
+            "console: %s edited ticket %d (%s)", user.name, ticket_id, ", ".join(changes)
+        )
+        return _json(ticket.to_json())
+
+    async def duplicates(self, request: web.Request) -> web.Response:
+        require(request, "operator")
+        ticket = await self._store().get(self._id(request))
+        search = self.p.search()
+        if ticket is None or search is None:
+            raise _error(404, "no such ticket")
+        found = await search.duplicates(ticket, window=self.p.duplicate_window)
+        return _json({"duplicates": [d.to_json() for d in found]})
+
+    async def mark_duplicate(self, request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        ticket_id = self._id(request)
+        body = await self._body(request)
+        other = body.get("of")
+        if not isinstance(other, int) or isinstance(other, bool) or other == ticket_id:
+            raise _error(400, 'want {"of": <the open ticket\'s id>}')
+        store = self._store()
+        if await store.get(other) is None:
+            raise _error(404, f"no ticket {other}")
+        try:
+            ticket = await store.edit(
+                ticket_id, {"duplicate_of": str(other), "status": "duplicate"}, who=user.name
+            )
+        except TicketError as exc:
+            raise _error(404, str(exc)) from None
+        await store.add_note(other, f"ticket {ticket_id} linked as a duplicate", who=user.name)
+        self.p.events.publish("edited", ticket.to_json())
+        return _json(ticket.to_json())
+
+    # -- admin: tickets and the dashboard -------------------------------------------
+    def _filter(self, request: web.Request) -> TicketFilter:
+        q = request.query
+        limit_text = q.get("limit", "200")
+        if not limit_text.isdigit():
+            raise _error(400, f"limit={limit_text[:20]!r}: want a number")
+        return TicketFilter(
+            category=q.get("category") or None,
+            district=q.get("district") or None,
+            urgency=q.get("urgency") or None,
+            status=q.get("status") or None,
+            since=_date(q["from"], "from") if q.get("from") else None,
+            until=_date(q["to"], "to") + 86400 if q.get("to") else None,
+            text=q.get("q") or None,
+            limit=int(limit_text),
+        )
+
+    def _search(self) -> TicketSearch:
+        search = self.p.search()
+        if search is None:
+            raise _error(503, "starting up")
+        return search
+
+    async def find(self, request: web.Request) -> web.Response:
+        require(request, "operator")
+        found = await self._search().find(self._filter(request))
+        return _json({"tickets": [dict(t.to_json(), summary=t.summary()) for t in found]})
+
+    async def export(self, request: web.Request) -> web.Response:
+        user = require(request, "admin")
+        found = await self._search().find(self._filter(request))
+        self.p.log.info("console: %s exported %d tickets as CSV", user.name, len(found))
+        return web.Response(
+            body=tickets_csv(found).encode("utf-8"),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": 'attachment; filename="tickets.csv"'},
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        require(request, "admin")
+        days_text = request.query.get("days", "30")
+        if not days_text.isdigit() or not 1 <= int(days_text) <= 366:
+            raise _error(400, "days must be 1..366")
+        now = datetime.datetime.now()
+        start = datetime.datetime.combine(
+            now.date() - datetime.timedelta(days=int(days_text) - 1), datetime.time()
+        )
+        counts = await self._search().counts(start.timestamp(), now.timestamp() + 1)
+        return _json({"days": int(days_text), **counts})
+
+    # -- admin: prompts ---------------------------------------------------------------
+    def _dialect_key(self, request: web.Request) -> tuple[str, str]:
+        dialect, key = request.match_info["dialect"], request.match_info["key"]
+        if dialect not in self.p.dialects:
+            raise _error(404, f"dialect {dialect[:20]!r} is not offered")
+        if _PROMPT_KEY.fullmatch(key) is None or key not in self.p.prompt_keys():
+            raise _error(404, f"no prompt {key[:64]!r} in the dial plan")
+        return dialect, key
+
+    async def prompt_status(self, request: web.Request) -> web.Response:
+        require(request, "admin")
+        rows = voice_status(
+            voices_dir=self.p.voices_dir,
+            dialects=self.p.dialects,
+            prompt_keys=self.p.prompt_keys(),
+            synthesis_voices=self.p.voices,
+            texts=set(self.p.prompt_texts()),
+        )
+        return _json({"dialects": list(self.p.dialects), "prompts": [asdict(r) for r in rows]})
+
+    async def prompt_audio(self, request: web.Request) -> web.Response:
+        require(request, "admin")
+        dialect, key = self._dialect_key(request)
+        try:
+            speed = float(request.query.get("speed", "1"))
+            prompt = self.p.prompts.get(key, speed, dialect)
+        except (ValueError, PromptError) as exc:
+            raise _error(404, str(exc)) from None
+        out = io.BytesIO()
+        sf.write(out, prompt.pcm, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        return web.Response(body=out.getvalue(), content_type="audio/wav")
+
+    async def upload_prompt(self, request: web.Request) -> web.Response:
+        user = require(request, "admin")
+        dialect, key = self._dialect_key(request)
+        if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
+            raise _error(413, f"the recording is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+        data = await self._upload_bytes(request)
+        loop = asyncio.get_running_loop()
+        check = await loop.run_in_executor(None, lambda: check_recording(data, name=key))
+        if not check.accepted:
+            self.p.log.warning(
+                "console: %s's recording for %s/%s rejected", user.name, dialect, key
+            )
+            return _json({"accepted": False, "reasons": list(check.reasons)}, status=422)
+        try:
+            path = await loop.run_in_executor(
+                None,
+                lambda: install_recording(
+                    check, voices_dir=self.p.voices_dir, dialect=dialect, key=key
+                ),
+            )
+        except VoiceImportError as exc:
+            raise _error(400, str(exc)) from None
+        await self.p.rebuild_prompts()
+        self.p.log.info("console: %s installed %s", user.name, path)
+        return _json({"accepted": True, "changes": list(check.changes), "path": str(path)})
+
+    async def _upload_bytes(self, request: web.Request) -> bytes:
+        """The file of a multipart upload (field "file"), at most MAX_UPLOAD_BYTES."""
+        if not request.content_type.startswith("multipart/"):
+            raise _error(400, "send the recording as multipart/form-data, field 'file'")
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise _error(400, "no field 'file' in the upload")
+            if getattr(part, "name", None) != "file":
+                continue
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await part.read_chunk(64 * 1024):  # type: ignore[union-attr]
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    raise _error(413, f"the recording is over {MAX_UPLOAD_BYTES // 1048576} MB")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    async def synthesise_prompt(self, request: web.Request) -> web.Response:
+        """Back to speech synthesis: the recording (if any) is set aside."""
+        user = require(request, "admin")
+        dialect, key = self._dialect_key(request)
+        if dialect not in self.p.voices:
+            raise _error(409, f"{dialect} has no synthesis voice; callers hear mandarin")
+        moved = []
+        folder = self.p.voices_dir / dialect
+        if folder.is_dir():
+            aside = folder / ".replaced"
+            for path in folder.glob(f"{key}.*"):
+                aside.mkdir(exist_ok=True)
+                path.replace(aside / path.name)
+                moved.append(path.name)
+        await self.p.rebuild_prompts()
+        self.p.log.info("console: %s re-synthesised %s/%s", user.name, dialect, key)
+        return _json({"synthesised": True, "set_aside": moved})

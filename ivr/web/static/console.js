@@ -1,0 +1,42 @@
+// Shared by the console pages: the JSON API with the session's CSRF token.
+"use strict";
+const Console = {
+  csrf: null,
+  async api(method, path, body, raw) {
+    const headers = {};
+    if (method !== "GET" && this.csrf) headers["X-CSRF-Token"] = this.csrf;
+    let payload;
+    if (body instanceof FormData) payload = body;
+    else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
+    const response = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+    if (response.status === 401 && !path.startsWith("/api/login")) { location.href = "/login"; throw new Error("not logged in"); }
+    if (raw) return response;
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) { const err = new Error((data && data.error) || response.statusText); err.status = response.status; err.data = data; throw err; }
+    return data;
+  },
+  async whoami() {
+    const me = await this.api("GET", "/api/me");
+    this.csrf = me.csrf;
+    return me.user;
+  },
+  async logout() {
+    try { await this.api("POST", "/api/logout", {}); } finally { location.href = "/login"; }
+  },
+  el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  },
+  seconds(s) { s = Math.round(s); return s >= 60 ? `${Math.floor(s / 60)}分${s % 60}秒` : `${s}秒`; },
+  when(epoch) { return new Date(epoch * 1000).toLocaleString("zh-CN", { hour12: false }); },
+};

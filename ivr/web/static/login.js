@@ -1,0 +1,15 @@
+"use strict";
+document.getElementById("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = document.getElementById("error");
+  error.textContent = "";
+  try {
+    const me = await Console.api("POST", "/api/login", {
+      name: document.getElementById("name").value.trim(),
+      password: document.getElementById("password").value,
+    });
+    location.href = me.user.role === "admin" ? "/admin" : "/operator";
+  } catch (e) {
+    error.textContent = e.status === 429 ? "尝试次数过多，请稍后再试 (too many attempts)" : "用户名或密码错误 (wrong name or password)";
+  }
+});

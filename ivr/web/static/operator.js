@@ -1,0 +1,154 @@
+"use strict";
+// The operator's screen: who is calling (the prefilled ticket with the words each
+// field came from highlighted), edit and save, the queue, pending callbacks.
+const FIELDS = [
+  ["name", "姓名"], ["phone", "联系电话"], ["address", "地址"], ["district", "区县"],
+  ["category", "分类"], ["urgency", "紧急程度"], ["urgency_reason", "紧急原因"], ["sentiment", "情绪"],
+  ["beneficiary_name", "代办对象姓名"], ["beneficiary_phone", "代办对象电话"], ["beneficiary_address", "代办对象地址"],
+];
+const DIALECTS = { mandarin: "普通话", wu: "吴语", yue: "粤语", min: "闽语", hakka: "客家话", xiang: "湘语", gan: "赣语" };
+let me = null, ticket = null, editing = false;
+
+function text(value) { return value === null || value === undefined ? "" : (typeof value === "object" ? JSON.stringify(value) : String(value)); }
+
+function highlighted(transcript, spans) {
+  // the transcript with every evidence span marked
+  const marks = spans.filter(s => s && s.end > s.start && s.end <= transcript.length).sort((a, b) => a.start - b.start);
+  const out = []; let at = 0;
+  for (const s of marks) {
+    if (s.start < at) continue;
+    out.push(transcript.slice(at, s.start));
+    out.push(Console.el("mark", { title: s.field }, transcript.slice(s.start, s.end)));
+    at = s.end;
+  }
+  out.push(transcript.slice(at));
+  return out;
+}
+
+function showTicket(t, call) {
+  ticket = t;
+  document.getElementById("no-call").classList.toggle("hidden", !!t);
+  document.getElementById("ticket-form").classList.toggle("hidden", !t);
+  if (!t) return;
+  document.getElementById("ticket-id").textContent = "#" + t.id;
+  document.getElementById("ticket-caller").textContent = t.caller;
+  const flags = document.getElementById("ticket-flags");
+  flags.replaceChildren();
+  if (call && call.dialect) flags.append(Console.el("span", { class: "badge" }, DIALECTS[call.dialect] || call.dialect), " ");
+  if (call && call.elderly) flags.append(Console.el("span", { class: "badge elderly" }, "老年人"), " ");
+  if (t.fields.proxy && t.fields.proxy.value) flags.append(Console.el("span", { class: "badge" }, "亲友代办"), " ");
+  if (t.emergency) flags.append(Console.el("span", { class: "badge urgent" }, "紧急 " + t.emergency));
+  const box = document.getElementById("fields");
+  const spans = [];
+  if (!editing) {
+    box.replaceChildren();
+    for (const [name, label] of FIELDS) {
+      const entry = t.fields[name];
+      if (name.startsWith("beneficiary_") && !(t.fields.proxy && t.fields.proxy.value)) continue;
+      box.append(Console.el("label", { for: "f-" + name }, label));
+      box.append(Console.el("input", { id: "f-" + name, name, value: text(entry && entry.value), "data-original": text(entry && entry.value) }));
+      if (entry && entry.evidence && entry.evidence.length) {
+        box.append(Console.el("div", { class: "evidence" }, "听到: " + entry.evidence.map(e => "「" + e.text + "」").join(" ") + (entry.source === "operator" ? " (已修改)" : "")));
+      } else if (entry && entry.source && entry.source !== "default") {
+        box.append(Console.el("div", { class: "evidence" }, "来源: " + entry.source));
+      }
+    }
+    document.getElementById("status").value = t.status;
+  }
+  for (const [name] of FIELDS) {
+    const entry = t.fields[name];
+    if (!name.startsWith("beneficiary_") && entry && entry.source === "speech") for (const e of entry.evidence || []) spans.push({ ...e, field: name });
+  }
+  document.getElementById("transcript").replaceChildren(...highlighted(t.transcript || "", spans));
+  const said = t.fields.beneficiary_said && t.fields.beneficiary_said.value;
+  const bsaid = document.getElementById("beneficiary-said");
+  bsaid.classList.toggle("hidden", !said);
+  if (said) {
+    const bspans = [];
+    for (const [name] of FIELDS) if (name.startsWith("beneficiary_") && t.fields[name]) for (const e of t.fields[name].evidence || []) bspans.push({ ...e, field: name });
+    bsaid.replaceChildren("代办对象: ", ...highlighted(said, bspans));
+  }
+}
+
+async function refreshMe() {
+  const data = await Console.api("GET", "/api/console/me");
+  me = data;
+  document.getElementById("state").textContent = data.state || "—";
+  const button = document.getElementById("availability");
+  button.textContent = data.ready ? "暂停接听 Pause" : "开始接听 Ready";
+  button.disabled = !data.operator;
+  const info = document.getElementById("call-info");
+  info.textContent = data.call ? (data.state === "ringing" ? "振铃中" : "通话中") : "";
+  if (data.ticket && (!ticket || ticket.id !== data.ticket.id)) { editing = false; showTicket(data.ticket, data.call); loadDuplicates(); }
+  else if (data.ticket && !editing) showTicket(data.ticket, data.call);
+}
+
+async function refreshQueue() {
+  const data = await Console.api("GET", "/api/console/queue");
+  const rows = [];
+  for (const q of data.queues) for (const w of q.waiting) {
+    rows.push(Console.el("tr", {},
+      Console.el("td", {}, w.position), Console.el("td", {}, w.caller),
+      Console.el("td", {}, Console.seconds(w.waited)),
+      Console.el("td", {}, DIALECTS[w.dialect] || w.dialect || ""),
+      Console.el("td", {}, w.elderly ? Console.el("span", { class: "badge elderly" }, "老年人") : "",
+        w.urgency === "紧急" ? Console.el("span", { class: "badge urgent" }, "紧急") : (w.urgency || ""))));
+  }
+  document.getElementById("queue").replaceChildren(...(rows.length ? rows : [Console.el("tr", {}, Console.el("td", { colspan: 5, class: "empty" }, "无人排队"))]));
+  const cbs = await Console.api("GET", "/api/console/callbacks");
+  const cbRows = cbs.callbacks.map(c => Console.el("tr", {}, Console.el("td", {}, c.id), Console.el("td", {}, c.number), Console.el("td", {}, c.reason), Console.el("td", {}, c.state)));
+  document.getElementById("callbacks").replaceChildren(...(cbRows.length ? cbRows : [Console.el("tr", {}, Console.el("td", { colspan: 4, class: "empty" }, "无"))]));
+}
+
+async function loadDuplicates() {
+  const list = document.getElementById("duplicates");
+  if (!ticket) { list.replaceChildren(Console.el("li", { class: "empty" }, "—")); return; }
+  const data = await Console.api("GET", `/api/tickets/${ticket.id}/duplicates`);
+  if (!data.duplicates.length) { list.replaceChildren(Console.el("li", { class: "empty" }, "无")); return; }
+  list.replaceChildren(...data.duplicates.map(d => Console.el("li", {},
+    `#${d.id} ${d.summary} (${d.why.join(", ")}) `,
+    Console.el("button", { type: "button", class: "secondary", "data-of": d.id, onclick: async () => {
+      const updated = await Console.api("POST", `/api/tickets/${ticket.id}/duplicate`, { of: d.id });
+      showTicket(updated, me && me.call); document.getElementById("saved").textContent = `已关联到 #${d.id}`;
+    } }, "标为重复"))));
+}
+
+document.getElementById("ticket-form").addEventListener("input", () => { editing = true; });
+document.getElementById("ticket-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!ticket) return;
+  const fields = {};
+  for (const input of document.querySelectorAll("#fields input")) {
+    if (input.value !== input.dataset.original) fields[input.name] = input.value;
+  }
+  const body = { fields };
+  const status = document.getElementById("status").value;
+  if (status !== ticket.status) body.status = status;
+  const saved = document.getElementById("saved");
+  try {
+    const updated = await Console.api("POST", `/api/tickets/${ticket.id}`, body);
+    editing = false; showTicket(updated, me && me.call);
+    saved.textContent = "已保存 Saved " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
+  } catch (e) { saved.textContent = ""; saved.append(Console.el("span", { class: "error" }, "保存失败: " + e.message)); }
+});
+document.getElementById("availability").addEventListener("click", async () => {
+  await Console.api("POST", "/api/console/availability", { ready: !me.ready });
+  await refreshMe();
+});
+document.getElementById("logout").addEventListener("click", () => Console.logout());
+
+(async () => {
+  const user = await Console.whoami();
+  document.getElementById("who").textContent = user.name;
+  await refreshMe(); await refreshQueue();
+  const events = new EventSource("/api/events");
+  for (const kind of ["screen_pop", "prefilled", "edited", "created", "emergency"]) {
+    events.addEventListener(kind, (e) => {
+      const t = JSON.parse(e.data);
+      if (ticket && t.id === ticket.id && !editing) showTicket(t, me && me.call);
+      refreshMe();
+    });
+  }
+  setInterval(refreshMe, 1500);
+  setInterval(refreshQueue, 2000);
+})();
