@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(sip-tester baresip-core espeak-ng sox)
+# the tests also drive the web console in Debian's Chromium (Playwright), and
+# draw its Chinese text with a CJK font
+if [ "${IVR_SETUP_FOR_TESTS:-0}" = "1" ]; then
+  APT_PACKAGES+=(chromium fonts-wqy-microhei)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -2,7 +2,7 @@
 # Set up everything (Debian packages, venv) and run lint, types and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+IVR_SETUP_FOR_TESTS=1 ./scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check ivr callbacks tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest -q -p no:cacheprovider "$@"
