@@ -88,7 +88,13 @@ class TicketSearch:
             where.append("created_at < ?")
             args.append(f.until)
         if f.text:
-            where.append("(instr(transcript, ?) > 0 OR instr(fields, ?) > 0)")
+            # the values only: the JSON around them ("value", "evidence", "source",
+            # "operator"...) would match every ticket
+            where.append(
+                "(instr(transcript, ?) > 0 OR EXISTS (SELECT 1 FROM json_each(tickets.fields) AS f "
+                "WHERE instr(CASE WHEN f.type = 'object' "
+                "THEN json_extract(f.value, '$.value') END, ?) > 0))"
+            )
             args.extend([f.text, f.text])
         sql = "SELECT id FROM tickets"
         if where:
@@ -196,7 +202,7 @@ def tickets_csv(tickets: Iterable[Ticket]) -> str:
     for t in tickets:
         values = [_cell(t.value(name)) for name in CSV_FIELDS]
         writer.writerow(
-            [t.id, _iso(t.created_at), t.status, t.caller, *values, _cell(t.transcript)]
+            [t.id, _iso(t.created_at), t.status, _cell(t.caller), *values, _cell(t.transcript)]
         )
     return out.getvalue()
 
@@ -204,7 +210,7 @@ def tickets_csv(tickets: Iterable[Ticket]) -> str:
 def _cell(value: str | None) -> str:
     """A spreadsheet cell that cannot run as a formula (CSV injection)."""
     text = value or ""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _iso(at: float) -> str:

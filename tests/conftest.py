@@ -49,6 +49,7 @@ def write_config(
     gazetteer: Path | None = None,
     speech_extra: str = "",
     callbacks: str = "enabled = false",
+    voices_dir: Path | None = None,
 ) -> Path:
     low, high = free_port_block(400)
     sip_port = free_udp_port()
@@ -67,7 +68,7 @@ rtp_port_max = {high}
 file = "{dialplan or ROOT / "dialplans" / "12345.toml"}"
 
 [prompts]
-voices_dir = "{ROOT / "voices"}"
+voices_dir = "{voices_dir or ROOT / "voices"}"
 cache_dir = "{prompt_cache}"
 
 [storage]

@@ -42,6 +42,7 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a prompt recording; minutes of 16-bit 44.1
 MAX_EDIT_BYTES = 64 * 1024
 EDITABLE = re.compile(r"[a-z_]{1,40}")
 _PROMPT_KEY = re.compile(r"[a-z0-9_]{1,64}")
+_NUMBER = re.compile(r"[0-9]{1,18}")  # not str.isdigit: "²" is a digit that int() refuses
 
 
 class LiveCallView(Protocol):
@@ -172,7 +173,7 @@ class _Console:
     @staticmethod
     def _id(request: web.Request) -> int:
         raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if _NUMBER.fullmatch(raw) is None:
             raise _error(400, f"ticket id {raw[:40]!r} is not a number")
         return int(raw)
 
@@ -317,7 +318,7 @@ class _Console:
     def _filter(self, request: web.Request) -> TicketFilter:
         q = request.query
         limit_text = q.get("limit", "200")
-        if not limit_text.isdigit():
+        if _NUMBER.fullmatch(limit_text) is None:
             raise _error(400, f"limit={limit_text[:20]!r}: want a number")
         return TicketFilter(
             category=q.get("category") or None,
@@ -355,7 +356,7 @@ class _Console:
     async def stats(self, request: web.Request) -> web.Response:
         require(request, "admin")
         days_text = request.query.get("days", "30")
-        if not days_text.isdigit() or not 1 <= int(days_text) <= 366:
+        if _NUMBER.fullmatch(days_text) is None or not 1 <= int(days_text) <= 366:
             raise _error(400, "days must be 1..366")
         now = datetime.datetime.now()
         start = datetime.datetime.combine(
