@@ -12,15 +12,18 @@ PASSWORD = "a-long-test-password"
 
 async def log_in(base: str, name: str, password: str = PASSWORD) -> aiohttp.ClientSession:
     """A session logged in as ``name`` at ``base`` (http://127.0.0.1:PORT)."""
-    jar = aiohttp.CookieJar(unsafe=True)  # cookies from an IP host
-    async with aiohttp.ClientSession(cookie_jar=jar) as first:
-        async with first.post(
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # an IP host
+    try:
+        async with session.post(
             f"{base}/api/login", json={"name": name, "password": password}
         ) as response:
             assert response.status == 200, await response.text()
             csrf = (await response.json())["csrf"]
-        first.detach()  # keep the jar for the session below
-    return aiohttp.ClientSession(cookie_jar=jar, headers={"X-CSRF-Token": csrf})
+    except BaseException:
+        await session.close()
+        raise
+    session.headers["X-CSRF-Token"] = csrf  # every later request carries it
+    return session
 
 
 async def hotline_client(

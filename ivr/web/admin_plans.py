@@ -98,7 +98,7 @@ def plan_routes(
     async def rollback(request: web.Request) -> web.Response:
         author = await guard(request)
         raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
             return _json({"error": f"plan version id {raw[:40]!r} is not a number"}, 400)
         try:
             published = await store.rollback(int(raw), author=author)

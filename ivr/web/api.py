@@ -50,6 +50,7 @@ class HotlineApi:
         self.accounts: Accounts | None = None
         self._auth: Middleware | None = None
         self.app = web.Application(middlewares=[self._authenticate])
+        self.app.on_response_prepare.append(_security_headers)
         self.app.add_routes(
             [
                 web.get("/api/health", self._health),
@@ -109,7 +110,7 @@ class HotlineApi:
     @staticmethod
     def _path_id(request: web.Request, what: str = "ticket") -> int:
         raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
             raise web.HTTPBadRequest(
                 text=json.dumps({"error": f"{what} id {raw[:40]!r} is not a number"}),
                 content_type="application/json",
@@ -227,6 +228,12 @@ class HotlineApi:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: no MIME sniffing, not framed by another site."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:

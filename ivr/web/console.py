@@ -453,10 +453,12 @@ class _Console:
         folder = self.p.voices_dir / dialect
         if folder.is_dir():
             aside = folder / ".replaced"
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             for path in folder.glob(f"{key}.*"):
                 aside.mkdir(exist_ok=True)
-                path.replace(aside / path.name)
-                moved.append(path.name)
+                kept = aside / f"{path.stem}.{stamp}{path.suffix}"  # earlier ones stay
+                path.replace(kept)
+                moved.append(kept.name)
         await self.p.rebuild_prompts()
         self.p.log.info("console: %s re-synthesised %s/%s", user.name, dialect, key)
         return _json({"synthesised": True, "set_aside": moved})
