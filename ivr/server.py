@@ -550,7 +550,9 @@ class Hotline:
     ) -> str:
         """Run the dial plan; words of an emergency interrupt it at once and
         send the caller to 110 / 119 / 120 (unless already with an operator)."""
-        walk = asyncio.ensure_future(run_dialplan(plan, call, self.prompts, log, self.listen))
+        walk = asyncio.ensure_future(
+            run_dialplan(plan, call, self.prompts, log, self.listen, clock=self.wall_clock)
+        )
         watched: set[asyncio.Future[Any]] = {walk, emergency}
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if walk.done():
@@ -580,7 +582,7 @@ class Hotline:
         if result.outcome is TransferOutcome.BRIDGED:
             return "emergency_bridged"
         log.error("emergency %s: %s did not answer", found.kind, uri)
-        return await run_dialplan(plan, call, self.prompts, log, self.listen)
+        return await run_dialplan(plan, call, self.prompts, log, self.listen, clock=self.wall_clock)
 
     # -- callbacks ------------------------------------------------------------
     def _callback_queue_name(self) -> str:

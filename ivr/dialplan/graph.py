@@ -12,6 +12,7 @@ from ivr.dialplan.model import (
     ElderlyNode,
     GotoNode,
     HangupNode,
+    HoursNode,
     MenuNode,
     NoCallbackNode,
     Node,
@@ -68,6 +69,11 @@ def node_kind(node: Node) -> tuple[str, str]:
         return "speed", f"{node.speed:g}"
     if isinstance(node, CallbackToNode):
         return "callback_to", node.person
+    if isinstance(node, HoursNode):
+        spans = ", ".join(
+            f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}" for a, b in node.hours.spans
+        )
+        return "hours", spans
     assert_never(node)
 
 
@@ -88,4 +94,6 @@ def node_edges(node: Node) -> list[tuple[str, str]]:
         PlayNode | NoCallbackNode | ElderlyNode | DialectNode | SpeedNode | CallbackToNode,
     ):
         return [("next", node.next)]
+    if isinstance(node, HoursNode):
+        return [("open", node.open_next), ("closed", node.closed_next)]
     assert_never(node)

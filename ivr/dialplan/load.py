@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ivr.dialects import DIALECT_ALIASES, DIALECTS
+from ivr.dialplan.hours import (
+    HoursError,
+    OpeningHours,
+    check_timezone,
+    parse_dates,
+    parse_days,
+    parse_spans,
+)
 from ivr.dialplan.model import (
     PERSONS,
     PROMPT_FIELDS,
@@ -27,6 +35,7 @@ from ivr.dialplan.model import (
     ElderlyNode,
     GotoNode,
     HangupNode,
+    HoursNode,
     MenuNode,
     NoCallbackNode,
     Node,
@@ -48,6 +57,7 @@ NODE_TYPES = (
     "speed",
     "proxy",
     "callback_to",
+    "hours",
 )
 MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -78,6 +88,16 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "dialect": {"type": str, "dialect": str, "next": str, "prompt": str},
     "speed": {"type": str, "speed": (int, float), "next": str, "prompt": str},
     "callback_to": {"type": str, "person": str, "next": str, "prompt": str},
+    "hours": {
+        "type": str,
+        "open": list,
+        "days": str,
+        "holidays": list,
+        "workdays": list,
+        "timezone": str,
+        "open_next": str,
+        "closed_next": str,
+    },
     "describe": {
         "type": str,
         "prompt": str,
@@ -103,6 +123,7 @@ REQUIRED = {
     "speed": ("speed", "next"),
     "proxy": ("prompt", "next", "on_no_speech"),
     "callback_to": ("person", "next"),
+    "hours": ("open", "open_next", "closed_next"),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
@@ -462,6 +483,8 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             )
             return None
         return SpeedNode(node_id, line, speed, body["next"], body.get("prompt"))
+    if kind == "hours":
+        return _hours(node_id, line, body, lines, fail)
     if kind == "callback_to":
         person = body["person"]
         if person not in PERSONS:
@@ -513,6 +536,38 @@ def _describe(
         values["no_speech_timeout"],
         about="beneficiary" if body["type"] == "proxy" else "caller",
     )
+
+
+def _hours(
+    node_id: str, line: int, body: dict[str, Any], lines: LineMap, fail: Any
+) -> HoursNode | None:
+    try:
+        spans = parse_spans(body["open"])
+    except HoursError as exc:
+        fail(lines.key("nodes", node_id, "open"), f"node {node_id!r}: open: {exc}")
+        return None
+    parsed: dict[str, Any] = {}
+    for key, parse in (
+        ("days", lambda v: parse_days(v)),
+        ("holidays", lambda v: parse_dates(v, "holidays")),
+        ("workdays", lambda v: parse_dates(v, "workdays")),
+        ("timezone", lambda v: check_timezone(v)),
+    ):
+        if key not in body:
+            continue
+        try:
+            parsed[key] = parse(body[key])
+        except HoursError as exc:
+            fail(lines.key("nodes", node_id, key), f"node {node_id!r}: {key}: {exc}")
+            return None
+    hours = OpeningHours(
+        spans=spans,
+        days=parsed.get("days", parse_days("mon-sun")),
+        holidays=parsed.get("holidays", frozenset()),
+        workdays=parsed.get("workdays", frozenset()),
+        timezone=parsed.get("timezone", "Asia/Shanghai"),
+    )
+    return HoursNode(node_id, line, hours, body["open_next"], body["closed_next"])
 
 
 def _dialect_prompts(
@@ -618,6 +673,8 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("next", node.next), ("on_no_speech", node.on_no_speech)]
     if isinstance(node, NoCallbackNode | ElderlyNode | DialectNode | SpeedNode | CallbackToNode):
         return [("next", node.next)]
+    if isinstance(node, HoursNode):
+        return [("open_next", node.open_next), ("closed_next", node.closed_next)]
     return []
 
 

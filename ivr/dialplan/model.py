@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr.dialplan.hours import OpeningHours
+
 # the node fields that name a prompt
 PROMPT_FIELDS = ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt", "no_speech_prompt")
 
@@ -142,6 +144,17 @@ class CallbackToNode:
     prompt: str | None = None
 
 
+@dataclass(frozen=True)
+class HoursNode:
+    """Time-of-day, weekday and holiday routing (see ivr.dialplan.hours)."""
+
+    id: str
+    line: int
+    hours: OpeningHours
+    open_next: str
+    closed_next: str
+
+
 PERSONS = ("caller", "beneficiary")
 
 Node = (
@@ -156,6 +169,7 @@ Node = (
     | DialectNode
     | SpeedNode
     | CallbackToNode
+    | HoursNode
 )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -15,6 +17,7 @@ from ivr.dialplan.model import (
     ElderlyNode,
     GotoNode,
     HangupNode,
+    HoursNode,
     MenuNode,
     NoCallbackNode,
     PlayNode,
@@ -43,6 +46,7 @@ async def run_dialplan(
     prompts: PromptSource,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     listen: ListenSettings | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> str:
     """Run ``call`` through ``plan``; returns the outcome ("bridged",
     "hangup", "loop_guard"). CallEnded propagates when the caller leaves."""
@@ -89,6 +93,8 @@ async def run_dialplan(
             if node.prompt:
                 await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
             node_id = node.next
+        elif isinstance(node, HoursNode):
+            node_id = node.open_next if node.hours.is_open(clock()) else node.closed_next
         elif isinstance(node, CallbackToNode):
             call.callback_to(node.person)
             if node.prompt:
