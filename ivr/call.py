@@ -10,6 +10,7 @@ SIP peers.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,9 +78,17 @@ class Call(Protocol):
         or the terminator (not included), or "" after ``timeout`` seconds of
         no key. Raises CallEnded when the caller is gone."""
 
-    async def transfer(self, queue: str, *, hold_prompt: PromptAudio | None) -> TransferResult:
+    async def transfer(
+        self,
+        queue: str,
+        *,
+        hold_prompt: PromptAudio | None,
+        announce: Callable[[int], PromptAudio | None] | None = None,
+        announce_every: float = 30.0,
+    ) -> TransferResult:
         """Bridge the caller to an operator of ``queue``; the caller hears
-        ``hold_prompt`` (looped) while waiting."""
+        ``hold_prompt`` (looped) while waiting, and ``announce(place in line)``
+        on joining and every ``announce_every`` s."""
 
     async def hangup(self) -> None:
         """End the call from the IVR side (reason IVR_HANGUP)."""

@@ -16,13 +16,14 @@ from ivr.dialects import MANDARIN
 from ivr.keypad import Keypad
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
+from ivr.operators import WaitingMusic
 from ivr.sip.dialog import Dialog, DialogEnd
 from ivr.speech.utterance import ListenSettings, Utterance, UtteranceCapture
 
 if TYPE_CHECKING:
     from ivr.intake import CallIntake
 
-Transfer = Callable[["LiveCall", str, PromptAudio | None], Awaitable[TransferResult]]
+Transfer = Callable[["LiveCall", str, WaitingMusic], Awaitable[TransferResult]]
 
 _DIALOG_END_TO_REASON = {
     DialogEnd.REMOTE_BYE: EndReason.CALLER_HANGUP,
@@ -147,9 +148,17 @@ class LiveCall:
             digits += digit
         return digits
 
-    async def transfer(self, queue: str, *, hold_prompt: PromptAudio | None) -> TransferResult:
+    async def transfer(
+        self,
+        queue: str,
+        *,
+        hold_prompt: PromptAudio | None,
+        announce: Callable[[int], PromptAudio | None] | None = None,
+        announce_every: float = 30.0,
+    ) -> TransferResult:
         self._check()
-        return await self._transfer(self, queue, hold_prompt)
+        music = WaitingMusic(hold_prompt, announce, announce_every)
+        return await self._transfer(self, queue, music)
 
     async def hangup(self) -> None:
         self.end(EndReason.IVR_HANGUP)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.media.prompt_audio import PromptAudio
-from ivr.media.rtp import RtpStream, bridge, unbridge
+from ivr.media.rtp import Playback, RtpStream, bridge, unbridge
 
 
 class OperatorState(enum.StrEnum):
@@ -192,6 +192,16 @@ class Queue:
 
 
 @dataclass(frozen=True)
+class WaitingMusic:
+    """What a caller hears in line: the hold prompt (looped), and their place in
+    line said on joining and every ``every`` seconds."""
+
+    hold: PromptAudio | None = None
+    announce: Callable[[int], PromptAudio | None] | None = None
+    every: float = 30.0
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     operators: Sequence[str]
     max_waiting: int
@@ -331,7 +341,10 @@ class OperatorDesk:
         return shots
 
     async def connect(
-        self, call: WaitingCaller, queue_name: str, hold_prompt: PromptAudio | None
+        self,
+        call: WaitingCaller,
+        queue_name: str,
+        hold_prompt: PromptAudio | WaitingMusic | None,
     ) -> TransferResult:
         queue = self.queues.get(queue_name)
         if queue is None:
@@ -370,11 +383,8 @@ class OperatorDesk:
                     queue.overflow_after,
                 )
         call.note_queued(queue.line.index(call.call_id) + 1)
-        hold = (
-            call.stream.play(hold_prompt.frames(call.stream.codec), loop_forever=True)
-            if (hold_prompt is not None)
-            else None
-        )
+        music = hold_prompt if isinstance(hold_prompt, WaitingMusic) else WaitingMusic(hold_prompt)
+        hold = asyncio.ensure_future(self._hold(call, queue, music))
         call.note_transfer(queue.name, None, "waiting")
         try:
             # max_wait bounds the wait and the ringing, never the talk that follows
@@ -389,8 +399,7 @@ class OperatorDesk:
                 queue.line.remove(call.call_id)
             queue.priority.discard(call.call_id)
             queue.waiting.pop(call.call_id, None)
-            if hold is not None:
-                hold.stop()
+            hold.cancel()
             queue.notify()
         if call.gone.done():
             await leg.hangup()
@@ -483,6 +492,28 @@ class OperatorDesk:
             queue.notify()
             if call.gone.done():
                 raise CallEnded(call.gone.result())
+
+    async def _hold(self, call: WaitingCaller, queue: Queue, music: WaitingMusic) -> None:
+        """Hold music while the caller waits, broken every ``music.every`` s (and
+        at once) by their place in line. Cancelled when the wait is over."""
+        playing: Playback | None = None
+        codec = call.stream.codec
+        try:
+            while True:
+                if music.announce is not None and call.call_id in queue.line:
+                    position = queue.line.index(call.call_id) + 1
+                    said = music.announce(position)
+                    if said is not None:
+                        playing = call.stream.play(said.frames(codec))
+                        await playing.done
+                if music.hold is not None:
+                    playing = call.stream.play(music.hold.frames(codec), loop_forever=True)
+                if music.announce is None:
+                    await asyncio.Future()  # the hold prompt until cancelled
+                await asyncio.sleep(music.every)
+        finally:
+            if playing is not None:
+                playing.stop()
 
     async def connect_direct(
         self, call: WaitingCaller, uri: str, label: str, *, ring_timeout: float

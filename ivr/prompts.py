@@ -310,6 +310,32 @@ class PromptLibrary:
         return pcm
 
 
+_ONES = "零一二三四五六七八九"
+
+
+def count_words(n: int) -> str:
+    """1..99 as Chinese numerals (一, 十二, 二十): what a prompt says for {n}."""
+    if not 0 < n < 100:
+        raise ValueError(f"{n} is not 1..99")
+    tens, ones = divmod(n, 10)
+    if tens == 0:
+        return _ONES[ones]
+    head = "十" if tens == 1 else _ONES[tens] + "十"
+    return head + (_ONES[ones] if ones else "")
+
+
+def numbered(texts: Mapping[str, str], most: int = 20) -> dict[str, str]:
+    """``texts`` with every text saying {n} replaced by key_1 .. key_<most>."""
+    out: dict[str, str] = {}
+    for key, text in texts.items():
+        if "{n}" in text:
+            for n in range(1, most + 1):
+                out[f"{key}_{n}"] = text.replace("{n}", count_words(n))
+        else:
+            out[key] = text
+    return out
+
+
 def ready_keys(ready: Mapping[tuple[str, str], PromptAudio]) -> set[str]:
     return {key for _, key in ready}
 

@@ -35,12 +35,11 @@ from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
 from ivr.media.inband_dtmf import InbandDtmfDetector
 from ivr.media.ports import PortsExhausted, RtpPorts
-from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
-from ivr.operators import OperatorDesk, QueueConfig
+from ivr.operators import OperatorDesk, QueueConfig, WaitingMusic
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
-from ivr.prompts import PromptLibrary
+from ivr.prompts import PromptLibrary, numbered
 from ivr.recordings import purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
@@ -153,8 +152,9 @@ class Hotline:
         )
 
     def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
-        """The plan's prompts, and what a called-back caller hears first."""
-        return {CALLBACK_GREETING_KEY: self.settings.callbacks.greeting, **plan.prompts}
+        """The plan's prompts, and what a called-back caller hears first; a
+        prompt saying {n} once per number (a caller's place in line)."""
+        return {CALLBACK_GREETING_KEY: self.settings.callbacks.greeting, **numbered(plan.prompts)}
 
     async def _load_speech(self, plan: DialPlan) -> None:
         """Load the speech engine if ``plan`` listens and none is loaded yet.
@@ -734,11 +734,8 @@ class Hotline:
                     self.log.exception("recordings: purge failed")
             await asyncio.sleep(RECORDING_PURGE_EVERY_S)
 
-    async def _transfer(
-        self, call: LiveCall, queue: str, hold_prompt: PromptAudio | None
-    ) -> TransferResult:
-        result = await self.desk.connect(call, queue, hold_prompt)
-        return result
+    async def _transfer(self, call: LiveCall, queue: str, music: WaitingMusic) -> TransferResult:
+        return await self.desk.connect(call, queue, music)
 
     async def _watch_media(self) -> None:
         """Dead-call detection: no RTP from the caller for rtp_timeout seconds."""

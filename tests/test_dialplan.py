@@ -4,6 +4,7 @@ interpreter walking a scripted call."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,6 +131,7 @@ class ScriptedCall:
         self.path: list[str] = []
         self.hung_up = False
         self.transfers: list[str] = []
+        self.announced: list[str] = []
 
     @property
     def call_id(self) -> str:
@@ -153,7 +155,16 @@ class ScriptedCall:
             raise CallEnded(EndReason.CALLER_HANGUP)
         return self.keys.pop(0) or ""
 
-    async def transfer(self, queue: str, *, hold_prompt: PromptAudio | None) -> TransferResult:
+    async def transfer(
+        self,
+        queue: str,
+        *,
+        hold_prompt: PromptAudio | None,
+        announce: Any = None,
+        announce_every: float = 30.0,
+    ) -> TransferResult:
+        if announce is not None:
+            self.announced.append(announce(3).key)
         self.transfers.append(queue)
         if self.bridged:
             return TransferResult(TransferOutcome.BRIDGED, operator="sip:op@127.0.0.1")
@@ -347,7 +358,11 @@ async def test_caller_chooses_cantonese_then_a_slower_speed(plan: object) -> Non
     # prompts before the choice in the default dialect, after it in Cantonese
     assert prompts.dialects[0] == ("welcome", "mandarin")
     assert ("dialect_set", "yue") in prompts.dialects
-    assert prompts.dialects[-2:] == [("connecting", "yue"), ("hold", "yue")]
+    assert prompts.dialects[-3:] == [
+        ("connecting", "yue"),
+        ("hold", "yue"),
+        ("queue_position_3", "yue"),
+    ]
     assert ("main_menu", 0.65) in prompts.speeds
 
 

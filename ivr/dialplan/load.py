@@ -80,6 +80,8 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "on_no_operator": str,
         "hold_prompt": str,
         "prompt": str,
+        "position_prompt": str,
+        "announce_every": (int, float),
     },
     "hangup": {"type": str, "prompt": str},
     "goto": {"type": str, "target": str},
@@ -329,6 +331,15 @@ def parse_dialplan(
                     f"prompts.{dialect}.{key}: no prompt {key!r} in [prompts] to reword"
                     f"{_did_you_mean(key, prompts)}",
                 )
+    for node in nodes.values():
+        if isinstance(node, TransferNode) and node.position_prompt:
+            wording = prompts.get(node.position_prompt)
+            if wording is not None and "{n}" not in wording:
+                fail(
+                    lines.key("nodes", node.id, "position_prompt"),
+                    f"node {node.id!r}: position_prompt {node.position_prompt!r} must say "
+                    "{n} where the caller's place in line goes, e.g. 您现在排在第{n}位",
+                )
     _check_against_config(nodes, lines, fail, dialects, speeds)
     if queues is not None:
         for node in nodes.values():
@@ -451,6 +462,13 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             body.get("elderly_repeat", True),
         )
     if kind == "transfer":
+        every = float(body.get("announce_every", 30.0))
+        if not 5 <= every <= 600:
+            fail(
+                lines.key("nodes", node_id, "announce_every"),
+                f"node {node_id!r}: announce_every {every:g} s out of range 5..600",
+            )
+            return None
         return TransferNode(
             node_id,
             line,
@@ -458,6 +476,8 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             body["on_no_operator"],
             body.get("hold_prompt"),
             body.get("prompt"),
+            body.get("position_prompt"),
+            every,
         )
     if kind == "hangup":
         return HangupNode(node_id, line, body.get("prompt"))

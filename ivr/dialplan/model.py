@@ -8,7 +8,16 @@ from pathlib import Path
 from ivr.dialplan.hours import OpeningHours
 
 # the node fields that name a prompt
-PROMPT_FIELDS = ("prompt", "invalid_prompt", "timeout_prompt", "hold_prompt", "no_speech_prompt")
+PROMPT_FIELDS = (
+    "prompt",
+    "invalid_prompt",
+    "timeout_prompt",
+    "hold_prompt",
+    "no_speech_prompt",
+    "position_prompt",
+)
+# a prompt whose text holds {n} is rendered once per number 1..MAX_ANNOUNCED as key_<n>
+MAX_ANNOUNCED = 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,9 @@ class TransferNode:
     on_no_operator: str
     hold_prompt: str | None = None
     prompt: str | None = None  # said once before the caller waits
+    # said on joining the line and every announce_every s while waiting ("您排在第{n}位")
+    position_prompt: str | None = None
+    announce_every: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from ivr.call import Call, TransferOutcome
 from ivr.dialplan.model import (
+    MAX_ANNOUNCED,
     CallbackToNode,
     DescribeNode,
     DialectNode,
@@ -40,6 +41,20 @@ def _prompt(prompts: PromptSource, key: str, call: Call) -> PromptAudio:
     return prompts.get(key, call.speed, call.dialect)
 
 
+def _announcer(
+    prompts: PromptSource, node: TransferNode, call: Call
+) -> Callable[[int], PromptAudio | None] | None:
+    """The caller's place in line as a prompt ("您现在排在第三位"), or None."""
+    key = node.position_prompt
+    if not key:
+        return None
+
+    def announce(position: int) -> PromptAudio | None:
+        return _prompt(prompts, f"{key}_{min(max(position, 1), MAX_ANNOUNCED)}", call)
+
+    return announce
+
+
 async def run_dialplan(
     plan: DialPlan,
     call: Call,
@@ -65,7 +80,13 @@ async def run_dialplan(
             if node.prompt:
                 await call.play(_prompt(prompts, node.prompt, call), barge_in=False)
             hold = _prompt(prompts, node.hold_prompt, call) if node.hold_prompt else None
-            result = await call.transfer(node.queue, hold_prompt=hold)
+            announce = _announcer(prompts, node, call)
+            result = await call.transfer(
+                node.queue,
+                hold_prompt=hold,
+                announce=announce,
+                announce_every=node.announce_every,
+            )
             if result.outcome is TransferOutcome.BRIDGED:
                 return "bridged"
             node_id = node.on_no_operator
