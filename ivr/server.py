@@ -227,6 +227,11 @@ class Hotline:
         self.api.use_accounts(self.accounts, secure_cookie=self.settings.web.secure_cookie)
         self.api.app.add_routes(plan_routes(self.plan_store, admin, running=lambda: self.plan))
         self.api.app.add_routes(console_routes(self._console_parts()))
+        if self.settings.web.enabled and not await self.accounts.users():
+            self.log.warning(
+                "web console: no users yet; create the first admin with "
+                "`ivr users add NAME --role admin`"
+            )
         web = self.settings.web
         if web.enabled:
             await self.api.start(web.host, web.port)
