@@ -262,6 +262,9 @@ class OperatorDesk:
         self._tasks: set[asyncio.Future[None]] = set()
         self.on_operator_free: list[Callable[[], None]] = []
         self.queues: dict[str, Queue] = {}
+        # one Operator per phone, shared by every queue it serves: a person in two
+        # queues is rung for one caller at a time
+        self._operators: dict[str, Operator] = {}
         for name, cfg in queues.items():
             unknown = sorted(set(cfg.skills) - set(cfg.operators))
             if unknown:
@@ -275,12 +278,16 @@ class OperatorDesk:
                     f"queue {name!r}: overflow_after must be 0 or more seconds "
                     f"(or None: never), got {cfg.overflow_after}"
                 )
+            for uri in cfg.operators:
+                skills = frozenset(cfg.skills.get(uri, ()))
+                known = self._operators.get(uri)
+                if known is None:
+                    self._operators[uri] = Operator(uri=uri, queue=name, skills=skills)
+                else:
+                    known.skills = known.skills | skills
             self.queues[name] = Queue(
                 name=name,
-                operators=[
-                    Operator(uri=uri, queue=name, skills=frozenset(cfg.skills.get(uri, ())))
-                    for uri in cfg.operators
-                ],
+                operators=[self._operators[uri] for uri in cfg.operators],
                 max_waiting=cfg.max_waiting,
                 max_wait=cfg.max_wait,
                 overflow_after=cfg.overflow_after,
@@ -595,12 +602,16 @@ class OperatorDesk:
             operator.state = OperatorState.PAUSED
             return
         operator.state = OperatorState.FREE
+        for queue in self.queues.values():
+            if operator in queue.operators:
+                queue.notify()  # callers of every queue they serve may take them now
         for listener in list(self.on_operator_free):
             listener()
 
     def operators_named(self, uri: str) -> list[Operator]:
-        """``uri`` in every queue it serves."""
-        return [op for q in self.queues.values() for op in q.operators if op.uri == uri]
+        """The operator with phone ``uri`` (one object, whatever queues they serve)."""
+        known = self._operators.get(uri)
+        return [] if known is None else [known]
 
     def set_available(self, uri: str, available: bool) -> bool:
         """Ready (True) or paused (False), from the operator's screen; a call in

@@ -466,3 +466,40 @@ async def test_a_caller_who_waits_out_max_wait_is_told_no_operator() -> None:
         assert [w.call_id for w in desk.desk.snapshot()[0].waiting] == []
     finally:
         await desk.close()
+
+
+async def test_an_operator_in_two_queues_takes_one_caller_at_a_time() -> None:
+    dialer = FakeDialer()
+    desk = OperatorDesk(
+        {
+            "water": QueueConfig([MANDARIN_OP], 10, 10.0),
+            "power": QueueConfig([MANDARIN_OP, YUE_SEAT], 10, 10.0, skills=YUE),
+        },
+        dialer=dialer,
+        ring_timeout=RING_TIMEOUT,
+        wrap_up=0.0,
+        log=LOG,
+    )
+    first, second = FakeCaller("13800000011"), FakeCaller("13800000012", "yue")
+    third = FakeCaller("13800000013")
+    tasks = [
+        asyncio.ensure_future(desk.connect(first, "water", None)),
+        asyncio.ensure_future(desk.connect(second, "power", None)),
+    ]
+    try:
+        await until(lambda: first.caller in dialer.legs and second.caller in dialer.legs)
+        assert dialer.rung_for(first.caller) == [MANDARIN_OP]
+        assert dialer.rung_for(second.caller) == [YUE_SEAT]
+        # the person at MANDARIN_OP is busy in "water": a "power" caller is not rung to them
+        tasks.append(asyncio.ensure_future(desk.connect(third, "power", None)))
+        await until(lambda: third.positions != [])
+        await asyncio.sleep(0.2)
+        assert dialer.rung_for(third.caller) == []
+        assert [op.state for op in desk.operators_named(MANDARIN_OP)] == [OperatorState.TALKING]
+        dialer.legs[first.caller].ended.set_result("remote_bye")  # free again: "power" may take
+        await until(lambda: third.caller in dialer.legs)
+        assert dialer.rung_for(third.caller) == [MANDARIN_OP]
+    finally:
+        for caller in (first, second, third):
+            caller.end(EndReason.CALLER_HANGUP)
+        await asyncio.gather(*tasks, return_exceptions=True)
