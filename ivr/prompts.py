@@ -96,6 +96,37 @@ def read_recording(path: Path) -> npt.NDArray[np.int16]:
     return pcm
 
 
+class PromptSet:
+    """One build's prompts, by (dialect, key) and (dialect, key, speed); frozen.
+
+    A call is given the set built with its dial plan and keeps it to the end,
+    so a plan published meanwhile changes nothing the call hears."""
+
+    def __init__(
+        self,
+        ready: Mapping[tuple[str, str], PromptAudio],
+        slow: Mapping[tuple[str, str, float], PromptAudio],
+        default_dialect: str,
+    ) -> None:
+        self._ready = dict(ready)
+        self._slow = dict(slow)
+        self.default_dialect = default_dialect
+
+    def get(self, key: str, speed: float = 1.0, dialect: str | None = None) -> PromptAudio:
+        wanted = dialect or self.default_dialect
+        if (wanted, key) not in self._ready:
+            wanted = MANDARIN
+        if speed < 1.0:
+            slow = self._slow.get((wanted, key, speed))
+            if slow is not None:
+                return slow
+        try:
+            return self._ready[(wanted, key)]
+        except KeyError:
+            known = ", ".join(sorted({k for _, k in self._ready})) or "none"
+            raise PromptError(f"prompt {key!r} was not built (known: {known})") from None
+
+
 class PromptLibrary:
     """Every prompt of the dial plan in every offered dialect and speed, ready to send.
 
@@ -125,8 +156,7 @@ class PromptLibrary:
         self.espeak_speed = espeak_speed
         self.slow_speeds = tuple(s for s in slow_speeds if s < 1.0)
         self.log = log or logging.getLogger("ivr.prompts")
-        self._ready: dict[tuple[str, str], PromptAudio] = {}  # (dialect, key)
-        self._slow: dict[tuple[str, str, float], PromptAudio] = {}
+        self._current = PromptSet({}, {}, default_dialect)
         self.renders = 0  # espeak-ng runs (the cache keeps this at 0 on a warm start)
 
     @classmethod
@@ -158,19 +188,12 @@ class PromptLibrary:
 
     def get(self, key: str, speed: float = 1.0, dialect: str | None = None) -> PromptAudio:
         """The prompt ``key`` in ``dialect`` (default: the deployment's); at a
-        slower ``speed`` if that was prepared."""
-        wanted = dialect or self.default_dialect
-        if (wanted, key) not in self._ready:
-            wanted = MANDARIN
-        if speed < 1.0:
-            slow = self._slow.get((wanted, key, speed))
-            if slow is not None:
-                return slow
-        try:
-            return self._ready[(wanted, key)]
-        except KeyError:
-            known = ", ".join(sorted({k for _, k in self._ready})) or "none"
-            raise PromptError(f"prompt {key!r} was not built (known: {known})") from None
+        slower ``speed`` if that was prepared (from the newest build)."""
+        return self._current.get(key, speed, dialect)
+
+    def current(self) -> PromptSet:
+        """The prompts of the newest build: a call keeps the set it started with."""
+        return self._current
 
     def source(self, key: str, dialect: str) -> str:
         """Where the prompt ``key`` in ``dialect`` came from (after build)."""
@@ -223,9 +246,8 @@ class PromptLibrary:
                     )
                 slow[(dialect, key, speed)] = done[id(prompt)]
             report.append(f"(every prompt also at speed {speed:g}, pitch kept)")
-        # prompts the new plan no longer uses stay: calls still on the old plan need them
-        self._ready = {**self._ready, **ready}
-        self._slow = {**self._slow, **slow}
+        # a new set: calls still on the old plan keep theirs (and its wording)
+        self._current = PromptSet(ready, slow, self.default_dialect)
         return report
 
     def _stretched(self, pcm: npt.NDArray[np.int16], speed: float) -> npt.NDArray[np.int16]:

@@ -39,7 +39,7 @@ from ivr.media.rtp import RtpStream
 from ivr.operators import OperatorDesk, QueueConfig, WaitingMusic
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
-from ivr.prompts import PromptLibrary, numbered
+from ivr.prompts import PromptLibrary, PromptSet, numbered
 from ivr.recordings import purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
@@ -361,6 +361,7 @@ class Hotline:
 
         assert isinstance(chosen, Negotiated) and self.plan is not None and self.records
         plan = self.plan  # this call keeps this version even if the plan is reloaded
+        prompts = self.prompts.current()  # ... and the prompts built with it
         stream = RtpStream(self.clock, log)
         try:
             await stream.open(self.ports)
@@ -457,7 +458,7 @@ class Hotline:
                 log.info("caller rang again: callback %d cancelled", place.callback_id)
         await self.records.start(record)
         try:
-            outcome = await self._run_plan(plan, call, intake.emergency, log)
+            outcome = await self._run_plan(plan, prompts, call, intake.emergency, log)
             if record.outcome is None or record.outcome == "waiting":
                 record.outcome = outcome
         except CallEnded as ended:
@@ -549,6 +550,7 @@ class Hotline:
     async def _run_plan(
         self,
         plan: DialPlan,
+        prompts: PromptSet,
         call: LiveCall,
         emergency: asyncio.Future[Emergency],
         log: CallLog,
@@ -556,7 +558,7 @@ class Hotline:
         """Run the dial plan; words of an emergency interrupt it at once and
         send the caller to 110 / 119 / 120 (unless already with an operator)."""
         walk = asyncio.ensure_future(
-            run_dialplan(plan, call, self.prompts, log, self.listen, clock=self.wall_clock)
+            run_dialplan(plan, call, prompts, log, self.listen, clock=self.wall_clock)
         )
         watched: set[asyncio.Future[Any]] = {walk, emergency}
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -587,7 +589,7 @@ class Hotline:
         if result.outcome is TransferOutcome.BRIDGED:
             return "emergency_bridged"
         log.error("emergency %s: %s did not answer", found.kind, uri)
-        return await run_dialplan(plan, call, self.prompts, log, self.listen, clock=self.wall_clock)
+        return await run_dialplan(plan, call, prompts, log, self.listen, clock=self.wall_clock)
 
     # -- callbacks ------------------------------------------------------------
     def _callback_queue_name(self) -> str:

@@ -203,6 +203,37 @@ async def test_call_in_progress_hears_a_prompt_the_new_plan_dropped(
     assert record.outcome == "hangup", record  # not "error"
 
 
+async def test_call_in_progress_hears_its_own_plans_wording(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    import soundfile as sf
+
+    from tests.audio_tools import best_match
+
+    hotline = await _hotline(start_hotline, tmp_path)
+    old_a = hotline.prompts.get("a").pcm
+    reworded = OLD.replace('a = "这里是甲。"', 'a = "您好，这里换成了另一段很长的话。"')
+    assert reworded != OLD
+    heard = tmp_path / "heard.wav"
+    call = asyncio.ensure_future(
+        place_call(
+            trial(hotline.endpoint.port, digits="1", digit_delay=6.0, duration=14.0, record=heard),
+            LOG,
+        )
+    )
+    await _answered(hotline)
+    async with await hotline_client(hotline) as http:
+        status, _ = await _post(http, f"{_base(hotline)}/publish", {"source": reworded})
+    assert status == 200
+    new_a = hotline.prompts.get("a").pcm
+    await call
+    (record,) = await wait_records(hotline, 1)
+    assert record.path == ["welcome", "main", "a"]
+    audio, _ = sf.read(str(heard), dtype="int16")
+    assert best_match(audio, old_a[: len(old_a) // 2])[0] > 0.9  # the wording it started with
+    assert best_match(audio, new_a[: len(new_a) // 2])[0] < 0.6
+
+
 async def test_bad_bodies_and_the_graph_of_the_running_plan(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:

@@ -33,15 +33,17 @@ function drawGraph(graph) {
   for (let i = 0; i < order.length; i++) for (const e of graph.edges) if (e.from === order[i] && !(e.to in depth)) { depth[e.to] = depth[e.from] + 1; order.push(e.to); }
   for (const n of graph.nodes) if (!(n.id in depth)) { depth[n.id] = 0; order.push(n.id); }
   const columns = {}; const pos = {};
-  for (const id of order) { const d = depth[id]; columns[d] = (columns[d] || 0) + 1; pos[id] = { x: 20 + d * 170, y: 20 + (columns[d] - 1) * 54 }; }
-  const width = 200 + Math.max(...Object.values(depth)) * 170, height = 40 + Math.max(...Object.values(columns)) * 54;
+  for (const id of order) { const d = depth[id]; columns[d] = (columns[d] || 0) + 1; pos[id] = { x: 20 + d * 210, y: 20 + (columns[d] - 1) * 54 }; }
+  const width = 200 + Math.max(...Object.values(depth)) * 210, height = 40 + Math.max(...Object.values(columns)) * 54;
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "plan-graph-svg" });
   const defs = svg("defs"); const marker = svg("marker", { id: "arrow", markerWidth: 8, markerHeight: 8, refX: 8, refY: 4, orient: "auto" });
   marker.append(svg("path", { d: "M0,0 L8,4 L0,8 z", fill: "#8c959f" })); defs.append(marker); root.append(defs);
   for (const e of graph.edges) {
     const a = pos[e.from], b = pos[e.to]; if (!a || !b) continue;
     root.append(svg("line", { x1: a.x + 130, y1: a.y + 16, x2: b.x, y2: b.y + 16, stroke: "#8c959f", "marker-end": "url(#arrow)" }));
-    root.append(svg("text", { x: (a.x + 130 + b.x) / 2, y: (a.y + b.y) / 2 + 12, fill: "#57606a" }, e.label));
+    // the label just after the edge leaves its node, where edges do not yet overlap
+    const t = 0.18, lx = a.x + 130 + (b.x - a.x - 130) * t, ly = a.y + 16 + (b.y - a.y) * t;
+    root.append(svg("text", { x: lx + 3, y: ly - 4, fill: "#57606a" }, e.label));
   }
   const types = Object.fromEntries(graph.nodes.map(n => [n.id, n]));
   for (const id of order) {
