@@ -23,7 +23,14 @@ from aiohttp.typedefs import Handler, Middleware
 from callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
-from ivr.web.auth import Accounts, auth_middleware, auth_routes, require
+from ivr.web.auth import (
+    SESSION_KEY,
+    USER_KEY,
+    Accounts,
+    auth_middleware,
+    auth_routes,
+    require,
+)
 
 KEEPALIVE_S = 15.0
 
@@ -74,8 +81,8 @@ class HotlineApi:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self._auth is None:
-            request["user"] = None
-            request["session"] = None
+            request[USER_KEY] = None
+            request[SESSION_KEY] = None
             return await handler(request)
         return await self._auth(request, handler)
 

@@ -87,6 +87,11 @@ class Session:
     expires_at: float
 
 
+# where the auth middleware leaves the request's session and user (None: not logged in)
+SESSION_KEY = web.RequestKey("session", object)
+USER_KEY = web.RequestKey("user", object)
+
+
 class AuthError(ValueError):
     """A bad name, role or password (policy), an unknown user, or a failed log-in;
     the message says which (a failed log-in never says whether the name exists)."""
@@ -420,7 +425,7 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
 
 
 def auth_middleware(accounts: Accounts) -> Middleware:
-    """Sets ``request["session"]`` and ``request["user"]`` (None when not
+    """Sets ``request[SESSION_KEY]`` and ``request[USER_KEY]`` (None when not
     logged in); a write (POST/PUT/PATCH/DELETE) with a session must carry the
     session's CSRF token in the X-CSRF-Token header (log-in excepted)."""
 
@@ -428,8 +433,8 @@ def auth_middleware(accounts: Accounts) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = request.cookies.get(SESSION_COOKIE, "")
         session = await accounts.session(token) if token else None
-        request["session"] = session
-        request["user"] = session.user if session is not None else None
+        request[SESSION_KEY] = session
+        request[USER_KEY] = session.user if session is not None else None
         if (
             session is not None
             and request.method in _WRITE_METHODS
@@ -448,7 +453,7 @@ def require(request: web.Request, role: str = "operator") -> User:
     raises HTTPUnauthorized (not logged in) or HTTPForbidden (role too low)."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER_KEY)
     if user is None:
         raise _error(web.HTTPUnauthorized, "log in first")
     if ROLES.index(user.role) < ROLES.index(role):
@@ -504,7 +509,7 @@ def auth_routes(accounts: Accounts, *, secure_cookie: bool = False) -> list[web.
         return response
 
     async def me(request: web.Request) -> web.Response:
-        session: Session | None = request.get("session")
+        session: Session | None = request.get(SESSION_KEY)
         if session is None:
             return _json({"error": "not logged in"}, status=401)
         return _json({"user": session.user.to_json(), "csrf": session.csrf})

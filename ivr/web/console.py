@@ -35,7 +35,7 @@ from ivr.ticket_events import TicketEvents
 from ivr.ticket_search import TicketFilter, TicketSearch, tickets_csv
 from ivr.tickets import STATUSES, TicketError, TicketStore
 from ivr.voice_recordings import VoiceImportError, check_recording, install_recording, voice_status
-from ivr.web.auth import require
+from ivr.web.auth import USER_KEY, require
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a prompt recording; minutes of 16-bit 44.1 kHz stereo
@@ -145,7 +145,7 @@ class _Console:
 
     # -- pages ------------------------------------------------------------------
     async def home(self, request: web.Request) -> web.Response:
-        user = request.get("user")
+        user = request.get(USER_KEY)
         target = "/login" if user is None else ("/admin" if user.role == "admin" else "/operator")
         raise web.HTTPFound(target)
 
