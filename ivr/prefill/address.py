@@ -1,8 +1,12 @@
 """The address (地址) as said, in the order addresses are said in Chinese:
 省 市 区/县 街道/镇/乡 路/街/大道/巷/弄 号 小区/社区/花园/苑/家园/新村 栋/幢/号楼 单元 室.
 
-Places of the gazetteer are recognised by name, alias or sound; the rest by
-their suffix (文三路, 大关小区).  An address starts at a gazetteer place,
+Places of the gazetteer (its districts, streets and listed roads) are
+recognised by name, alias or sound (温山路 -> 文三路); the rest by their
+suffix (胜利路 where the gazetteer does not list it, 大关小区).  A listed road
+is taken only where its name starts a word: at the start, after punctuation,
+a cue, another place, or a character never inside a name (新文三路 is not
+文三路, 医学院路过 names no road).  An address starts at a gazetteer place,
 after a cue (住在, 家住, 地址是, 在 ...), or at a road or estate followed by
 a house or building number; it goes on while each next part is finer than
 the last, allowing small fillers between parts (的, 那个, a comma).  Numbers
@@ -55,6 +59,9 @@ LOCATIVES = (
     "门口", "旁边", "对面", "附近", "隔壁", "楼下", "楼上", "里面", "外面", "前面",
     "后面", "边上", "这边", "那边", "这里", "那里",
 )  # fmt: skip
+# Last characters of place names: a listed road may follow one directly
+# (翠苑一区文三路, 大关小区旁).
+NAME_ENDS = frozenset("省市区县镇乡道村园苑寓路街巷弄")
 FILLERS = ("那个", "这个", "就是", "的", "，", ",", "、", "呃", "嗯", "啊", " ", "　", "\t")
 FILLER_REACH = 4
 
@@ -158,21 +165,33 @@ def generic_at(text: str, p: int, *, weak_start_ok: bool) -> _Generic | None:
 
 def find_places(text: str, gazetteer: Gazetteer) -> list[PlaceMatch]:
     """Gazetteer places in ``text``, left to right, not overlapping, with an
-    alias dropped where it only starts a longer name (余杭塘路, 西湖大道)."""
+    alias dropped where it only starts a longer name (余杭塘路, 西湖大道) and
+    a road where it only ends one (美院路 is not 学院路)."""
     found: list[PlaceMatch] = []
     matches = gazetteer.matches(text)
+    word_ends = {m.end for m in matches.values()} | {c.end() for c in CUES.finditer(text)}
     end = 0
     for start in sorted(matches):
         if start < end:
             continue
-        m = _checked(text, matches[start])
+        m = _checked(text, matches[start], word_ends)
         if m is not None:
             found.append(m)
             end = m.end
     return found
 
 
-def _checked(text: str, m: PlaceMatch) -> PlaceMatch | None:
+def _starts_a_word(text: str, i: int, word_ends: set[int]) -> bool:
+    """Whether a name at ``i`` stands on its own rather than ending a longer one."""
+    if i == 0 or i in word_ends:
+        return True
+    c = text[i - 1]
+    return not _is_cjk(c) or c in STOP or c in WEAK_START or c in NAME_ENDS
+
+
+def _checked(text: str, m: PlaceMatch, word_ends: set[int]) -> PlaceMatch | None:
+    if m.place.level == ROAD:
+        return m if _starts_a_word(text, m.start, word_ends) else None
     if m.how != "alias":
         return m
     g = generic_at(text, m.start, weak_start_ok=True)
@@ -222,6 +241,11 @@ def _part_at(
     g = generic_at(text, q, weak_start_ok=weak_start_ok)
     if g is None or RANK[g.kind] <= last_rank:
         return None
+    if g.kind == ROAD and any(
+        (inner := places.get(i)) is not None and inner.place.level == ROAD and inner.end == g.end
+        for i in range(q + 1, g.name_end)
+    ):
+        return None  # 门前文三路: the listed road 文三路, not a road called 门前文三路
     return Part(g.kind, text[q : g.end], q, g.end)
 
 

@@ -1,12 +1,18 @@
 """The deployment's places (gazetteer.toml): its province and city, the
-city's districts (区/县) and their streets (街道/镇/乡), and aliases callers
-use (西湖 -> 西湖区, 江干区 -> 上城区 after the 2021 merger).
+city's districts (区/县), their streets (街道/镇/乡) and roads (路/街/大道/
+巷/弄), and aliases callers use (西湖 -> 西湖区, 江干区 -> 上城区 after the
+2021 merger).
 
 Names are found as written, and also by sound when Whisper wrote a
-homophone before a place suffix (宾江区 -> 滨江区, 肖山区 -> 萧山区): the
-toneless pinyin must agree syllable by syllable, with the initials and
-finals southern speakers merge (zh/z, ch/c, sh/s, l/n, -ng/-n) counted as
-the same."""
+homophone before a place suffix (宾江区 -> 滨江区, 肖山区 -> 萧山区, 温山路 ->
+文三路): the toneless pinyin must agree syllable by syllable, with the
+initials and finals southern speakers merge (zh/z, ch/c, sh/s, l/n, -ng/-n)
+counted as the same; the suffix itself must be written exactly.  Where two
+listed names sound alike, the one closer to what was written wins (more
+characters the same, then more syllables the same before folding).
+
+A road may run through several districts: it tells the district only when
+the file lists it under one."""
 
 from __future__ import annotations
 
@@ -23,16 +29,30 @@ PROVINCE = "province"
 CITY = "city"
 DISTRICT = "district"
 STREET = "street"
+ROAD = "road"
 
 DISTRICT_SUFFIXES = ("自治县", "区", "县", "市", "旗")
 STREET_SUFFIXES = ("街道", "镇", "乡")
+ROAD_SUFFIXES = ("大道", "路", "街", "巷", "弄")  # 大道 before any shorter suffix
+# A road's suffix followed by these is part of another word: 文三街道 is a
+# street, not 文三街.
+NOT_ROAD_ENDINGS = ("街道",)
+# Words a heard road suffix may start that are not the end of a road name
+# (学院路过 is "passing the college"; 弄坏 "broke"): a road is not taken by
+# sound there, only as written.
+WORDS_AFTER_NOT_ROADS = (
+    "路过", "路费", "路线", "路程", "路人", "路子", "路数",
+    "弄坏", "弄好", "弄丢", "弄脏", "弄得", "弄了", "弄清", "弄错",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Place:
     name: str  # canonical, e.g. 西湖区
-    level: str  # province, city, district or street
-    district: str | None = None  # the district a street belongs to (a district's own name)
+    level: str  # province, city, district, street or road
+    # the district a street belongs to (a district's own name); for a road,
+    # its district when the file lists it under exactly one, else None
+    district: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,8 @@ class PlaceMatch:
 
 @dataclass(frozen=True)
 class _Sound:
-    syllables: tuple[frozenset[str], ...]
+    syllables: tuple[frozenset[str], ...]  # loose readings of each character of base
+    exact: tuple[frozenset[str], ...]  # toneless readings before folding
     base: str
     suffix: str
     place: Place
@@ -66,12 +87,50 @@ def loose(syllable: str) -> str:
     return s
 
 
-def readings(char: str) -> frozenset[str]:
-    """Every loose toneless reading of one character (empty for non-Han)."""
+def toneless(char: str) -> frozenset[str]:
+    """Every toneless pinyin reading of one character (empty for non-Han)."""
     if not "\u4e00" <= char <= "\u9fff":
         return frozenset()
     got = pinyin(char, style=Style.NORMAL, heteronym=True, errors="ignore")
-    return frozenset(loose(p) for group in got for p in group)
+    return frozenset(p.lower() for group in got for p in group)
+
+
+def readings(char: str) -> frozenset[str]:
+    """Every loose toneless reading of one character (empty for non-Han)."""
+    return frozenset(loose(p) for p in toneless(char))
+
+
+def suffix_of(name: str, suffixes: tuple[str, ...]) -> str | None:
+    """The first of ``suffixes`` that ``name`` ends with."""
+    return next((s for s in suffixes if name.endswith(s)), None)
+
+
+def _sound_of(place: Place) -> _Sound | None:
+    """How a district, street or road is matched by sound (None: by name only,
+    e.g. a one-character name before its suffix)."""
+    suffixes = {DISTRICT: DISTRICT_SUFFIXES, STREET: STREET_SUFFIXES, ROAD: ROAD_SUFFIXES}
+    if place.level not in suffixes:
+        return None
+    suffix = suffix_of(place.name, suffixes[place.level])
+    if suffix is None:
+        return None
+    base = place.name[: -len(suffix)]
+    if len(base) < 2:
+        return None
+    return _Sound(
+        tuple(readings(c) for c in base), tuple(toneless(c) for c in base), base, suffix, place
+    )
+
+
+def _closeness(sound: _Sound, heard: str, exact: dict[str, frozenset[str]]) -> tuple[int, int]:
+    """How near ``heard`` is to ``sound.base``: characters the same, then
+    syllables the same before the loose folds."""
+    same = sum(a == b for a, b in zip(sound.base, heard, strict=True))
+    for c in heard:
+        if c not in exact:
+            exact[c] = toneless(c)
+    syllables = sum(bool(want & exact[c]) for want, c in zip(sound.exact, heard, strict=True))
+    return same, syllables
 
 
 @dataclass(frozen=True)
@@ -81,12 +140,16 @@ class Gazetteer:
     area_code: str | None
     districts: tuple[str, ...]
     streets: Mapping[str, str]  # street -> its district
+    roads: Mapping[str, tuple[str, ...]]  # road -> every district it is listed under
     aliases: Mapping[str, str]  # alias -> canonical name
     source: str = ""
     _by_first: Mapping[str, tuple[tuple[str, Place, str], ...]] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
-    _sounds: tuple[_Sound, ...] = field(default=(), repr=False, compare=False)
+    # suffix -> the names that end with it, matched by sound
+    _sounds: Mapping[str, tuple[_Sound, ...]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
     @staticmethod
     def build(
@@ -95,10 +158,12 @@ class Gazetteer:
         city: str | None,
         area_code: str | None = None,
         districts: Mapping[str, tuple[str, ...]],
+        district_roads: Mapping[str, tuple[str, ...]] | None = None,
         aliases: Mapping[str, str] | None = None,
         source: str = "",
     ) -> Gazetteer:
-        """A gazetteer from names (``districts``: district -> its streets)."""
+        """A gazetteer from names (``districts``: district -> its streets;
+        ``district_roads``: district -> the roads that run through it)."""
         places: dict[str, Place] = {}
         if province:
             places[province] = Place(province, PROVINCE)
@@ -110,6 +175,14 @@ class Gazetteer:
             for street in its_streets:
                 places[street] = Place(street, STREET, district)
                 streets[street] = district
+        roads: dict[str, tuple[str, ...]] = {}
+        for district, its_roads in (district_roads or {}).items():
+            for road in its_roads:
+                if district not in roads.get(road, ()):
+                    roads[road] = (*roads.get(road, ()), district)
+        for road, road_districts in roads.items():
+            only = road_districts[0] if len(road_districts) == 1 else None
+            places[road] = Place(road, ROAD, only)
         alias_map = dict(aliases or {})
         surfaces: list[tuple[str, Place, str]] = [(n, p, "name") for n, p in places.items()]
         surfaces += [(a, places[target], "alias") for a, target in alias_map.items()]
@@ -119,32 +192,28 @@ class Gazetteer:
         frozen = {
             k: tuple(sorted(v, key=lambda e: len(e[0]), reverse=True)) for k, v in by_first.items()
         }
-        sounds: list[_Sound] = []
+        sounds: dict[str, list[_Sound]] = {}
         for place in places.values():
-            if place.level not in (DISTRICT, STREET):
-                continue
-            suffixes = DISTRICT_SUFFIXES if place.level == DISTRICT else STREET_SUFFIXES
-            suffix = next((s for s in suffixes if place.name.endswith(s)), None)
-            if suffix is None:
-                continue
-            base = place.name[: -len(suffix)]
-            if len(base) < 2:
-                continue
-            sounds.append(_Sound(tuple(readings(c) for c in base), base, suffix, place))
+            sound = _sound_of(place)
+            if sound is not None:
+                sounds.setdefault(sound.suffix, []).append(sound)
         return Gazetteer(
             province=province,
             city=city,
             area_code=area_code,
             districts=tuple(districts),
             streets=MappingProxyType(streets),
+            roads=MappingProxyType(roads),
             aliases=MappingProxyType(alias_map),
             source=source,
             _by_first=MappingProxyType(frozen),
-            _sounds=tuple(sounds),
+            _sounds=MappingProxyType({k: tuple(v) for k, v in sounds.items()}),
         )
 
     def district_of(self, place: Place) -> str | None:
-        return place.district if place.level in (DISTRICT, STREET) else None
+        """The district a place tells: its own, a street's, or a road's when
+        the road is listed under one district only."""
+        return place.district if place.level in (DISTRICT, STREET, ROAD) else None
 
     def place_at(self, text: str, i: int) -> PlaceMatch | None:
         """The longest place name or alias written at ``i``."""
@@ -152,44 +221,90 @@ class Gazetteer:
             return None
         for surface, place, how in self._by_first.get(text[i], ()):
             if text.startswith(surface, i):
-                return PlaceMatch(place, i, i + len(surface), how)
+                end = i + len(surface)
+                if place.level == ROAD and _ends_another_word(text, end - 1, NOT_ROAD_ENDINGS):
+                    continue
+                return PlaceMatch(place, i, end, how)
         return None
 
     def matches(self, text: str) -> dict[int, PlaceMatch]:
         """For each position where a place starts: the longest one, written
-        (name or alias) or, failing that, sounding like a district or street
-        followed by its suffix."""
+        (name or alias) or, failing that, sounding like a district, street or
+        road followed by its suffix.  A road is not taken by sound where it
+        overlaps a name written as listed, nor before words like 路过."""
         found: dict[int, PlaceMatch] = {}
         for i, c in enumerate(text):
             if c in self._by_first:
                 m = self.place_at(text, i)
                 if m is not None:
                     found[i] = m
+        written = [(m.start, m.end) for m in found.values() if m.how == "name"]
         cache: dict[str, frozenset[str]] = {}
+        exact: dict[str, frozenset[str]] = {}
 
         def read(c: str) -> frozenset[str]:
             if c not in cache:
                 cache[c] = readings(c)
             return cache[c]
 
-        for sound in self._sounds:
-            n = len(sound.base)
-            at = text.find(sound.suffix, n)
+        # start -> (end, closeness, match): the longest, then the closest
+        heard_as: dict[int, tuple[int, tuple[int, int], PlaceMatch]] = {}
+        for suffix, sounds in self._sounds.items():
+            at = text.find(suffix, 1)
             while at != -1:
-                start = at - n
-                heard = text[start:at]
-                if (
-                    start not in found
-                    and heard != sound.base
-                    and all(want & read(c) for want, c in zip(sound.syllables, heard, strict=True))
-                ):
-                    found[start] = PlaceMatch(sound.place, start, at + len(sound.suffix), "sound")
-                at = text.find(sound.suffix, at + 1)
+                end = at + len(suffix)
+                for sound in sounds:
+                    start = at - len(sound.base)
+                    if start < 0 or not _free(found.get(start), sound.place, end):
+                        continue
+                    heard = text[start:at]
+                    if heard == sound.base or not all(
+                        want & read(c) for want, c in zip(sound.syllables, heard, strict=True)
+                    ):
+                        continue
+                    if sound.place.level == ROAD and (
+                        _ends_another_word(text, at, NOT_ROAD_ENDINGS + WORDS_AFTER_NOT_ROADS)
+                        or any(s < end and start < e for s, e in written)
+                    ):
+                        continue
+                    rank = (end, _closeness(sound, heard, exact))
+                    if start not in heard_as or rank > heard_as[start][:2]:
+                        heard_as[start] = (*rank, PlaceMatch(sound.place, start, end, "sound"))
+                at = text.find(suffix, at + 1)
+        for start, (_, _, m) in heard_as.items():
+            found[start] = m
         return found
 
 
+def _free(written: PlaceMatch | None, place: Place, end: int) -> bool:
+    """Whether a name heard by sound may start where ``written`` does: where
+    nothing is written, or a road where only an alias starts its name (余杭堂路
+    is 余杭塘路, not the alias 余杭 of 余杭区)."""
+    if written is None:
+        return True
+    return place.level == ROAD and written.how == "alias" and written.end < end
+
+
+def _ends_another_word(text: str, at: int, words: tuple[str, ...]) -> bool:
+    """Whether the suffix at ``at`` starts one of ``words``."""
+    return any(text.startswith(w, at) for w in words)
+
+
 _TOP_KEYS = {"province", "city", "area_code", "aliases", "district"}
-_DISTRICT_KEYS = {"name", "aliases", "streets"}
+_DISTRICT_KEYS = {"name", "aliases", "streets", "roads"}
+
+
+def _line_of_occurrence(text: str, needle: str, nth: int, *, after: int) -> int | None:
+    """The line of the ``nth`` (0-based) occurrence of ``needle`` outside
+    comments at or after line ``after``."""
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if number < after:
+            continue
+        seen += line.split("#", 1)[0].count(needle)
+        if seen > nth:
+            return number
+    return None
 
 
 def load_gazetteer(path: Path) -> Gazetteer:
@@ -200,11 +315,16 @@ def load_gazetteer(path: Path) -> Gazetteer:
             raise error(
                 path, line_of(text, key), f"unknown key {key!r} (known: {sorted(_TOP_KEYS)})"
             )
-    names: dict[str, int | None] = {}  # every name and alias -> its line
+    names: dict[str, int | None] = {}  # every name and alias but roads -> its line
+    road_lines: dict[str, int | None] = {}  # every road -> the line it is first listed on
 
     def claim(name: str, line: int | None, what: str) -> None:
         if name in names:
             raise error(path, line, f"{what} {name!r} is listed twice (also line {names[name]})")
+        if name in road_lines:
+            raise error(
+                path, line, f"{what} {name!r} is also listed as a road (line {road_lines[name]})"
+            )
         names[name] = line
 
     def text_value(key: str) -> str | None:
@@ -232,6 +352,7 @@ def load_gazetteer(path: Path) -> Gazetteer:
     if not isinstance(tables, list) or not tables:
         raise error(path, None, "no districts: add [[district]] tables with name and streets")
     districts: dict[str, tuple[str, ...]] = {}
+    district_roads: dict[str, tuple[str, ...]] = {}
     aliases: dict[str, str] = {}
     for index, table in enumerate(tables):
         at = table_line(text, "district", index)
@@ -265,6 +386,39 @@ def load_gazetteer(path: Path) -> Gazetteer:
                 )
             claim(street, street_line, "street")
         districts[name] = tuple(streets)
+        roads = string_list(table.get("roads", []))
+        if roads is None:
+            raise error(
+                path, line_of(text, "roads", after=at or 0), f"{name}: roads must be strings"
+            )
+        its_roads: dict[str, int | None] = {}
+        for road in roads:
+            nth = 1 if road in its_roads else 0  # a repeat: the line of the second
+            road_line = _line_of_occurrence(text, f'"{road}"', nth, after=at or 0)
+            suffix = suffix_of(road, ROAD_SUFFIXES)
+            if suffix is None or len(road) == len(suffix):
+                raise error(
+                    path,
+                    road_line,
+                    f"road {road!r} must be a name ending with one of {ROAD_SUFFIXES} "
+                    "(streets, ending with 街道, 镇 or 乡, go in streets)",
+                )
+            if road in its_roads:
+                raise error(
+                    path,
+                    road_line,
+                    f"road {road!r} is listed twice under {name} (also line {its_roads[road]}); "
+                    "a road may be listed once under each district it runs through",
+                )
+            if road in names:
+                raise error(
+                    path,
+                    road_line,
+                    f"road {road!r} is also listed as a place or alias (line {names[road]})",
+                )
+            its_roads[road] = road_line
+            road_lines.setdefault(road, road_line)
+        district_roads[name] = tuple(its_roads)
         its_aliases = string_list(table.get("aliases", []))
         if its_aliases is None:
             raise error(
@@ -293,6 +447,7 @@ def load_gazetteer(path: Path) -> Gazetteer:
         city=city,
         area_code=area_code,
         districts=districts,
+        district_roads=district_roads,
         aliases=aliases,
         source=str(path),
     )
