@@ -605,3 +605,15 @@ def test_beneficiary_fields_from_what_a_relative_says(
     assert fields["proxy"]["value"] is True
     for entry in fields["beneficiary_name"]["evidence"]:
         assert said[entry["start"] : entry["end"]] == entry["text"]
+
+
+def test_name_stops_where_the_spoken_number_starts(prefiller: Prefiller) -> None:
+    # Whisper on a caller who runs name and number together writes 有 for 幺
+    # (heard through a call): 有 starts the number, not the name.
+    p = fill(prefiller, "我的名字叫马龙有三八有二三四五六七八我的地址是天母山路八号")
+    assert value(p.name) == "马龙" and value(p.phone) == "13812345678"
+    assert p.name is not None and p.name.evidence[0].text == "马龙"
+    # a name that has 有 in it, said apart from the number, is kept whole
+    assert value(fill(prefiller, "我叫王有才，电话13812345678").name) == "王有才"
+    # a surname cue is not cut to nothing
+    assert value(fill(prefiller, "我姓王有三八幺二三四五六七八").name) == "王"

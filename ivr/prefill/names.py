@@ -126,6 +126,23 @@ def _full_name(text: str, i: int, gazetteer: Gazetteer, strict: bool) -> tuple[s
     return name, end
 
 
+def before(name: FieldValue | None, text: str, boundary: int | None) -> FieldValue | None:
+    """``name`` cut where another field's words start (``boundary``): in
+    我叫马龙有三八... Whisper wrote 有 for 幺, which begins the phone number,
+    not the name. A name left with only its surname is dropped."""
+    if name is None or boundary is None:
+        return name
+    (evidence,) = name.evidence[:1]
+    if not evidence.start < boundary < evidence.end:
+        return name
+    surname = _surname_at(text, evidence.start)
+    if surname is None or boundary - evidence.start <= len(surname):
+        return None
+    return FieldValue(
+        text[evidence.start : boundary], (Evidence.of(text, evidence.start, boundary),), name.source
+    )
+
+
 def caller_name(text: str, gazetteer: Gazetteer) -> FieldValue | None:
     """The first name the caller gives for themself."""
     return _first_name(text, gazetteer, _NAME_CUES, _SURNAME_CUES)

@@ -8,7 +8,7 @@ from ivr.prefill.distress import distress
 from ivr.prefill.emergency import detect, service
 from ivr.prefill.fields import SPEECH, Evidence, FieldValue, Prefill
 from ivr.prefill.gazetteer import Gazetteer
-from ivr.prefill.names import beneficiary_name, caller_name
+from ivr.prefill.names import before, beneficiary_name, caller_name
 from ivr.prefill.phone_numbers import caller_id_phone, spoken_phone
 from ivr.prefill.sentiment import sentiment
 from ivr.prefill.urgency import urgency
@@ -28,7 +28,8 @@ class Prefiller:
         they report for (亲友代办): the name is looked for after 老人叫, 我母亲叫..."""
         text = transcript
         find_name = beneficiary_name if about == "beneficiary" else caller_name
-        phone = spoken_phone(text, self.gazetteer.area_code) or caller_id_phone(caller_id)
+        spoken = spoken_phone(text, self.gazetteer.area_code)
+        phone = spoken or caller_id_phone(caller_id)
         address = find_address(text, self.gazetteer)
         address_value = (
             FieldValue(address.value, (Evidence.of(text, address.start, address.end),), SPEECH)
@@ -47,7 +48,11 @@ class Prefiller:
         )
         return Prefill(
             transcript=text,
-            name=find_name(text, self.gazetteer),
+            name=before(
+                find_name(text, self.gazetteer),
+                text,
+                spoken.evidence[0].start if spoken is not None else None,
+            ),
             phone=phone,
             address=address_value,
             address_parts=address.as_dict() if address is not None else {},
