@@ -35,7 +35,12 @@ from ivr.speech import install as installer
 from ivr.speech.chinese_script import SimplifiedChinese
 from ivr.speech.models import PinnedFile, sha256_of
 from ivr.speech.vosk_engine import VoskEngine
-from ivr.speech.whisper_engine import WhisperEngine
+from ivr.speech.whisper_engine import (
+    LOOP_RATIO,
+    WhisperEngine,
+    compression_ratio,
+    pad_to_window,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "asr_models"
@@ -192,6 +197,53 @@ def test_whisper_hears_nothing_in_silence_and_line_noise(whisper: WhisperEngine)
     assert whisper.transcribe(hiss).text == ""
     empty = whisper.transcribe(np.zeros(0, dtype=np.int16))
     assert empty == Transcript("", "whisper", 0.0, 0.0)
+
+
+def espeak_mandarin(
+    text: str, tmp_path: Path, voice: str, speed: int, gap: int
+) -> npt.NDArray[np.int16]:
+    """``text`` (characters) said by espeak-ng's pinyin Mandarin voice, at
+    8 kHz through G.711 u-law."""
+    from ivr.prompts import read_recording, to_pinyin
+
+    wav = tmp_path / "espeak-cmn.wav"
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-v",
+            voice,
+            "-s",
+            str(speed),
+            "-g",
+            str(gap),
+            "-w",
+            str(wav),
+            to_pinyin(text),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return g711.decode_ulaw(g711.encode_ulaw(read_recording(wav)))
+
+
+def test_whisper_is_pulled_out_of_a_loop(whisper: WhisperEngine, tmp_path: Path) -> None:
+    # name, address and number run together (0.3 s apart): Whisper base's
+    # first decode writes the name again and again (measured: 40 times, the
+    # rest lost); the second decode, with a repetition penalty, does not.
+    pause = np.zeros(2400, dtype=np.int16)
+    digits = "幺。三。八。幺。二。三。四。五。六。七。八。"
+    said = np.concatenate([
+        espeak_mandarin("我的名字叫马龙。", tmp_path, "cmn-latn-pinyin+f4", 120, 2), pause,
+        espeak_mandarin("我的地址是天目山路八号。", tmp_path, "cmn-latn-pinyin+f4", 120, 2), pause,
+        espeak_mandarin(digits, tmp_path, "cmn-latn-pinyin", 120, 10),
+    ])  # fmt: skip
+    audio = soxr.resample(said.astype(np.float32) / 32768, 8000, 16000, quality="HQ")
+    first = whisper._decode(pad_to_window(audio), None, 1.0)
+    assert compression_ratio(first) > LOOP_RATIO, f"no loop to get out of: {first}"
+    text = whisper.transcribe(said).text
+    assert compression_ratio(text) <= LOOP_RATIO, text
+    assert text.count("马龙") == 1, text
+    assert len(text) < 60, text
 
 
 def test_engines_refuse_audio_that_is_not_int16(whisper: WhisperEngine) -> None:

@@ -16,12 +16,22 @@ error rate; OpenCC t2s does the conversion instead). One temperature (no
 fallback re-decoding) bounds the time an utterance can take; our own VAD
 cuts the utterance, so Whisper's is off; utterances are independent, so no
 conditioning on earlier text.
+
+Whisper base can fall into a loop on a long utterance and write its first
+sentence again and again until the token limit (measured: espeak-ng's
+"我的名字叫马龙" + an address + a number, 16 s, came out as the name forty
+times, the address and number gone). A transcript that compresses like a
+loop (zlib ratio above 2.4, Whisper's own threshold) is decoded once more
+with a repetition penalty of 1.1: deterministic, unlike Whisper's fallback
+to sampling at higher temperatures, and it costs a second decode only for
+such utterances.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +50,8 @@ BEAM_SIZE = 5
 # punctuates like the prompt. Off by default (see above); bench/asr.py
 # measures it.
 SIMPLIFIED_PROMPT = "以下是普通话的句子。"
+LOOP_RATIO = 2.4  # zlib compression ratio above which a transcript is a loop
+LOOP_PENALTY = 1.1  # repetition penalty of the second decode
 
 
 class WhisperEngine:
@@ -107,6 +119,18 @@ class WhisperEngine:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
         if self.pad_to_window:
             audio = pad_to_window(audio)
+        text = self._decode(audio, hint, 1.0)
+        if compression_ratio(text) > LOOP_RATIO:
+            retry = self._decode(audio, hint, LOOP_PENALTY)
+            if compression_ratio(retry) < compression_ratio(text):
+                text = retry
+        if self._simplified is not None:
+            text = self._simplified.convert(text)
+        return Transcript(text, self.name, audio_seconds, time.perf_counter() - started)
+
+    def _decode(
+        self, audio: npt.NDArray[np.float32], hint: Sequence[str] | None, penalty: float
+    ) -> str:
         segments, _info = self._model.transcribe(
             audio,
             language=self.language,
@@ -116,11 +140,9 @@ class WhisperEngine:
             condition_on_previous_text=False,
             without_timestamps=True,
             initial_prompt=self._prompt(hint),
+            repetition_penalty=penalty,
         )
-        text = "".join(segment.text for segment in segments).strip()
-        if self._simplified is not None:
-            text = self._simplified.convert(text)
-        return Transcript(text, self.name, audio_seconds, time.perf_counter() - started)
+        return "".join(segment.text for segment in segments).strip()
 
     def _prompt(self, hint: Sequence[str] | None) -> str | None:
         if not hint:
@@ -130,6 +152,13 @@ class WhisperEngine:
 
     def open_stream(self, grammar: Sequence[str] | None = None) -> WhisperStream:
         return WhisperStream(self, grammar)
+
+
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks ``text`` (UTF-8): a loop of one sentence
+    shrinks far more than speech does."""
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
 def pad_to_window(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
