@@ -44,7 +44,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 @dataclass(frozen=True)
 class Emergency:
-    kind: str  # fire, gas_leak, violence, medical
+    kind: str  # fire, gas_leak, violence, medical, help
     service: str  # 110, 119, 120
     ticket_id: int
     words: str

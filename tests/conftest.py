@@ -47,6 +47,7 @@ def write_config(
     extra: str = "",
     models_dir: Path | None = None,
     gazetteer: Path | None = None,
+    taxonomy: Path | None = None,
     speech_extra: str = "",
     callbacks: str = "enabled = false",
     voices_dir: Path | None = None,
@@ -81,6 +82,7 @@ models_dir = "{models_dir or ROOT / "asr_models"}"
 
 [tickets]
 gazetteer = "{gazetteer or ROOT / "gazetteer.toml"}"
+{f'taxonomy = "{taxonomy}"' if taxonomy else ""}
 
 [web]
 port = 0

@@ -617,3 +617,39 @@ def test_name_stops_where_the_spoken_number_starts(prefiller: Prefiller) -> None
     assert value(fill(prefiller, "我叫王有才，电话13812345678").name) == "王有才"
     # a surname cue is not cut to nothing
     assert value(fill(prefiller, "我姓王有三八幺二三四五六七八").name) == "王"
+
+
+def test_a_deployment_adds_its_own_emergency_words(tmp_path: Path) -> None:
+    bundled = Prefiller(load_taxonomy(), load_gazetteer(Path("gazetteer.toml")))
+    # built in, a cry for help is not an emergency: it is as often a figure of speech
+    assert bundled.prefill("救命啊，快来人").emergency is None
+    text = (Path(__file__).parent.parent / "ivr" / "prefill" / "taxonomy.toml").read_text()
+    own = _write(
+        tmp_path,
+        "taxonomy.toml",
+        text + '\n[emergency_words]\nhelp = ["救命啊", "救救我"]\nfire = ["走水了"]\n',
+    )
+    local = Prefiller(load_taxonomy(own), load_gazetteer(Path("gazetteer.toml")))
+    p = local.prefill("救命啊！救命啊")
+    assert value(p.emergency) == "help" and p.emergency_service == "110"
+    assert p.emergency is not None and [e.text for e in p.emergency.evidence] == ["救命啊"] * 2
+    assert value(p.urgency) == "紧急" and "呼救" in str(p.urgency_reason)
+    # a built-in kind outranks a cry for help; a local word joins its kind
+    assert value(local.prefill("救命啊，着火了").emergency) == "fire"
+    assert local.prefill("仓库走水了").emergency_service == "119"
+    # said as not happening, it does not count
+    assert local.prefill("不是救命啊那种事").emergency is None
+    assert local.prefill("这是我的救命钱").emergency is None
+
+
+def test_bad_emergency_words_name_the_line(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "ivr" / "prefill" / "taxonomy.toml").read_text()
+    lines = text.count("\n")
+    kind = _write(tmp_path, "kind.toml", text + '\n[emergency_words]\nflood = ["淹了"]\n')
+    with pytest.raises(
+        PrefillDataError, match=rf"kind\.toml:{lines + 3}: unknown emergency 'flood'"
+    ):
+        load_taxonomy(kind)
+    empty = _write(tmp_path, "empty.toml", text + '\n[emergency_words]\nhelp = ["救命", ""]\n')
+    with pytest.raises(PrefillDataError, match=r"empty\.toml:\d+: emergency_words help"):
+        load_taxonomy(empty)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ivr.prompts import to_pinyin
 from ivr.speech import character_error_rate
 from tests.audio_tools import best_match, pad, read_8k, write_wav
 from tests.conftest import SHARED, StartHotline
@@ -179,8 +180,6 @@ async def test_spoken_name_phone_and_address_fill_the_ticket(
     # 18/18 over 3 voices x 3 rates x 2 gaps, address 22/25 over 5 rates x 5
     # gaps); most other names and addresses espeak-ng says are not recognised.
     # Whisper hears 天母山路: the road is the gazetteer's 天目山路 by sound.
-    from ivr.prompts import to_pinyin
-
     name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
     phone = espeak(
         tmp_path, "phone", "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.", 120
@@ -224,11 +223,13 @@ async def test_spoken_name_phone_and_address_fill_the_ticket(
 
 
 class ScriptedRecogniser:
-    """Stands in for the recogniser ONLY in the emergency routing test: no
-    recording of emergency words exists in ../shared/speech, and espeak-ng's
-    Mandarin is not recognised by Whisper base (measured: 着火了 -> 超过日,
-    有人晕倒了 -> nothing). Everything else in that test is real: the call, the
-    VAD capture, the prefill, the 119 endpoint, the webhook."""
+    """Stands in for the recogniser ONLY in the fire routing test: no
+    recording of fire words exists in ../shared/speech, and Whisper base does
+    not recognise espeak-ng saying them (measured over 3 voices x 4 rates x 3
+    gaps: 着火了, 失火了, 起火了, 火灾, 有人晕倒了, 有人打人了, 抢劫, 煤气泄漏 all
+    0/12; huo is heard as wo). Everything else in that test is real: the call,
+    the VAD capture, the prefill, the 119 endpoint, the webhook. The test
+    after it is the same path with Whisper really recognising the words."""
 
     name = "scripted"
 
@@ -367,3 +368,89 @@ async def test_a_menu_answered_by_voice_through_a_call(
         await caller.quit()
     assert record.path == ["pick", node], record.path
     assert record.digits == "" and record.end_reason == "ivr_hangup"
+
+
+async def test_a_cry_for_help_recognised_by_whisper_goes_to_110(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    # The emergency path with nothing stood in for: espeak-ng says
+    # 救命啊，快来人啊 (Whisper base writes it right in 43 of 45 renditions:
+    # 3 voices x 5 rates x 3 gaps), the deployment's taxonomy lists 救命 as a
+    # cry for help (no built-in words: see ivr/prefill/emergency.py).
+    from aiohttp import web
+
+    orders: list[dict[str, Any]] = []
+
+    async def take(request: web.Request) -> web.Response:
+        orders.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/orders", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bundled = Path(__file__).parent.parent / "ivr" / "prefill" / "taxonomy.toml"
+    taxonomy = tmp_path / "taxonomy.toml"
+    taxonomy.write_text(
+        bundled.read_text(encoding="utf-8") + '\n[emergency_words]\nhelp = ["救命"]\n',
+        encoding="utf-8",
+    )
+    said = espeak(tmp_path, "help", to_pinyin("救命啊，快来人啊！"), 120, 2, "cmn-latn-pinyin+f4")
+    voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 25.0))
+    police = SippUas(
+        tmp_path / "police", free_udp_port(), free_udp_port(even=True), user="110", trace=True
+    )
+    busy_operator = SippUas(
+        tmp_path / "op",
+        free_udp_port(),
+        free_udp_port(even=True),
+        scenario=str(DATA / "sipp" / "uas_ring_only.xml"),
+    )
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
+    for peer in (police, busy_operator):
+        await peer.start()
+    await caller.start()
+    try:
+        hotline = await start_hotline(
+            [busy_operator.uri],
+            dialplan=DATA / "dialplans" / "describe_then_operator.toml",
+            ring_timeout=30.0,
+            taxonomy=taxonomy,
+            extra=f"""
+[emergency]
+police = "{police.uri}"
+
+[work_orders]
+webhook = "http://127.0.0.1:{hook_port}/orders"
+timeout = 2.0
+""",
+        )
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        for _ in range(150):
+            if "X-Ticket-Id" in police.messages() and orders:
+                break
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)
+        await caller.hangup()
+        for _ in range(50):
+            records = [r for r in await hotline.records.list_recent(5) if r.ended_at]  # type: ignore[union-attr]
+            if records:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await caller.quit()
+        await police.stop()
+        await busy_operator.stop()
+        await runner.cleanup()
+    (record,) = records
+    assert record.operator == police.uri and record.outcome == "bridged"
+    assert record.queue == "emergency_110"
+    (order,) = orders
+    assert order["emergency"] == "help" and order["service"] == "110", order
+    assert "救命" in order["transcript"]
+    assert order["fields"]["urgency"]["value"] == "紧急"
+    invite = police.messages().split("INVITE sip:")[1]
+    assert f"X-Ticket-Id: {order['ticket_id']}" in invite

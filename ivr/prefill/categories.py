@@ -40,6 +40,10 @@ class Taxonomy:
     fallback: str
     min_score: int = 2
     emergency_categories: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # a deployment's own words of emergency, per kind ([emergency_words])
+    emergency_patterns: Mapping[str, re.Pattern[str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     source: str = ""
     _pattern: re.Pattern[str] = field(default=re.compile(r"(?!x)x"), repr=False, compare=False)
     _owner: Mapping[str, tuple[int, int]] = field(
@@ -53,6 +57,7 @@ class Taxonomy:
         fallback: str,
         min_score: int = 2,
         emergency_categories: Mapping[str, str] | None = None,
+        emergency_words: Mapping[str, tuple[str, ...]] | None = None,
         source: str = "",
     ) -> Taxonomy:
         owner: dict[str, tuple[int, int]] = {}
@@ -64,6 +69,9 @@ class Taxonomy:
             fallback=fallback,
             min_score=min_score,
             emergency_categories=MappingProxyType(dict(emergency_categories or {})),
+            emergency_patterns=MappingProxyType(
+                {k: alternation(words) for k, words in (emergency_words or {}).items() if words}
+            ),
             source=source,
             _pattern=alternation(owner),
             _owner=MappingProxyType(owner),
@@ -104,7 +112,7 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     """Read and check a taxonomy file; the bundled one when ``path`` is None."""
     path = BUNDLED if path is None else path
     data, text = read_toml(path)
-    known = {"fallback", "min_score", "emergencies", "category"}
+    known = {"fallback", "min_score", "emergencies", "emergency_words", "category"}
     for key in data:
         if key not in known:
             raise error(path, line_of(text, key), f"unknown key {key!r} (known: {sorted(known)})")
@@ -165,10 +173,24 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
             raise error(path, line, f"unknown emergency {kind!r} (known: {', '.join(KINDS)})")
         if not isinstance(target, str) or target not in names:
             raise error(path, line, f"emergency {kind!r} names unknown category {target!r}")
+    words_table = data.get("emergency_words", {})
+    words_at = line_of(text, "[emergency_words]") or 0
+    if not isinstance(words_table, dict):
+        raise error(path, words_at or None, "[emergency_words] must be kind = [words]")
+    emergency_words: dict[str, tuple[str, ...]] = {}
+    for kind, words in words_table.items():
+        line = line_of(text, kind, after=words_at)
+        if kind not in KINDS:
+            raise error(path, line, f"unknown emergency {kind!r} (known: {', '.join(KINDS)})")
+        listed = string_list(words)
+        if listed is None:
+            raise error(path, line, f"emergency_words {kind}: must be a list of non-empty strings")
+        emergency_words[str(kind)] = tuple(listed)
     return Taxonomy.build(
         tuple(categories),
         fallback=fallback.strip(),
         min_score=min_score,
         emergency_categories={str(k): str(v) for k, v in emergencies.items()},
+        emergency_words=emergency_words,
         source=str(path),
     )

@@ -2,18 +2,26 @@
 once: fire (着火), gas leak (煤气泄漏, 闻到煤气味), violence (打人, 持刀,
 家暴, 抢劫) and medical (晕倒, 昏迷, 喘不上气).  Words said as not
 happening (没有着火, 不是漏气, 差点打起来) do not count, and a question
-about the gas bill is not a gas leak."""
+about the gas bill is not a gas leak.
+
+A fifth kind, a cry for help (help: 110), has no words of its own: 救命 and
+快来人 are as often a figure of speech on a complaint line (这是我的救命钱,
+你们快来人看看) as a cry, and sending a complaint to 110 by mistake costs
+more than a real cry reaching a 12345 operator first.  A deployment that
+wants them adds them, and any local words of the other kinds, in its
+taxonomy file's [emergency_words]."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from ivr.prefill import phrases
 from ivr.prefill.fields import SPEECH, FieldValue, spans
 
-FIRE, GAS_LEAK, VIOLENCE, MEDICAL = "fire", "gas_leak", "violence", "medical"
-KINDS = (FIRE, GAS_LEAK, VIOLENCE, MEDICAL)  # also the order of precedence
-SERVICES = {FIRE: "119", GAS_LEAK: "119", VIOLENCE: "110", MEDICAL: "120"}
+FIRE, GAS_LEAK, VIOLENCE, MEDICAL, HELP = "fire", "gas_leak", "violence", "medical", "help"
+KINDS = (FIRE, GAS_LEAK, VIOLENCE, MEDICAL, HELP)  # also the order of precedence
+SERVICES = {FIRE: "119", GAS_LEAK: "119", VIOLENCE: "110", MEDICAL: "120", HELP: "110"}
 
 _GAS = r"(?:煤气|燃气|天然气|液化气|瓦斯)"
 _PATTERNS: dict[str, re.Pattern[str]] = {
@@ -102,19 +110,24 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
         ],
         literal=False,
     ),
+    HELP: phrases.alternation([]),  # only a deployment's own words (see above)
 }
 
 
-def detect(text: str) -> FieldValue | None:
-    """The gravest emergency heard (fire, gas leak, violence, medical), its
-    evidence every phrase of that kind; None when there is none."""
+def detect(text: str, extra: Mapping[str, re.Pattern[str]] | None = None) -> FieldValue | None:
+    """The gravest emergency heard (fire, gas leak, violence, medical, a cry
+    for help), its evidence every phrase of that kind; None when there is
+    none. ``extra``: a deployment's own words per kind (a pattern each)."""
     for kind in KINDS:
         found = phrases.find(text, _PATTERNS[kind], skip_negated=True)
+        if extra is not None and kind in extra:
+            found = sorted(set(found) | set(phrases.find(text, extra[kind], skip_negated=True)))
         if found:
             return FieldValue(kind, spans(text, found), SPEECH)
     return None
 
 
 def service(kind: str | None) -> str | None:
-    """119 for fire and gas leaks, 110 for violence, 120 for medical."""
+    """119 for fire and gas leaks, 110 for violence and cries for help, 120
+    for medical."""
     return SERVICES.get(kind) if kind is not None else None

@@ -36,7 +36,7 @@ class Prefiller:
             if address is not None
             else None
         )
-        emergency = detect(text)
+        emergency = detect(text, self.taxonomy.emergency_patterns)
         category = self.taxonomy.classify(text)
         if emergency is not None and emergency.value in self.taxonomy.emergency_categories:
             category = FieldValue(

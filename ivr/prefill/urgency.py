@@ -20,6 +20,7 @@ EMERGENCY_WORDS = {
     "gas_leak": "燃气泄漏",
     "violence": "暴力伤害",
     "medical": "急病或受伤",
+    "help": "呼救",
 }
 # Categories whose problem is a cut in supply: old people or children at home
 # make these more urgent by themselves.
