@@ -24,7 +24,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -234,6 +234,8 @@ class Settings:
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     elderly: ElderlySettings = field(default_factory=ElderlySettings)
     dialects: DialectSettings = field(default_factory=DialectSettings)
+    # the file these settings were read from (load_settings sets it; a reload reads it again)
+    source: Path | None = field(default=None, compare=False)
 
 
 # ----------------------------------------------------------------------- errors
@@ -264,6 +266,12 @@ class ConfigError(Exception):
 
 def load_settings(path: Path) -> Settings:
     """Read and validate ``path``; raise ConfigError naming every problem."""
+    settings, _ = _load(path)
+    return settings
+
+
+def _load(path: Path) -> tuple[Settings, _Report]:
+    """The settings in ``path`` and the report that knows each key's line."""
     text = _read_text(path)
     try:
         data = tomllib.loads(text)
@@ -272,7 +280,7 @@ def load_settings(path: Path) -> Settings:
     report = _Report(path, _index_key_lines(text))
     settings = _settings(_Table(report, "", data), path.resolve().parent)
     report.raise_if_any()
-    return settings
+    return replace(settings, source=path), report
 
 
 def _read_text(path: Path) -> str:
@@ -1105,3 +1113,179 @@ def _logging(t: _Table) -> LoggingSettings:
     format_ = t.choice("format", d.format, LOG_FORMATS)
     t.reject_unknown()
     return LoggingSettings(level=level, format=format_)
+
+
+# -------------------------------------------------------------------- reloading
+
+# What a running server takes from config.toml when told to reload (SIGHUP, or
+# POST /api/admin/config/reload), as dotted keys; every [queues.*] key too.
+# Any other key that changed needs a restart: it binds a socket (sip host/port,
+# RTP range, web), opens a file or the database, loads a speech model or the
+# prefill data, or was rendered into the prompts at start (dialects offered and
+# their voices, elderly speeds, the callback greeting).  A key not listed is
+# kept at its running value, so a new key is safe until someone wires it up.
+RELOADABLE_KEYS: frozenset[str] = frozenset(
+    {
+        "sip.rtp_timeout",
+        "sip.answer_delay",
+        "sip.inband_dtmf",
+        "sip.max_calls",
+        "operators.ring_timeout",
+        "operators.wrap_up",
+        "dialects.seats",
+        "dialects.overflow_after",
+        "emergency.police",
+        "emergency.fire",
+        "emergency.ambulance",
+        "work_orders.webhook",
+        "work_orders.timeout",
+        "work_orders.retry",
+        "tickets.screen_pop_wait",
+        "tickets.duplicate_window_days",
+        "storage.recording_retention_days",
+        "speech.vad_aggressiveness",
+        "speech.end_silence",
+        "speech.pre_roll",
+        "elderly.timeout_factor",
+        "elderly.end_silence",
+        "callbacks.retry",
+        "callbacks.quiet_hours",
+        "callbacks.timezone",
+        "callbacks.max_attempts_per_hour",
+        "callbacks.customer_first",
+        "callbacks.max_dialing",
+        "callbacks.queue",
+        "logging.level",
+    }
+)
+_SECRET_KEYS = frozenset({"callbacks.password"})
+
+
+def is_reloadable(key: str) -> bool:
+    """Whether a running server takes a new value of ``key`` without a restart."""
+    return key in RELOADABLE_KEYS or key.startswith("queues.")
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One key whose value in the file differs from the running one."""
+
+    key: str  # dotted, e.g. "sip.port" or "queues.general.operators"
+    line: int | None  # where the key is in the file (None: not in it, back to its default)
+    old: object  # the running value; None: a queue the file adds
+    new: object  # the file's value; None: a queue the file removes
+
+    def describe(self) -> str:
+        """``sip.port = 5070``, ``queues.support added`` / ``removed``."""
+        if self.old is None:
+            return f"{self.key} added"
+        if self.new is None:
+            return f"{self.key} removed"
+        return f"{self.key} = {self._text(self.new)}"
+
+    @property
+    def old_text(self) -> str:
+        """The running value as TOML spells it (a password is not shown)."""
+        return "none" if self.old is None else self._text(self.old)
+
+    def _text(self, value: object) -> str:
+        return "(not shown)" if self.key in _SECRET_KEYS else _show(_plain(value))
+
+
+@dataclass(frozen=True)
+class ConfigReload:
+    """What reloading the config file means for a running server."""
+
+    settings: Settings  # to run with now: the file's reloadable keys, the rest as running
+    applied: tuple[ConfigChange, ...]  # changes taken at once
+    needs_restart: tuple[ConfigChange, ...]  # changes left out: the running value is kept
+
+    def where(self, change: ConfigChange) -> str:
+        """``config.toml:4`` (or just the file when the key is not in it)."""
+        path = self.settings.source
+        return f"{path}:{change.line}" if change.line is not None else f"{path}"
+
+
+def reload_settings(path: Path, running: Settings) -> ConfigReload:
+    """Read and validate ``path`` as :func:`load_settings` does, and compare it
+    with the ``running`` settings: which changes apply at once, which need a
+    restart (those keep their running value in the result's settings).
+    Raises ConfigError, as at start, when the file cannot be used as it is or
+    together with the values kept until a restart."""
+    new, report = _load(path)
+    changes = _changes(running, new, report)
+    applied = tuple(c for c in changes if is_reloadable(c.key))
+    needs_restart = tuple(c for c in changes if not is_reloadable(c.key))
+    merged = _merge(running, new, applied)
+    _check_merged(merged, report)
+    report.raise_if_any()
+    return ConfigReload(replace(merged, source=path), applied, needs_restart)
+
+
+def _plain(value: object) -> object:
+    """A value as TOML would hold it, to compare and show (tuples as lists...)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _changes(old: Settings, new: Settings, report: _Report) -> list[ConfigChange]:
+    changes: list[ConfigChange] = []
+
+    def differ(key: str, was: object, now: object) -> None:
+        if _plain(was) != _plain(now):
+            changes.append(ConfigChange(key, report.line_of(key), was, now))
+
+    for section in fields(Settings):
+        if section.name in ("queues", "source"):
+            continue
+        was, now = getattr(old, section.name), getattr(new, section.name)
+        for item in fields(was):
+            key = f"{section.name}.{item.name}"
+            differ(key, getattr(was, item.name), getattr(now, item.name))
+    for name in dict.fromkeys([*old.queues, *new.queues]):
+        key = f"queues.{name}"
+        before, after = old.queues.get(name), new.queues.get(name)
+        if before is None or after is None:
+            changes.append(ConfigChange(key, report.line_of(key), before, after))
+            continue
+        for item in fields(before):
+            if item.name != "name":
+                differ(f"{key}.{item.name}", getattr(before, item.name), getattr(after, item.name))
+    return changes
+
+
+def _merge(running: Settings, new: Settings, applied: Iterable[ConfigChange]) -> Settings:
+    """``running`` with the ``applied`` changes taken from ``new`` (queues whole)."""
+    updates: dict[str, dict[str, object]] = {}
+    for change in applied:
+        section, _, name = change.key.partition(".")
+        if section != "queues":
+            updates.setdefault(section, {})[name] = getattr(getattr(new, section), name)
+    sections = {
+        section: replace(getattr(running, section), **values) for section, values in updates.items()
+    }
+    return replace(running, queues=new.queues, **sections)
+
+
+def _check_merged(settings: Settings, report: _Report) -> None:
+    """What validation checks across sections, again for the mix of new values
+    and values kept until a restart."""
+    dialects = settings.dialects
+    if dialects.overflow_after is None:
+        seatless = [
+            d
+            for d in dialects.offered
+            if d not in (MANDARIN, settings.prompts.dialect) and d not in dialects.seats
+        ]
+        if seatless:
+            report.add(
+                "dialects.overflow",
+                f"dialects.overflow = false, but {', '.join(seatless)} (offered until a "
+                "restart) has no seat in [dialects.seats]: such callers could never be "
+                "answered; add seats or set overflow = true",
+            )

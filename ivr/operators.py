@@ -20,7 +20,8 @@ next one (all tried: start over). On answer the two legs are bridged through
 the IVR, and when either side hangs up the other is hung up too.
 
 :meth:`OperatorDesk.snapshot` shows each queue's operators and waiting
-callers (for the operator console).
+callers (for the operator console). :meth:`OperatorDesk.reconfigure` takes new
+queues and operators (config.toml reloaded) without dropping a call.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class Queue:
     max_waiting: int
     max_wait: float
     overflow_after: float | None = OVERFLOW_AFTER_S
+    retired: bool = False  # removed from config.toml: serves the callers in line, then goes
     line: list[str] = field(default_factory=list)  # call ids, head first
     priority: set[str] = field(default_factory=set)  # call ids that keep an earlier place
     waiting: dict[str, Waiter] = field(default_factory=dict)  # by call id
@@ -265,6 +267,15 @@ class OperatorDesk:
         # one Operator per phone, shared by every queue it serves: a person in two
         # queues is rung for one caller at a time
         self._operators: dict[str, Operator] = {}
+        # operators taken out of every queue by a reload while on a call: they
+        # finish it (their screen still shows it), then are forgotten
+        self._leaving: dict[str, Operator] = {}
+        self.reconfigure(queues, ring_timeout=ring_timeout, wrap_up=wrap_up)
+
+    @staticmethod
+    def check(queues: Mapping[str, QueueConfig]) -> dict[str, frozenset[str]]:
+        """Raise ValueError if ``queues`` cannot be taken; else each operator's skills."""
+        skills: dict[str, frozenset[str]] = {}
         for name, cfg in queues.items():
             unknown = sorted(set(cfg.skills) - set(cfg.operators))
             if unknown:
@@ -279,19 +290,75 @@ class OperatorDesk:
                     f"(or None: never), got {cfg.overflow_after}"
                 )
             for uri in cfg.operators:
-                skills = frozenset(cfg.skills.get(uri, ()))
-                known = self._operators.get(uri)
-                if known is None:
-                    self._operators[uri] = Operator(uri=uri, queue=name, skills=skills)
-                else:
-                    known.skills = known.skills | skills
-            self.queues[name] = Queue(
-                name=name,
-                operators=[self._operators[uri] for uri in cfg.operators],
-                max_waiting=cfg.max_waiting,
-                max_wait=cfg.max_wait,
-                overflow_after=cfg.overflow_after,
-            )
+                skills[uri] = skills.get(uri, frozenset()) | frozenset(cfg.skills.get(uri, ()))
+        return skills
+
+    def reconfigure(
+        self, queues: Mapping[str, QueueConfig], *, ring_timeout: float, wrap_up: float
+    ) -> None:
+        """Take new queues and operators while calls go on (config.toml reloaded).
+
+        Raises ValueError, changing nothing, when a queue's settings are wrong.
+        Callers waiting keep their place; a queue's new operators are offered
+        to them at once. An operator kept (in any queue) keeps their state,
+        pause and calls taken. An operator no longer in any queue gets no new
+        call and finishes the one they are on. A queue removed while callers
+        wait in it stays, with those of its operators still configured, until
+        its line is empty (new rings and max_wait apply to the next ring / the
+        next caller; a caller's max_wait stays as it was when they joined).
+        """
+        skills = self.check(queues)
+        self._ring_timeout = ring_timeout
+        self._wrap_up = wrap_up
+        operators: dict[str, Operator] = {}
+        for name, cfg in queues.items():
+            for uri in cfg.operators:
+                if uri in operators:
+                    continue
+                known = self._operators.get(uri) or self._leaving.pop(uri, None)
+                operator = known or Operator(uri=uri, queue=name)
+                operator.skills = skills[uri]
+                operators[uri] = operator
+        for uri, operator in self._operators.items():
+            if uri in operators:
+                continue
+            if operator.state in (OperatorState.FREE, OperatorState.PAUSED):
+                self._log.info("operator %s removed", uri)
+            else:
+                self._leaving[uri] = operator
+                self._log.info(
+                    "operator %s removed: finishes the call in progress (%s), gets no new one",
+                    uri,
+                    operator.state.value,
+                )
+        self._operators = operators
+        for name, cfg in queues.items():
+            queue = self.queues.get(name)
+            if queue is None:
+                queue = self.queues[name] = Queue(
+                    name=name, operators=[], max_waiting=0, max_wait=0.0
+                )
+            queue.operators = [operators[uri] for uri in cfg.operators]
+            queue.max_waiting = cfg.max_waiting
+            queue.max_wait = cfg.max_wait
+            queue.overflow_after = cfg.overflow_after
+            queue.retired = False
+        for name, queue in list(self.queues.items()):
+            if name in queues:
+                continue
+            queue.operators = [op for op in queue.operators if op.uri in operators]
+            if queue.line:
+                queue.retired = True
+                self._log.warning(
+                    "queue %s removed: kept until the %d caller(s) waiting in it are served",
+                    name,
+                    len(queue.line),
+                )
+            else:
+                del self.queues[name]
+                self._log.info("queue %s removed", name)
+        for queue in self.queues.values():
+            queue.notify()  # waiting callers look at the (new) operators again
 
     def free_operators(self, queue: str) -> int:
         q = self.queues.get(queue)
@@ -408,6 +475,9 @@ class OperatorDesk:
             queue.waiting.pop(call.call_id, None)
             hold.cancel()
             queue.notify()
+            if queue.retired and not queue.line and self.queues.get(queue.name) is queue:
+                del self.queues[queue.name]
+                self._log.info("queue %s (removed from config) is empty: gone", queue.name)
         if call.gone.done():
             await leg.hangup()
             self._freed(operator)
@@ -598,6 +668,11 @@ class OperatorDesk:
     def _freed(self, operator: Operator) -> None:
         """``operator`` is free again: tell whoever waits for one (the callback dialler)."""
         operator.call_id = None
+        if self._leaving.get(operator.uri) is operator:
+            del self._leaving[operator.uri]  # removed from config.toml: no new call
+            operator.state = OperatorState.FREE
+            self._log.info("operator %s (removed from config) is done", operator.uri)
+            return
         if operator.paused:
             operator.state = OperatorState.PAUSED
             return
@@ -610,7 +685,7 @@ class OperatorDesk:
 
     def operators_named(self, uri: str) -> list[Operator]:
         """The operator with phone ``uri`` (one object, whatever queues they serve)."""
-        known = self._operators.get(uri)
+        known = self._operators.get(uri) or self._leaving.get(uri)
         return [] if known is None else [known]
 
     def set_available(self, uri: str, available: bool) -> bool:

@@ -10,7 +10,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from callbacks.settings import policy_from
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
 from ivr.caller_profiles import CallerProfile, CallerProfiles
-from ivr.config import Settings
+from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
 from ivr.database import Database, open_database
 from ivr.dialer import OperatorLine, SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
@@ -49,7 +50,7 @@ from ivr.ticket_events import TicketEvents
 from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
 from ivr.transcriber import Transcriber
-from ivr.web.admin_plans import plan_routes
+from ivr.web.admin_plans import config_routes, plan_routes
 from ivr.web.api import HotlineApi
 from ivr.web.auth import Accounts, require
 from ivr.web.console import ConsoleParts, console_routes
@@ -57,6 +58,25 @@ from ivr.work_orders import WorkOrderOutbox
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
 CALLBACK_GREETING_KEY = "callback_greeting"
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload (SIGHUP) did: config keys taken and left for a restart, the
+    dial plan running now, and why the plan file was not taken (if it was not)."""
+
+    applied: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+    plan_version: str | None
+    plan_error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "applied": list(self.applied),
+            "needs_restart": list(self.needs_restart),
+            "plan_version": self.plan_version,
+            "plan_error": self.plan_error,
+        }
 
 
 class Hotline:
@@ -93,16 +113,7 @@ class Hotline:
             log=log.getChild("operators"),
         )
         self.desk = OperatorDesk(
-            {
-                name: QueueConfig(
-                    q.operators,
-                    q.max_waiting,
-                    q.max_wait,
-                    skills={uri: settings.dialects.skills_of(uri) for uri in q.operators},
-                    overflow_after=settings.dialects.overflow_after,
-                )
-                for name, q in settings.queues.items()
-            },
+            _queue_configs(settings),
             dialer=self.dialer,
             ring_timeout=settings.operators.ring_timeout,
             wrap_up=settings.operators.wrap_up,
@@ -139,16 +150,20 @@ class Hotline:
         self.calls: dict[str, LiveCall] = {}
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()  # one reload (config, plan) at a time
+        self._console: ConsoleParts | None = None
         self.stopped = asyncio.Event()
 
     # -- start / reload / stop -------------------------------------------------
-    def _load_plan(self) -> DialPlan:
+    def _load_plan(self, settings: Settings | None = None) -> DialPlan:
+        """The plan file, checked against ``settings`` (the running ones by default)."""
+        settings = settings or self.settings
         return load_dialplan(
-            self.settings.dialplan.file,
-            queues=set(self.settings.queues),
+            settings.dialplan.file,
+            queues=set(settings.queues),
             recorded_prompts=self.prompts.recorded_keys(),
-            dialects=self.settings.dialects.offered,
-            speeds=self.settings.elderly.speeds,
+            dialects=settings.dialects.offered,
+            speeds=settings.elderly.speeds,
         )
 
     def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
@@ -226,7 +241,9 @@ class Hotline:
         self.ticket_search = TicketSearch(self.db, self.tickets)
         self.api.use_accounts(self.accounts, secure_cookie=self.settings.web.secure_cookie)
         self.api.app.add_routes(plan_routes(self.plan_store, admin, running=lambda: self.plan))
-        self.api.app.add_routes(console_routes(self._console_parts()))
+        self.api.app.add_routes(config_routes(self._reload_json, admin))
+        self._console = self._console_parts()
+        self.api.app.add_routes(console_routes(self._console))
         if self.settings.web.enabled and not await self.accounts.users():
             self.log.warning(
                 "web console: no users yet; create the first admin with "
@@ -284,23 +301,139 @@ class Hotline:
 
     async def reload_plan(self) -> bool:
         """Load the dial plan again; on any error keep the running one."""
+        async with self._reloading:
+            plan, _ = await self._prepare_plan(self.settings)
+            if plan is None:
+                return False
+            self.plan = plan
+            self.log.info("dial plan reloaded: %s version %s", plan.name, plan.version)
+            return True
+
+    async def _prepare_plan(self, settings: Settings) -> tuple[DialPlan | None, str | None]:
+        """The plan file loaded against ``settings``, its speech engine loaded and
+        its prompts built (new calls get them); or None and why (logged), the
+        running plan kept."""
+        running = self.plan.version if self.plan else "-"
         try:
-            plan = self._load_plan()
+            plan = self._load_plan(settings)
             await self._load_speech(plan)
             await self.prompts.build(self._prompt_texts(plan), plan.dialect_prompts)
         except DialPlanError as exc:
-            self.log.error(
-                "dial plan reload failed, keeping version %s:\n%s",
-                self.plan.version if self.plan else "-",
-                exc,
-            )
-            return False
+            self.log.error("dial plan reload failed, keeping version %s:\n%s", running, exc)
+            return None, str(exc)
         except Exception as exc:
             self.log.error("dial plan reload failed (prompts), keeping the running plan: %s", exc)
-            return False
-        self.plan = plan
-        self.log.info("dial plan reloaded: %s version %s", plan.name, plan.version)
-        return True
+            return None, f"prompts: {exc}"
+        return plan, None
+
+    async def reload(self) -> ReloadResult:
+        """What SIGHUP does: read config.toml again, then the dial plan, and take
+        what can change while calls go on.
+
+        Raises ConfigError (logged, naming file, line and key as at start) and
+        changes nothing when config.toml does not load, or when the dial plan
+        file does not load and the running plan needs a queue the file removes.
+        Otherwise the reloadable keys take effect (each logged), every other
+        changed key is logged as needing a restart and keeps its running value,
+        and the dial plan is reloaded against the new settings (if the plan file
+        does not load, the running plan stays: ``plan_error``).
+        """
+        async with self._reloading:
+            source = self.settings.source
+            if source is None:  # built from settings made in code: only the plan
+                plan, error = await self._prepare_plan(self.settings)
+                if plan is not None:
+                    self.plan = plan
+                return ReloadResult((), (), self.plan.version if self.plan else None, error)
+            try:
+                change = await asyncio.to_thread(reload_settings, source, self.settings)
+                configs = _queue_configs(change.settings)
+                try:
+                    OperatorDesk.check(configs)
+                except ValueError as exc:
+                    problem = ConfigProblem(None, "queues", str(exc))
+                    raise ConfigError(source, [problem]) from None
+                plan, plan_error = await self._prepare_plan(change.settings)
+                if plan is None and self.plan is not None:
+                    self._check_running_plan(self.plan, change, plan_error or "")
+            except ConfigError as exc:
+                self.log.error(
+                    "config reload failed; nothing changed (settings, dial plan %s; calls go "
+                    "on):\n%s",
+                    self.plan.version if self.plan else "-",
+                    exc,
+                )
+                raise
+            self._apply_settings(change, configs)
+            if plan is not None:
+                self.plan = plan
+                self.log.info("dial plan reloaded: %s version %s", plan.name, plan.version)
+            self.log.info(
+                "config reloaded from %s: %d change(s) applied, %d need a restart",
+                source,
+                len(change.applied),
+                len(change.needs_restart),
+            )
+            return ReloadResult(
+                applied=tuple(c.key for c in change.applied),
+                needs_restart=tuple(c.key for c in change.needs_restart),
+                plan_version=self.plan.version if self.plan else None,
+                plan_error=plan_error,
+            )
+
+    def _check_running_plan(self, plan: DialPlan, change: ConfigReload, why: str) -> None:
+        """The plan file did not load, so ``plan`` goes on running: refuse a config
+        that takes away a queue it transfers to."""
+        used = {n.queue for n in plan.nodes.values() if isinstance(n, TransferNode)}
+        lost = sorted(used - set(change.settings.queues))
+        if not lost:
+            return
+        source = change.settings.source or Path("config.toml")
+        problems = [
+            ConfigProblem(
+                None,
+                f"queues.{name}",
+                f"queues.{name} is removed, but the running dial plan (version {plan.version}) "
+                f"transfers to it and {change.settings.dialplan.file} does not load to replace "
+                f"it: keep the queue, or fix the dial plan and reload both ({why.strip()})",
+            )
+            for name in lost
+        ]
+        raise ConfigError(source, problems)
+
+    def _apply_settings(self, change: ConfigReload, queues: Mapping[str, QueueConfig]) -> None:
+        """Run with ``change.settings`` from now on (no await: all at once)."""
+        new = change.settings
+        self.desk.reconfigure(
+            queues, ring_timeout=new.operators.ring_timeout, wrap_up=new.operators.wrap_up
+        )
+        self.settings = new  # read per call: sip limits, emergency, elderly, screen pop...
+        self.listen = ListenSettings(
+            end_silence=new.speech.end_silence,
+            pre_roll=new.speech.pre_roll,
+            vad_aggressiveness=new.speech.vad_aggressiveness,
+        )
+        if self._console is not None:
+            self._console.duplicate_window = new.tickets.duplicate_window_days * 86400.0
+        if self.work_orders is not None:
+            wo = new.work_orders
+            self.work_orders.reconfigure(url=wo.webhook, timeout=wo.timeout, retry_delays=wo.retry)
+        if self.callback_queue is not None:
+            self.callback_queue.policy = policy_from(new.callbacks)
+            self._wake_callbacks()
+        self.log.setLevel(new.logging.level)
+        for c in change.applied:
+            self.log.info("%s: %s (was %s): applied", change.where(c), c.describe(), c.old_text)
+        for c in change.needs_restart:
+            self.log.warning(
+                "%s: %s needs a restart; running with %s until then",
+                change.where(c),
+                c.describe(),
+                c.old_text,
+            )
+
+    async def _reload_json(self) -> dict[str, object]:
+        return (await self.reload()).to_json()
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop taking calls, let current calls finish, then close."""
@@ -602,12 +735,11 @@ class Hotline:
         self.callback_queue = CallbackQueue(self.db, policy)
         if not cb.enabled:
             return
-        queue_name = self._callback_queue_name()
         self.callback_dialler = CallbackDialler(
             queue=self.callback_queue,
             dialer=self.dialer,
             settings=cb,
-            free_operators=lambda: self.desk.free_operators(queue_name),
+            free_operators=lambda: self.desk.free_operators(self._callback_queue_name()),
             start_call=self._run_callback_call,
             flag_ticket=self._flag_ticket,
             clock=self.wall_clock,
@@ -746,9 +878,9 @@ class Hotline:
 
     async def _watch_media(self) -> None:
         """Dead-call detection: no RTP from the caller for rtp_timeout seconds."""
-        timeout = self.settings.sip.rtp_timeout
         loop = asyncio.get_running_loop()
         while True:
+            timeout = self.settings.sip.rtp_timeout  # may change on a reload
             await asyncio.sleep(min(1.0, timeout / 4))
             now = loop.time()
             for call in list(self.calls.values()):
@@ -760,23 +892,67 @@ class Hotline:
                     call.end(EndReason.RTP_TIMEOUT)
 
 
+def _queue_configs(settings: Settings) -> dict[str, QueueConfig]:
+    """The operator desk's queues from config.toml's [queues.*] and dialect seats."""
+    return {
+        name: QueueConfig(
+            q.operators,
+            q.max_waiting,
+            q.max_wait,
+            skills={uri: settings.dialects.skills_of(uri) for uri in q.operators},
+            overflow_after=settings.dialects.overflow_after,
+        )
+        for name, q in settings.queues.items()
+    }
+
+
 async def serve(
-    settings: Settings, log: logging.Logger, *, ready: asyncio.Event | None = None
+    settings: Settings,
+    log: logging.Logger,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the dial plan."""
+    """Run until SIGINT/SIGTERM (or ``stop`` is set); SIGHUP reloads config.toml
+    and the dial plan (Hotline.reload)."""
     hotline = Hotline(settings, log)
     await hotline.start()
     loop = asyncio.get_running_loop()
-    stop_requested = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    stop_requested = stop or asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await hotline.reload()
+        except ConfigError:
+            pass  # logged; the running setup goes on
+        except Exception:
+            log.exception("reload failed; the running setup goes on")
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    handled: list[signal.Signals] = []
+    for signum, handler in (
+        (signal.SIGINT, stop_requested.set),
+        (signal.SIGTERM, stop_requested.set),
+        (signal.SIGHUP, on_sighup),
+    ):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop_requested.set)
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(hotline.reload_plan()))
-    if ready is not None:
-        ready.set()
-    await stop_requested.wait()
-    await hotline.stop()
+            loop.add_signal_handler(signum, handler)
+            handled.append(signum)
+    try:
+        if ready is not None:
+            ready.set()
+        await stop_requested.wait()
+        if reloads:
+            await asyncio.wait(reloads, timeout=30.0)
+        await hotline.stop()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def default_config_path() -> Path:

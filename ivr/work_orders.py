@@ -6,6 +6,10 @@ so it survives a crash or restart), then delivered by one background task.
 A delivery that fails (timeout, refused connection, non-2xx answer) stays
 in the outbox with its error and is retried after the next delay of the
 retry schedule, then every last delay, until the webhook takes it.
+
+The URL, timeout and retry schedule may change while it runs (config.toml
+reloaded): the next delivery uses them; with no URL nothing is posted and
+what waits in the outbox waits for one.
 """
 
 from __future__ import annotations
@@ -75,6 +79,16 @@ class WorkOrderOutbox:
         if self.enabled and self._task is None:
             self._task = asyncio.ensure_future(self._deliver_forever())
 
+    def reconfigure(self, *, url: str, timeout: float, retry_delays: Sequence[float]) -> None:
+        """Deliver to ``url`` from now on ("" = post nothing; the outbox keeps
+        what waits), each post given ``timeout`` s, retried per ``retry_delays``."""
+        self._url = url
+        self._timeout = timeout
+        self._delays = tuple(retry_delays) or (60.0,)
+        if self.enabled:
+            self.start()
+            self._wake.set()  # entries waiting for a URL, or due by the new schedule
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -107,6 +121,9 @@ class WorkOrderOutbox:
     async def _deliver_forever(self) -> None:
         while True:
             self._wake.clear()
+            if not self.enabled:  # the URL was taken out by a reload: wait for one
+                await self._wake.wait()
+                continue
             try:
                 wait = await self._deliver_due()
             except Exception:
@@ -124,6 +141,8 @@ class WorkOrderOutbox:
             (now,),
         )
         for row in rows:
+            if not self.enabled:
+                break  # the URL was taken out meanwhile
             await self._deliver(
                 int(row["id"]), int(row["ticket_id"]), row["payload"], int(row["attempts"])
             )
@@ -136,15 +155,14 @@ class WorkOrderOutbox:
 
     async def _deliver(self, entry_id: int, ticket_id: int, payload: str, attempts: int) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
-            )
+            self._session = aiohttp.ClientSession()
         error: str | None = None
         try:
             async with self._session.post(
                 self._url,
                 data=payload.encode(),
                 headers={"Content-Type": "application/json; charset=utf-8"},
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
             ) as response:
                 if not 200 <= response.status < 300:
                     error = f"HTTP {response.status} {response.reason or ''}".strip()

@@ -13,6 +13,10 @@ is the author of what gets published.
     POST /api/admin/plans/publish         {"source", "note"?} -> 200 {id, version, author, ...}
                                           | 422 {"problems"} | 409 / 500 {"error"}
     POST /api/admin/plans/{id}/rollback   (no body) -> as publish; 404 if there is no such id
+    POST /api/admin/config/reload         (no body) config.toml and the dial plan read again, as
+                                          on SIGHUP -> 200 {applied: [keys], needs_restart: [keys],
+                                          plan_version, plan_error}
+                                          | 422 {"error", "problems": [{line, key, message}]}
 
 A body that is not a JSON object with a string ``source`` gets 400 saying what
 is wrong; a source over 256 KiB (or a body over aiohttp's 1 MiB) gets 413.
@@ -27,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ivr.config import ConfigError
 from ivr.dialplan.graph import plan_graph
 from ivr.dialplan.load import DialPlanError, Problem
 from ivr.dialplan.model import DialPlan
@@ -36,6 +41,7 @@ MAX_SOURCE_BYTES = 256 * 1024
 MAX_NOTE_CHARS = 500
 
 Guard = Callable[[web.Request], Awaitable[str]]
+Reload = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def plan_routes(
@@ -118,6 +124,21 @@ def plan_routes(
         web.post("/api/admin/plans/publish", publish),
         web.post("/api/admin/plans/{id}/rollback", rollback),
     ]
+
+
+def config_routes(reload: Reload, guard: Guard) -> list[web.AbstractRouteDef]:
+    """POST /api/admin/config/reload: ``reload`` is what SIGHUP does; it raises
+    ConfigError (nothing changed) when config.toml cannot be taken."""
+
+    async def reload_config(request: web.Request) -> web.Response:
+        await guard(request)
+        try:
+            return _json(await reload())
+        except ConfigError as exc:
+            problems = [{"line": p.line, "key": p.key, "message": p.text} for p in exc.problems]
+            return _json({"error": str(exc), "problems": problems}, 422)
+
+    return [web.post("/api/admin/config/reload", reload_config)]
 
 
 async def _source_and_note(request: web.Request) -> tuple[str, str]:
