@@ -85,10 +85,12 @@ class Call(Protocol):
         hold_prompt: PromptAudio | None,
         announce: Callable[[int], PromptAudio | None] | None = None,
         announce_every: float = 30.0,
+        wait: Callable[[int], PromptAudio | None] | None = None,
     ) -> TransferResult:
         """Bridge the caller to an operator of ``queue``; the caller hears
         ``hold_prompt`` (looped) while waiting, and ``announce(place in line)``
-        on joining and every ``announce_every`` s."""
+        on joining and every ``announce_every`` s, followed by ``wait(minutes)``
+        (the estimated wait) when the queue can estimate it."""
 
     async def hangup(self) -> None:
         """End the call from the IVR side (reason IVR_HANGUP)."""

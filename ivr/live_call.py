@@ -155,9 +155,10 @@ class LiveCall:
         hold_prompt: PromptAudio | None,
         announce: Callable[[int], PromptAudio | None] | None = None,
         announce_every: float = 30.0,
+        wait: Callable[[int], PromptAudio | None] | None = None,
     ) -> TransferResult:
         self._check()
-        music = WaitingMusic(hold_prompt, announce, announce_every)
+        music = WaitingMusic(hold_prompt, announce, announce_every, wait)
         return await self._transfer(self, queue, music)
 
     async def hangup(self) -> None:

@@ -29,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -49,6 +52,7 @@ class OperatorState(enum.StrEnum):
 
 OVERFLOW_AFTER_S = 30.0  # default wait for a skilled seat before any operator may answer
 WAKE_EVERY_S = 1.0  # a waiting caller looks at the line at least this often
+HANDLED_KEPT = 20  # the last calls a queue's estimated wait is averaged over
 
 
 @dataclass
@@ -161,11 +165,25 @@ class Queue:
     waiting: dict[str, Waiter] = field(default_factory=dict)  # by call id
     # set (and replaced by a fresh one) when the line or an operator changes
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # seconds each of the last calls of this queue took an operator (talk + wrap-up)
+    handled: deque[float] = field(default_factory=lambda: deque(maxlen=HANDLED_KEPT))
 
     def notify(self) -> None:
         """Wake every caller waiting in line to look at it again."""
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+
+    def estimated_wait(self, position: int) -> float | None:
+        """Seconds the caller at ``position`` (1 = head of the line) will
+        likely wait: position x the average handling time of the last calls
+        (talk + wrap-up) / the operators staffing the queue (not paused).
+        None before any call was handled, or when nobody staffs it."""
+        if not self.handled:
+            return None
+        staffed = sum(1 for op in self.operators if not op.paused)
+        if staffed == 0:
+            return None
+        return position * statistics.fmean(self.handled) / staffed
 
     def assignment(self, now: float) -> dict[str, tuple[Operator, bool]]:
         """Who gets which free operator now: call id -> (operator, start over).
@@ -196,11 +214,13 @@ class Queue:
 @dataclass(frozen=True)
 class WaitingMusic:
     """What a caller hears in line: the hold prompt (looped), and their place in
-    line said on joining and every ``every`` seconds."""
+    line said on joining and every ``every`` seconds, followed by the estimated
+    wait in whole minutes (``wait(minutes)``) once the queue can estimate it."""
 
     hold: PromptAudio | None = None
     announce: Callable[[int], PromptAudio | None] | None = None
     every: float = 30.0
+    wait: Callable[[int], PromptAudio | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -579,10 +599,14 @@ class OperatorDesk:
             while True:
                 if music.announce is not None and call.call_id in queue.line:
                     position = queue.line.index(call.call_id) + 1
-                    said = music.announce(position)
-                    if said is not None:
-                        playing = call.stream.play(said.frames(codec))
-                        await playing.done
+                    said = [music.announce(position)]
+                    estimate = queue.estimated_wait(position)
+                    if music.wait is not None and estimate is not None:
+                        said.append(music.wait(max(1, math.ceil(estimate / 60))))
+                    for prompt in said:
+                        if prompt is not None:
+                            playing = call.stream.play(prompt.frames(codec))
+                            await playing.done
                 if music.hold is not None:
                     playing = call.stream.play(music.hold.frames(codec), loop_forever=True)
                 if music.announce is None:
@@ -628,6 +652,7 @@ class OperatorDesk:
     ) -> None:
         call.note_transfer(queue.name, operator.uri, "bridged")
         operator.call_id = call.call_id
+        began = time.monotonic()
         bridge(call.stream, leg.stream)
         self._log.info("bridged to operator %s", operator.uri)
         try:
@@ -648,6 +673,7 @@ class OperatorDesk:
                 call.end(EndReason.OPERATOR_HANGUP)
             await leg.hangup()
             self._log.info("operator %s call over", operator.uri)
+            queue.handled.append(time.monotonic() - began + max(self._wrap_up, 0.0))
             if release:
                 self._release_later(operator, queue)
 

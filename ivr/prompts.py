@@ -347,12 +347,16 @@ def count_words(n: int) -> str:
 
 
 def numbered(texts: Mapping[str, str], most: int = 20) -> dict[str, str]:
-    """``texts`` with every text saying {n} replaced by key_1 .. key_<most>."""
+    """``texts`` with every text saying {n} replaced by key_1 .. key_<most>.
+    After 第 the number is an ordinal (第二位); otherwise it counts something,
+    and 2 is 两 (约两分钟)."""
     out: dict[str, str] = {}
     for key, text in texts.items():
         if "{n}" in text:
+            ordinal = text.split("{n}", 1)[0].endswith("第")
             for n in range(1, most + 1):
-                out[f"{key}_{n}"] = text.replace("{n}", count_words(n))
+                words = count_words(n)
+                out[f"{key}_{n}"] = text.replace("{n}", "两" if n == 2 and not ordinal else words)
         else:
             out[key] = text
     return out

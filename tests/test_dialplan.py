@@ -162,6 +162,7 @@ class ScriptedCall:
         hold_prompt: PromptAudio | None,
         announce: Any = None,
         announce_every: float = 30.0,
+        wait: Any = None,
     ) -> TransferResult:
         if announce is not None:
             self.announced.append(announce(3).key)
@@ -386,3 +387,41 @@ async def test_proxy_path_describes_the_beneficiary_and_chooses_the_callback(
     ]  # fmt: skip
     assert call.described == ["beneficiary: 老人叫张秀英，电话幺三九零零零零幺幺幺幺", "家里停水了"]
     assert call.callback_person == "beneficiary"
+
+
+def test_wait_prompt_must_say_minutes_and_follow_the_place_in_line(tmp_path: Path) -> None:
+    plan = """[plan]
+name = "wait"
+start = "op"
+
+[prompts]
+place = "您现在排在第{n}位。"
+wait = "请耐心等待。"
+bye = "再见。"
+
+[nodes.op]
+type = "transfer"
+queue = "general"
+wait_prompt = "wait"
+on_no_operator = "bye"
+
+[nodes.bye]
+type = "hangup"
+prompt = "bye"
+"""
+    path = tmp_path / "wait.toml"
+    path.write_text(plan, encoding="utf-8")
+    with pytest.raises(DialPlanError) as info:
+        load_dialplan(path)
+    problems = sorted(f"{p.line}: {p.message}" for p in info.value.problems)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("13: ") and "must say {n} where the minutes go" in problems[0]
+    assert problems[1].startswith("13: ") and "set position_prompt too" in problems[1]
+    path.write_text(
+        plan.replace("请耐心等待。", "预计还需等待约{n}分钟。").replace(
+            'wait_prompt = "wait"', 'position_prompt = "place"\nwait_prompt = "wait"'
+        ),
+        encoding="utf-8",
+    )
+    node = load_dialplan(path).nodes["op"]
+    assert getattr(node, "wait_prompt", None) == "wait"

@@ -1,6 +1,7 @@
 """Callers waiting for an operator hear their place in line (real calls): the
 second caller hears 第二位 on joining; when the first gives up, their next
-announcement says 第一位. The first caller only ever hears 第一位."""
+announcement says 第一位. The first caller only ever hears 第一位. Once the
+queue has handled a call, a waiting caller also hears the estimated wait."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ivr.operators import Operator, Queue
 from ivr.prompts import count_words, numbered
 from ivr.trial_call import place_call
 from tests.audio_tools import best_match
 from tests.conftest import StartHotline, trial
+from tests.peers import SippUas, free_udp_port
 from tests.test_call_path import wait_records
 from tests.test_callbacks_live import busy_operator
 
@@ -36,6 +39,23 @@ def test_numbers_are_said_as_chinese_counts() -> None:
         "place_3": "您现在排在第三位。",
         "hold": "请稍候。",
     }
+    # a count (not after 第) says 两 for 2
+    assert numbered({"wait": "约{n}分钟"}, most=3)["wait_2"] == "约两分钟"
+
+
+def test_estimated_wait_is_place_times_handling_time_over_staffed_operators() -> None:
+    a, b = Operator(uri="sip:a@x", queue="general"), Operator(uri="sip:b@x", queue="general")
+    queue = Queue(name="general", operators=[a, b], max_waiting=10, max_wait=600)
+    assert queue.estimated_wait(1) is None  # no call handled yet: nothing to say
+    queue.handled.extend([120.0, 180.0])
+    assert queue.estimated_wait(3) == 3 * 150.0 / 2
+    b.paused = True
+    assert queue.estimated_wait(1) == 150.0
+    a.paused = True
+    assert queue.estimated_wait(1) is None  # nobody staffs it
+    a.paused = b.paused = False
+    queue.handled.extend([60.0] * 30)  # only the last 20 calls count
+    assert queue.estimated_wait(2) == 60.0
 
 
 async def test_waiting_callers_hear_their_place_in_line(
@@ -69,6 +89,7 @@ async def test_waiting_callers_hear_their_place_in_line(
         await wait_records(hotline, 2)
         place_1 = hotline.prompts.get("place_1").pcm
         place_2 = hotline.prompts.get("place_2").pcm
+        wait_1 = hotline.prompts.get("wait_1").pcm
     finally:
         await operator.stop()
     assert second.status == 200
@@ -82,6 +103,56 @@ async def test_waiting_callers_hear_their_place_in_line(
     assert two > 0.9 and two > one + 0.1, (one, two)
     one, two = scores(heard, 9.0, 22.0)  # the first caller gave up at 9 s
     assert one > 0.9 and one > two + 0.1, (one, two)
+    # no call was handled: no estimate is said
+    assert best_match(heard, wait_1)[0] < 0.6
     first_audio, _ = sf.read(str(first_heard), dtype="int16")
     one, two = scores(first_audio, 0.0, 9.0)
     assert one > 0.9 and one > two + 0.1, (one, two)
+
+
+async def test_a_waiting_caller_hears_the_estimated_wait(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    # a first call is handled (bridged ~3 s), a second keeps the only operator
+    # busy, a third waits: place 1 x ~3 s / 1 operator -> "约一分钟"
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
+    await operator.start()
+    try:
+        hotline = await start_hotline([operator.uri], dialplan=PLAN, ring_timeout=10.0)
+        port = hotline.endpoint.port
+        handled_heard = tmp_path / "handled.wav"
+        handled = await place_call(
+            trial(port, duration=4.0, record=handled_heard, caller="13800000001"), LOG
+        )
+        await wait_records(hotline, 1)
+        busy = asyncio.ensure_future(
+            place_call(
+                trial(port, duration=16.0, caller="13800000002", rtp_ports=(45000, 45040)), LOG
+            )
+        )
+        await asyncio.sleep(3.0)
+        waiting_heard = tmp_path / "waiting.wav"
+        waiting = await place_call(
+            trial(
+                port,
+                duration=8.0,
+                record=waiting_heard,
+                caller="13800000003",
+                rtp_ports=(45100, 45140),
+            ),
+            LOG,
+        )
+        await busy
+        await wait_records(hotline, 3)
+        wait_1 = hotline.prompts.get("wait_1").pcm
+        wait_2 = hotline.prompts.get("wait_2").pcm
+        handled_s = list(hotline.desk.queues["general"].handled)
+    finally:
+        await operator.stop()
+    assert handled.status == 200 and waiting.status == 200
+    assert len(handled_s) >= 1 and handled_s[0] < 60, handled_s
+    heard, _ = sf.read(str(waiting_heard), dtype="int16")
+    one, two = best_match(heard, wait_1)[0], best_match(heard, wait_2)[0]
+    assert one > 0.9 and one > two + 0.1, (one, two)
+    first, _ = sf.read(str(handled_heard), dtype="int16")
+    assert best_match(first, wait_1)[0] < 0.6  # the first caller never waited

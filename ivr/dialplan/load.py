@@ -82,6 +82,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "prompt": str,
         "position_prompt": str,
         "announce_every": (int, float),
+        "wait_prompt": str,
     },
     "hangup": {"type": str, "prompt": str},
     "goto": {"type": str, "target": str},
@@ -340,6 +341,20 @@ def parse_dialplan(
                     f"node {node.id!r}: position_prompt {node.position_prompt!r} must say "
                     "{n} where the caller's place in line goes, e.g. 您现在排在第{n}位",
                 )
+        if isinstance(node, TransferNode) and node.wait_prompt:
+            wording = prompts.get(node.wait_prompt)
+            if wording is not None and "{n}" not in wording:
+                fail(
+                    lines.key("nodes", node.id, "wait_prompt"),
+                    f"node {node.id!r}: wait_prompt {node.wait_prompt!r} must say {{n}} "
+                    "where the minutes go, e.g. 预计还需等待约{n}分钟",
+                )
+            if not node.position_prompt:
+                fail(
+                    lines.key("nodes", node.id, "wait_prompt"),
+                    f"node {node.id!r}: wait_prompt is said after the place in line: "
+                    "set position_prompt too",
+                )
     _check_against_config(nodes, lines, fail, dialects, speeds)
     if queues is not None:
         for node in nodes.values():
@@ -478,6 +493,7 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
             body.get("prompt"),
             body.get("position_prompt"),
             every,
+            body.get("wait_prompt"),
         )
     if kind == "hangup":
         return HangupNode(node_id, line, body.get("prompt"))

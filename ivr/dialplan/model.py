@@ -15,6 +15,7 @@ PROMPT_FIELDS = (
     "hold_prompt",
     "no_speech_prompt",
     "position_prompt",
+    "wait_prompt",
 )
 # a prompt whose text holds {n} is rendered once per number 1..MAX_ANNOUNCED as key_<n>
 MAX_ANNOUNCED = 20
@@ -61,6 +62,9 @@ class TransferNode:
     # said on joining the line and every announce_every s while waiting ("您排在第{n}位")
     position_prompt: str | None = None
     announce_every: float = 30.0
+    # said after the place in line once the queue can estimate the wait
+    # ("预计还需等待约{n}分钟"; {n} whole minutes, at most 20)
+    wait_prompt: str | None = None
 
 
 @dataclass(frozen=True)

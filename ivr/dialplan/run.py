@@ -55,6 +55,20 @@ def _announcer(
     return announce
 
 
+def _wait_announcer(
+    prompts: PromptSource, node: TransferNode, call: Call
+) -> Callable[[int], PromptAudio | None] | None:
+    """The estimated wait in minutes as a prompt ("预计还需等待约三分钟"), or None."""
+    key = node.wait_prompt
+    if not key:
+        return None
+
+    def wait(minutes: int) -> PromptAudio | None:
+        return _prompt(prompts, f"{key}_{min(max(minutes, 1), MAX_ANNOUNCED)}", call)
+
+    return wait
+
+
 async def run_dialplan(
     plan: DialPlan,
     call: Call,
@@ -86,6 +100,7 @@ async def run_dialplan(
                 hold_prompt=hold,
                 announce=announce,
                 announce_every=node.announce_every,
+                wait=_wait_announcer(prompts, node, call),
             )
             if result.outcome is TransferOutcome.BRIDGED:
                 return "bridged"
