@@ -321,6 +321,12 @@ async def test_pages_are_public_with_security_headers_but_their_data_is_not(
                 assert "unsafe-inline" not in csp
                 assert response.headers["X-Content-Type-Options"] == "nosniff"
                 assert response.headers["Cache-Control"] == "no-store"
+        for asset in ("/static/console.js", "/static/console.css", "/api/health"):
+            async with anonymous.get(base + asset) as response:
+                assert response.status == 200, asset
+                csp = response.headers["Content-Security-Policy"]
+                assert csp == "default-src 'none'; frame-ancestors 'none'", asset
+                assert response.headers["X-Content-Type-Options"] == "nosniff"
         async with anonymous.get(base + "/", allow_redirects=False) as response:
             assert response.status == 302 and response.headers["Location"] == "/login"
         for data in ("/api/console/me", "/api/console/queue", "/api/tickets", "/api/stats"):

@@ -238,9 +238,14 @@ class HotlineApi:
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer: no MIME sniffing, not framed by another site."""
+    """Every answer: no MIME sniffing, not framed by another site, and (but
+    for the console's pages, which set their own) a policy that lets nothing
+    load or run if the answer is opened as a document (JSON, scripts, a WAV)."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+    )
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
