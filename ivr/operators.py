@@ -253,6 +253,7 @@ class WaiterSnapshot:
     waited: float  # seconds in this queue so far
     ringing: str | None  # the operator being rung for them, if any
     overflowed: bool  # any operator may take them now (waited overflow_after)
+    estimated_wait: float | None  # seconds still to wait, likely (Queue.estimated_wait)
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ class OperatorDesk:
                             and queue.overflow_after is not None
                             and now - waiter.joined >= queue.overflow_after
                         ),
+                        estimated_wait=queue.estimated_wait(len(waiting) + 1),
                     )
                 )
             shots.append(

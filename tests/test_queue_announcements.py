@@ -156,3 +156,40 @@ async def test_a_waiting_caller_hears_the_estimated_wait(
     assert one > 0.9 and one > two + 0.1, (one, two)
     first, _ = sf.read(str(handled_heard), dtype="int16")
     assert best_match(first, wait_1)[0] < 0.6  # the first caller never waited
+
+
+async def test_the_console_queue_shows_each_callers_estimated_wait() -> None:
+    from ivr.call import EndReason
+    from ivr.operators import OperatorDesk, QueueConfig
+    from tests.test_config_reload import LOG as DESK_LOG
+    from tests.test_config_reload import FakeCaller, FakeDialer, until
+
+    a = "sip:a@127.0.0.1:5081"
+    dialer = FakeDialer()
+    desk = OperatorDesk(
+        {"general": QueueConfig([a], 10, 30.0)},
+        dialer=dialer,
+        ring_timeout=0.5,
+        wrap_up=0.0,
+        log=DESK_LOG,
+    )
+    first, second, third = FakeCaller("2001"), FakeCaller("2002"), FakeCaller("2003")
+    talks = [asyncio.ensure_future(desk.connect(first, "general", None))]
+    await until(lambda: "2001" in dialer.legs, "A answers the first caller", 2.0)
+    talks.append(asyncio.ensure_future(desk.connect(second, "general", None)))
+    await until(lambda: second.positions != [], "the second caller waits", 2.0)
+    (shot,) = desk.snapshot()
+    assert shot.waiting[0].estimated_wait is None  # no call handled yet
+    await asyncio.sleep(0.3)
+    dialer.legs["2001"].ended.set_result("remote_bye")
+    await until(lambda: "2002" in dialer.legs, "A answers the second caller", 2.0)
+    talks.append(asyncio.ensure_future(desk.connect(third, "general", None)))
+    await until(lambda: third.positions != [], "the third caller waits", 2.0)
+    (shot,) = desk.snapshot()
+    (waiter,) = shot.waiting
+    handled = list(desk.queues["general"].handled)
+    assert len(handled) == 1 and 0.3 <= handled[0] < 2.0, handled
+    assert waiter.call_id == third.call_id and waiter.estimated_wait == handled[0]
+    for caller in (second, third):
+        caller.end(EndReason.CALLER_HANGUP)
+    await asyncio.gather(*talks, return_exceptions=True)

@@ -90,11 +90,12 @@ async function refreshQueue() {
     rows.push(Console.el("tr", {},
       Console.el("td", {}, w.position), Console.el("td", {}, w.caller),
       Console.el("td", {}, Console.seconds(w.waited)),
+      Console.el("td", {}, w.estimated_wait == null ? "—" : "约" + Math.max(1, Math.ceil(w.estimated_wait / 60)) + "分钟"),
       Console.el("td", {}, DIALECTS[w.dialect] || w.dialect || ""),
       Console.el("td", {}, w.elderly ? Console.el("span", { class: "badge elderly" }, "老年人") : "",
         w.urgency === "紧急" ? Console.el("span", { class: "badge urgent" }, "紧急") : (w.urgency || ""))));
   }
-  document.getElementById("queue").replaceChildren(...(rows.length ? rows : [Console.el("tr", {}, Console.el("td", { colspan: 5, class: "empty" }, "无人排队"))]));
+  document.getElementById("queue").replaceChildren(...(rows.length ? rows : [Console.el("tr", {}, Console.el("td", { colspan: 6, class: "empty" }, "无人排队"))]));
   const cbs = await Console.api("GET", "/api/console/callbacks");
   const cbRows = cbs.callbacks.map(c => Console.el("tr", {}, Console.el("td", {}, c.id), Console.el("td", {}, c.number), Console.el("td", {}, c.reason), Console.el("td", {}, c.state)));
   document.getElementById("callbacks").replaceChildren(...(cbRows.length ? cbRows : [Console.el("tr", {}, Console.el("td", { colspan: 4, class: "empty" }, "无"))]));
