@@ -187,6 +187,10 @@ class ElderlySettings:
     speeds: tuple[float, ...] = (0.8, 0.65)  # slow speeds a caller may choose (speed included)
     timeout_factor: float = 1.5  # menu key timeouts are this many times longer
     end_silence: float = 2.0  # seconds of silence that end an utterance
+    # 老年人专席: operators (each in some [queues.*]) who take callers in the elderly
+    # service first; such a caller waits seat_overflow_after s for one, then any operator
+    seats: tuple[str, ...] = ()
+    seat_overflow_after: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -679,7 +683,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     work_orders = _work_orders(root.table("work_orders"))
     web = _web(root.table("web"))
     callbacks = _callbacks(root.table("callbacks"), queues)
-    elderly = _elderly(root.table("elderly"))
+    elderly = _elderly(root.table("elderly"), queues)
     dialects = _dialects(root.table("dialects"), prompts, queues)
     root.reject_unknown()
     return Settings(
@@ -701,17 +705,32 @@ def _settings(root: _Table, base: Path) -> Settings:
     )
 
 
-def _elderly(t: _Table) -> ElderlySettings:
+def _elderly(t: _Table, queues: Mapping[str, QueueSettings]) -> ElderlySettings:
     d = ElderlySettings()
     speed = t.number("speed", d.speed, 0.5, 1.0, low_open=False, what="a speed")
     factor = t.number("timeout_factor", d.timeout_factor, 1.0, 4.0, low_open=False, what="a factor")
     end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
     speeds = _speeds(t, d.speeds)
+    seats = tuple(t.string_list("seats") or ())
+    operators = {uri for q in queues.values() for uri in q.operators}
+    for uri in seats:
+        if uri not in operators:
+            t.fail(
+                "seats", f"{_show(uri)} is not an operator of any [queues.*]; add it there first"
+            )
+            seats = ()
+            break
+    after = t.number("seat_overflow_after", d.seat_overflow_after, 0, 3600, low_open=False)
     t.reject_unknown()
     if speed not in speeds:
         speeds = (speed, *speeds)
     return ElderlySettings(
-        speed=speed, speeds=speeds, timeout_factor=factor, end_silence=end_silence
+        speed=speed,
+        speeds=speeds,
+        timeout_factor=factor,
+        end_silence=end_silence,
+        seats=seats,
+        seat_overflow_after=after,
     )
 
 
@@ -1148,6 +1167,8 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "speech.pre_roll",
         "elderly.timeout_factor",
         "elderly.end_silence",
+        "elderly.seats",
+        "elderly.seat_overflow_after",
         "callbacks.retry",
         "callbacks.quiet_hours",
         "callbacks.timezone",

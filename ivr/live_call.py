@@ -16,7 +16,7 @@ from ivr.dialects import MANDARIN
 from ivr.keypad import Keypad
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import RtpStream
-from ivr.operators import WaitingMusic
+from ivr.operators import ELDERLY_SKILL, WaitingMusic
 from ivr.sip.dialog import Dialog, DialogEnd
 from ivr.speech.utterance import ListenSettings, Utterance, UtteranceCapture
 
@@ -102,10 +102,13 @@ class LiveCall:
     @property
     def skill(self) -> str | None:
         """The operator skill this caller needs: their dialect, unless every operator
-        speaks it (mandarin, or the deployment's default dialect)."""
-        if self.dialect in (MANDARIN, self._default_dialect):
-            return None
-        return self.dialect
+        speaks it (mandarin, or the deployment's default dialect); else, in the
+        elderly service where the deployment has elderly seats (老年人专席), those."""
+        if self.dialect not in (MANDARIN, self._default_dialect):
+            return self.dialect
+        if self.elderly and self._elderly.seats:
+            return ELDERLY_SKILL
+        return None
 
     def mark(self, node_id: str) -> None:
         self.record.path.append(node_id)

@@ -51,8 +51,10 @@ class OperatorState(enum.StrEnum):
 
 
 OVERFLOW_AFTER_S = 30.0  # default wait for a skilled seat before any operator may answer
+ELDERLY_OVERFLOW_AFTER_S = 20.0  # default wait for the elderly seat
 WAKE_EVERY_S = 1.0  # a waiting caller looks at the line at least this often
 HANDLED_KEPT = 20  # the last calls a queue's estimated wait is averaged over
+ELDERLY_SKILL = "elderly"  # operators on the elderly seat (老年人专席)
 
 
 @dataclass
@@ -146,6 +148,13 @@ class Waiter:
             return True
         return overflow_after is not None and now - self.joined >= overflow_after
 
+    def overflow_after(self, queue: Queue) -> float | None:
+        """Seconds this caller waits for a skilled operator before any may take
+        them: the elderly seat's own wait (never forever), else the dialects'."""
+        if self.skill == ELDERLY_SKILL:
+            return queue.elderly_overflow_after
+        return queue.overflow_after
+
     def preference(self, operator: Operator) -> tuple[bool, int, int]:
         """Sort key, best first: has the skill, fewest skills, fewest calls taken."""
         lacks_skill = self.skill is not None and self.skill not in operator.skills
@@ -159,6 +168,7 @@ class Queue:
     max_waiting: int
     max_wait: float
     overflow_after: float | None = OVERFLOW_AFTER_S
+    elderly_overflow_after: float = ELDERLY_OVERFLOW_AFTER_S
     retired: bool = False  # removed from config.toml: serves the callers in line, then goes
     line: list[str] = field(default_factory=list)  # call ids, head first
     priority: set[str] = field(default_factory=set)  # call ids that keep an earlier place
@@ -201,7 +211,7 @@ class Queue:
             waiter = self.waiting.get(call_id)
             if waiter is None or waiter.ringing is not None:
                 continue
-            allowed = [op for op in free if waiter.may_take(op, now, self.overflow_after)]
+            allowed = [op for op in free if waiter.may_take(op, now, waiter.overflow_after(self))]
             untried = [op for op in allowed if op.uri not in waiter.skipped]
             if not allowed:
                 continue
@@ -233,6 +243,8 @@ class QueueConfig:
     # seconds a caller needing a skill waits for an operator with it before any
     # operator may take them (None: never; 0: any at once, a skilled one preferred)
     overflow_after: float | None = OVERFLOW_AFTER_S
+    # the same for a caller in the elderly service waiting for the elderly seat
+    elderly_overflow_after: float = ELDERLY_OVERFLOW_AFTER_S
 
 
 @dataclass(frozen=True)
@@ -363,6 +375,7 @@ class OperatorDesk:
             queue.max_waiting = cfg.max_waiting
             queue.max_wait = cfg.max_wait
             queue.overflow_after = cfg.overflow_after
+            queue.elderly_overflow_after = cfg.elderly_overflow_after
             queue.retired = False
         for name, queue in list(self.queues.items()):
             if name in queues:
@@ -409,8 +422,8 @@ class OperatorDesk:
                         ringing=waiter.ringing,
                         overflowed=(
                             waiter.skill is not None
-                            and queue.overflow_after is not None
-                            and now - waiter.joined >= queue.overflow_after
+                            and (after := waiter.overflow_after(queue)) is not None
+                            and now - waiter.joined >= after
                         ),
                         estimated_wait=queue.estimated_wait(len(waiting) + 1),
                     )
@@ -459,11 +472,12 @@ class OperatorDesk:
         else:
             queue.line.append(call.call_id)
         skill = call.skill
-        queue.waiting[call.call_id] = Waiter(
+        waiter = Waiter(
             call_id=call.call_id, caller=call.caller, skill=skill, joined=time.monotonic()
         )
+        queue.waiting[call.call_id] = waiter
         if skill is not None and not any(skill in op.skills for op in queue.operators):
-            if queue.overflow_after is None:
+            if waiter.overflow_after(queue) is None:
                 self._log.warning(
                     "queue %s has no %s seat and never overflows: %s waits in vain",
                     queue.name,
@@ -476,7 +490,7 @@ class OperatorDesk:
                     queue.name,
                     skill,
                     call.call_id,
-                    queue.overflow_after,
+                    waiter.overflow_after(queue),
                 )
         call.note_queued(queue.line.index(call.call_id) + 1)
         music = hold_prompt if isinstance(hold_prompt, WaitingMusic) else WaitingMusic(hold_prompt)
@@ -517,10 +531,11 @@ class OperatorDesk:
                 raise CallEnded(call.gone.result())
             changed = queue.changed  # taken before looking: no change goes unseen
             now = time.monotonic()
+            overflow_after = waiter.overflow_after(queue)
             overflow_at = (
                 None
-                if waiter.skill is None or queue.overflow_after is None
-                else waiter.joined + queue.overflow_after
+                if waiter.skill is None or overflow_after is None
+                else waiter.joined + overflow_after
             )
             if overflow_at is not None and now >= overflow_at and not waiter.overflowed:
                 waiter.overflowed = True

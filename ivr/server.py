@@ -37,7 +37,7 @@ from ivr.media.clock import MediaClock
 from ivr.media.inband_dtmf import InbandDtmfDetector
 from ivr.media.ports import PortsExhausted, RtpPorts
 from ivr.media.rtp import RtpStream
-from ivr.operators import OperatorDesk, QueueConfig, WaitingMusic
+from ivr.operators import ELDERLY_SKILL, OperatorDesk, QueueConfig, WaitingMusic
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.prompts import PromptLibrary, PromptSet, numbered
@@ -899,8 +899,13 @@ def _queue_configs(settings: Settings) -> dict[str, QueueConfig]:
             q.operators,
             q.max_waiting,
             q.max_wait,
-            skills={uri: settings.dialects.skills_of(uri) for uri in q.operators},
+            skills={
+                uri: settings.dialects.skills_of(uri)
+                | (frozenset({ELDERLY_SKILL}) if uri in settings.elderly.seats else frozenset())
+                for uri in q.operators
+            },
             overflow_after=settings.dialects.overflow_after,
+            elderly_overflow_after=settings.elderly.seat_overflow_after,
         )
         for name, q in settings.queues.items()
     }

@@ -364,6 +364,13 @@ BAD_CONFIGS = [
         id="seat-not-an-operator",
     ),
     pytest.param(
+        QUEUE + '[elderly]\nseats = ["sip:someone@127.0.0.1:5099"]\n',
+        "elderly.seats",
+        "seats =",
+        "is not an operator of any [queues.*]",
+        id="elderly-seat-not-an-operator",
+    ),
+    pytest.param(
         QUEUE + '[dialects.voices]\nklingon = "tlh"\n',
         "dialects.voices.klingon",
         "klingon",

@@ -157,3 +157,45 @@ yue = ["{yue_op.uri}"]
     assert hotline.profiles is not None
     profile = await hotline.profiles.get(NUMBER)
     assert profile is not None and profile.dialect == "yue" and profile.speed == SPEED
+
+
+async def test_an_elderly_caller_reaches_the_elderly_seat(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    # 老年人专席: key 7 (the elderly service), then 0: the call goes to the seat
+    # although the other operator, listed first, is free
+    other_op = SippUas(tmp_path / "op-m", free_udp_port(), free_udp_port(even=True))
+    seat_op = SippUas(
+        tmp_path / "op-e", free_udp_port(), free_udp_port(even=True), user="operator-elderly"
+    )
+    quiet = write_wav(tmp_path / "quiet.wav", np.zeros(8000 * 60, dtype=np.int16))
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=quiet, user="13900000077")
+    for peer in (other_op, seat_op):
+        await peer.start()
+    await caller.start()
+    try:
+        hotline = await start_hotline(
+            [other_op.uri, seat_op.uri],
+            extra=f"""
+[elderly]
+seats = ["{seat_op.uri}"]
+seat_overflow_after = 60
+""",
+        )
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        await reached(hotline, "main")
+        await asyncio.sleep(1.0)
+        await caller.keys("7")
+        await reached(hotline, "elderly_menu")
+        await asyncio.sleep(1.5)
+        await caller.keys("0")
+        await bridged(hotline)
+        await asyncio.sleep(1.0)
+        await caller.hangup()
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await caller.quit()
+        await other_op.stop()
+        await seat_op.stop()
+    assert record.path[-2:] == ["elderly_menu", "operator"], record.path
+    assert record.operator == seat_op.uri, "an elderly caller goes to the elderly seat"

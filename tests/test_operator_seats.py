@@ -116,6 +116,7 @@ class Desk:
         *,
         skills: dict[str, frozenset[str]] | None = None,
         overflow_after: float | None = 30.0,
+        elderly_overflow_after: float = 20.0,
         max_wait: float = 10.0,
         no_answer: frozenset[str] = frozenset(),
     ) -> None:
@@ -128,6 +129,7 @@ class Desk:
                     max_wait,
                     skills=skills or {},
                     overflow_after=overflow_after,
+                    elderly_overflow_after=elderly_overflow_after,
                 )
             },
             dialer=self.dialer,
@@ -503,3 +505,35 @@ async def test_an_operator_in_two_queues_takes_one_caller_at_a_time() -> None:
         for caller in (first, second, third):
             caller.end(EndReason.CALLER_HANGUP)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+ELDERLY_SEAT = "sip:op5@127.0.0.1:5085"
+ELDERLY = {ELDERLY_SEAT: frozenset({"elderly"})}
+
+
+async def test_an_elderly_caller_goes_to_the_elderly_seat_then_overflows() -> None:
+    # 老年人专席: the seat is preferred although the other operator is listed first
+    # and free; with the seat busy, the caller waits the seat's own
+    # overflow (even when dialect callers never overflow), then takes anyone
+    desk = Desk(
+        [MANDARIN_OP, ELDERLY_SEAT], skills=ELDERLY, overflow_after=None, elderly_overflow_after=0.3
+    )
+    try:
+        first = FakeCaller("13800000031", "elderly")
+        await desk.join(first)
+        assert await desk.connected(first) == ELDERLY_SEAT
+        assert desk.state(MANDARIN_OP) is OperatorState.FREE
+        second = FakeCaller("13800000032", "elderly")
+        joined = time.monotonic()
+        await desk.join(second)
+        await asyncio.sleep(0.15)
+        assert desk.dialer.rung_for("13800000032") == []
+        assert await desk.connected(second) == MANDARIN_OP
+        assert 0.3 <= time.monotonic() - joined < 0.9
+        # an ordinary caller is not held back for the seat
+        third = FakeCaller("13800000033")
+        desk.operator_hangs_up(second)
+        await desk.join(third)
+        assert await desk.connected(third) == MANDARIN_OP
+    finally:
+        await desk.close()
