@@ -198,6 +198,30 @@ async def test_admin_publishes_plans_safely_in_the_browser(
     assert await rows.count() == 2
     await shot(page, "admin-plan-published")
 
+    # config.toml edited on disk, reloaded from the page: a bad value is shown at its
+    # line and nothing changes; then a good one applies, a port change needs a restart
+    config = tmp_path / "config.toml"
+    good = config.read_text()
+    config.write_text(good.replace("ring_timeout = 4.0", "ring_timeout = -1"))
+    await page.click("#config-reload")
+    await page.wait_for_selector("#config-status:has-text('未载入')")
+    problem = await page.locator("#config-problems li").first.inner_text()
+    assert "operators.ring_timeout" in problem and "config.toml:" in problem, problem
+    assert hotline.settings.operators.ring_timeout == 4.0
+    sip_port = hotline.settings.sip.port
+    config.write_text(
+        good.replace("ring_timeout = 4.0", "ring_timeout = 9.0").replace(
+            f"port = {sip_port}", f"port = {sip_port + 1}"
+        )
+    )
+    await page.click("#config-reload")
+    await page.wait_for_selector("#config-status:has-text('已载入')")
+    said = await page.locator("#config-problems").inner_text()
+    assert "operators.ring_timeout" in said and "sip.port" in said, said
+    assert hotline.settings.operators.ring_timeout == 9.0
+    assert hotline.settings.sip.port == sip_port
+    await shot(page, "admin-config-reloaded")
+
     for tab, ready in (
         ("prompts", "#prompt-rows tr"),
         ("tickets", "#ticket-filter"),

@@ -95,6 +95,25 @@ $("plan-publish").addEventListener("click", async () => {
     else { $("plan-problems").replaceChildren(el("li", {}, "发布失败: " + e.message)); }
   }
 });
+$("config-reload").addEventListener("click", async () => {
+  $("config-status").textContent = ""; $("config-problems").replaceChildren();
+  try {
+    const r = await Console.api("POST", "/api/admin/config/reload");
+    const lines = [];
+    if (r.applied.length) lines.push("已生效 Applied: " + r.applied.join(", "));
+    if (r.needs_restart.length) lines.push("需重启 Needs a restart: " + r.needs_restart.join(", "));
+    if (r.plan_error) lines.push("拨号计划未载入 Plan not loaded: " + r.plan_error);
+    $("config-status").textContent = "已载入 Reloaded" + (lines.length ? "" : " (无变化 no change)");
+    $("config-problems").replaceChildren(...lines.map(line => el("li", { class: "note" }, line)));
+    await loadPlans();
+  } catch (e) {
+    $("config-status").textContent = "未载入 Not reloaded";
+    const problems = (e.data && e.data.problems) || [];
+    $("config-problems").replaceChildren(...(problems.length
+      ? problems.map(p => el("li", {}, `config.toml:${p.line || "?"}: ${p.key}: ${p.message}`))
+      : [el("li", {}, e.message)]));
+  }
+});
 loaders.plans = loadPlans;
 
 // -- prompts --
