@@ -80,6 +80,48 @@ class CallRecordStore:
         )
         return [_from_row(row) for row in rows]
 
+    async def add_conversation(
+        self, call_id: str, operator: str, path: str, started_at: float
+    ) -> int:
+        """A conversation recording begins; its id."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO conversation_recordings (call_id, operator, path, started_at) "
+                "VALUES (?, ?, ?, ?)",
+                (call_id, operator, path, started_at),
+            )
+            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
+            assert row is not None
+            return int(row["id"])
+
+    async def conversation_done(self, recording_id: int, seconds: float) -> None:
+        await self._db.execute(
+            "UPDATE conversation_recordings SET seconds = ? WHERE id = ?",
+            (seconds, recording_id),
+        )
+
+    async def conversations_of(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's conversation recordings, oldest first (path '' once deleted)."""
+        rows = await self._db.fetch_all(
+            "SELECT id, operator, path, started_at, seconds FROM conversation_recordings "
+            "WHERE call_id = ? ORDER BY id",
+            (call_id,),
+        )
+        return [dict(row) for row in rows]
+
+    async def conversations_older_than(self, cutoff: float) -> list[tuple[int, str]]:
+        rows = await self._db.fetch_all(
+            "SELECT id, path FROM conversation_recordings WHERE started_at < ? AND path != ''",
+            (cutoff,),
+        )
+        return [(int(r["id"]), str(r["path"])) for r in rows]
+
+    async def forget_conversation(self, recording_id: int) -> None:
+        """The file was deleted by the retention period; the row stays (it happened)."""
+        await self._db.execute(
+            "UPDATE conversation_recordings SET path = '' WHERE id = ?", (recording_id,)
+        )
+
 
 def _to_row(record: CallRecord) -> tuple[object, ...]:
     problem = _problem(record)

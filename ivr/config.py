@@ -118,6 +118,8 @@ class StorageSettings:
     database: Path = Path("var/ivr.sqlite3")
     recordings_dir: Path = Path("var/recordings")
     recording_retention_days: int = 90
+    # the caller and the operator, one stereo WAV a bridged call (recordings_dir/calls)
+    record_conversations: bool = True
 
 
 SPEECH_ENGINES: tuple[str, ...] = ("auto", "whisper", "vosk")
@@ -968,9 +970,13 @@ def _storage(t: _Table, base: Path) -> StorageSettings:
     database = t.path("database", d.database, base)
     recordings_dir = t.path("recordings_dir", d.recordings_dir, base)
     retention = t.integer("recording_retention_days", d.recording_retention_days, 1, 36500)
+    conversations = t.boolean("record_conversations", d.record_conversations)
     t.reject_unknown()
     return StorageSettings(
-        database=database, recordings_dir=recordings_dir, recording_retention_days=retention
+        database=database,
+        recordings_dir=recordings_dir,
+        recording_retention_days=retention,
+        record_conversations=conversations,
     )
 
 
@@ -1162,6 +1168,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "tickets.screen_pop_wait",
         "tickets.duplicate_window_days",
         "storage.recording_retention_days",
+        "storage.record_conversations",
         "speech.vad_aggressiveness",
         "speech.end_silence",
         "speech.pre_roll",

@@ -240,6 +240,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        8,
+        "conversation recordings: the caller and the operator, one stereo WAV a bridged call",
+        (
+            """
+            CREATE TABLE conversation_recordings (
+                id         INTEGER PRIMARY KEY,
+                call_id    TEXT NOT NULL,
+                operator   TEXT NOT NULL,
+                path       TEXT NOT NULL,   -- '' once deleted by the retention period
+                started_at REAL NOT NULL,
+                seconds    REAL
+            )
+            """,
+            "CREATE INDEX conversation_recordings_by_call ON conversation_recordings (call_id)",
+            "CREATE INDEX conversation_recordings_by_start ON conversation_recordings (started_at)",
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """

@@ -33,7 +33,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,13 @@ class OperatorLeg(Protocol):
     def ended(self) -> asyncio.Future[object]: ...
 
     async def hangup(self) -> None: ...
+
+
+# called once a caller is bridged (caller, operator's leg, operator URI); what it
+# returns, if anything, is awaited when the conversation is over (a recording)
+ConversationHook = Callable[
+    ["WaitingCaller", "OperatorLeg", str], Awaitable[Callable[[], Awaitable[None]] | None]
+]
 
 
 class Dialer(Protocol):
@@ -296,6 +303,7 @@ class OperatorDesk:
         self._log = log
         self._tasks: set[asyncio.Future[None]] = set()
         self.on_operator_free: list[Callable[[], None]] = []
+        self.on_bridged: ConversationHook | None = None
         self.queues: dict[str, Queue] = {}
         # one Operator per phone, shared by every queue it serves: a person in two
         # queues is rung for one caller at a time
@@ -672,11 +680,22 @@ class OperatorDesk:
         began = time.monotonic()
         bridge(call.stream, leg.stream)
         self._log.info("bridged to operator %s", operator.uri)
+        finish: Callable[[], Awaitable[None]] | None = None
+        if self.on_bridged is not None:
+            try:
+                finish = await self.on_bridged(call, leg, operator.uri)
+            except Exception:  # a recording that cannot start must not stop the call
+                self._log.exception("conversation recording could not start")
         try:
             either: set[asyncio.Future[Any]] = {call.gone, leg.ended}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             unbridge(call.stream, leg.stream)
+            if finish is not None:
+                try:
+                    await finish()
+                except Exception:
+                    self._log.exception("conversation recording could not be finished")
             if not call.gone.done():
                 ended = leg.ended
                 failed = (

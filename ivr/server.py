@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
 from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
+from ivr.conversation_recorder import ConversationRecording
 from ivr.database import Database, open_database
 from ivr.dialer import OperatorLine, SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
@@ -37,11 +39,18 @@ from ivr.media.clock import MediaClock
 from ivr.media.inband_dtmf import InbandDtmfDetector
 from ivr.media.ports import PortsExhausted, RtpPorts
 from ivr.media.rtp import RtpStream
-from ivr.operators import ELDERLY_SKILL, OperatorDesk, QueueConfig, WaitingMusic
+from ivr.operators import (
+    ELDERLY_SKILL,
+    OperatorDesk,
+    OperatorLeg,
+    QueueConfig,
+    WaitingCaller,
+    WaitingMusic,
+)
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.prompts import PromptLibrary, PromptSet, numbered
-from ivr.recordings import purge_recordings
+from ivr.recordings import purge_conversations, purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.sip.sdp import build_answer, choose
@@ -119,6 +128,7 @@ class Hotline:
             wrap_up=settings.operators.wrap_up,
             log=log.getChild("operators"),
         )
+        self.desk.on_bridged = self._record_conversation
         self.plan: DialPlan | None = None
         self.db: Database | None = None
         self.plan_store: PlanStore | None = None
@@ -143,6 +153,7 @@ class Hotline:
             log=log.getChild("api"),
             callbacks=lambda: self.callback_queue,
             callbacks_changed=self._wake_callbacks,
+            records=lambda: self.records,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.callback_queue: CallbackQueue | None = None
@@ -862,16 +873,41 @@ class Hotline:
 
     async def _purge_recordings_forever(self) -> None:
         while True:
+            days = self.settings.storage.recording_retention_days
             if self.tickets is not None:
                 try:
-                    await purge_recordings(
-                        self.tickets,
-                        self.settings.storage.recording_retention_days,
-                        self.log.getChild("recordings"),
-                    )
+                    await purge_recordings(self.tickets, days, self.log.getChild("recordings"))
                 except Exception:
                     self.log.exception("recordings: purge failed")
+            if self.records is not None:
+                try:
+                    await purge_conversations(self.records, days, self.log.getChild("recordings"))
+                except Exception:
+                    self.log.exception("conversations: purge failed")
             await asyncio.sleep(RECORDING_PURGE_EVERY_S)
+
+    async def _record_conversation(
+        self, call: WaitingCaller, leg: OperatorLeg, operator: str
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Start recording a bridged conversation (storage.record_conversations);
+        what finishes it when the call is over."""
+        records = self.records
+        if not self.settings.storage.record_conversations or records is None:
+            return None
+        started = time.time()
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", call.call_id)[:80]
+        day = time.strftime("%Y-%m-%d", time.localtime(started))
+        path = self.settings.storage.recordings_dir / "calls" / day / f"{name}-{int(started)}.wav"
+        live = self.calls.get(call.call_id)
+        log = live.log if live is not None else self.log
+        recording = ConversationRecording(path, call.stream, leg.stream, log)
+        recording_id = await records.add_conversation(call.call_id, operator, str(path), started)
+
+        async def finish() -> None:
+            seconds = await recording.close()
+            await records.conversation_done(recording_id, seconds)
+
+        return finish
 
     async def _transfer(self, call: LiveCall, queue: str, music: WaitingMusic) -> TransferResult:
         return await self.desk.connect(call, queue, music)

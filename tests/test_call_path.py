@@ -217,3 +217,28 @@ async def test_baresip_caller_hears_greeting_and_talks_to_baresip_operator(
     clip = read_8k(CLIP, tmp_path)
     score, _ = best_match(op_heard, clip[4000 : 8000 * 3])
     assert score > 0.6, f"the operator did not hear the caller (match {score:.2f})"
+
+    # the conversation was recorded: caller on the left, operator on the right
+    assert hotline.records is not None
+    (kept,) = await hotline.records.conversations_of(record.call_id)
+    assert kept["operator"] == operator.uri and kept["seconds"] > 5
+    stereo, rate = sf.read(kept["path"], dtype="int16")
+    assert rate == 8000 and stereo.shape[1] == 2
+    assert sf.info(kept["path"]).subtype == "ULAW"
+    left, right = stereo[:, 0], stereo[:, 1]
+    assert abs(len(stereo) / 8000 - kept["seconds"]) < 0.1
+    assert best_match(left, clip[4000 : 8000 * 3])[0] > 0.6, "the caller is not on the left"
+    assert best_match(right, op_clip[8000 : 8000 * 4])[0] > 0.6, "the operator is not on the right"
+    assert best_match(left, op_clip[8000 : 8000 * 4])[0] < 0.5, "the operator leaks into the left"
+    from tests.web_client import hotline_client
+
+    url = f"http://127.0.0.1:{hotline.api.port}/api/calls/{record.call_id}/conversations"
+    async with await hotline_client(hotline, "admin") as admin:
+        async with admin.get(url) as response:
+            (listed,) = (await response.json())["conversations"]
+        assert listed["kept"] and listed["seconds"] == kept["seconds"]
+        async with admin.get(f"http://127.0.0.1:{hotline.api.port}{listed['url']}") as response:
+            assert response.status == 200 and response.content_type == "audio/wav"
+            assert await response.read() == Path(kept["path"]).read_bytes()
+    async with await hotline_client(hotline, "operator") as op_user, op_user.get(url) as response:
+        assert response.status == 403

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,26 @@ async def test_recordings_are_linked_and_purged_after_retention(
     got = await store.get(ticket.id)
     assert got is not None and got.recordings[0].path == ""
     assert got.recordings[0].transcript == "停水了"  # the words stay
+
+
+async def test_conversation_recordings_are_purged_after_retention(
+    db: Database, tmp_path: Path
+) -> None:
+    from ivr.call_records import CallRecordStore
+    from ivr.recordings import purge_conversations
+
+    records = CallRecordStore(db)
+    wav = tmp_path / "calls" / "c1.wav"
+    wav.parent.mkdir()
+    wav.write_bytes(b"RIFF....")
+    rid = await records.add_conversation("call-9", "sip:op@x", str(wav), time.time())
+    await records.conversation_done(rid, 42.5)
+    assert await purge_conversations(records, 30, LOG) == 0  # younger than 30 days: kept
+    await db.execute("UPDATE conversation_recordings SET started_at = started_at - 31 * 86400")
+    assert await purge_conversations(records, 30, LOG) == 1
+    assert not wav.exists()
+    (row,) = await records.conversations_of("call-9")
+    assert row["path"] == "" and row["seconds"] == 42.5  # that it happened stays
 
 
 class Webhook:

@@ -15,12 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
+from ivr.call_records import CallRecordStore
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
 from ivr.web.auth import (
@@ -45,8 +47,10 @@ class HotlineApi:
         log: logging.Logger,
         callbacks: Callable[[], CallbackQueue | None] = lambda: None,
         callbacks_changed: Callable[[], None] = lambda: None,
+        records: Callable[[], CallRecordStore | None] = lambda: None,
     ) -> None:
         self._tickets = tickets
+        self._records = records
         self._callbacks = callbacks
         self._callbacks_changed = callbacks_changed
         self._events = events
@@ -64,6 +68,8 @@ class HotlineApi:
                 web.get("/api/tickets/{id}", self._ticket),
                 web.get("/api/tickets/{id}/history", self._history),
                 web.get("/api/calls/{call_id}/tickets", self._call_tickets),
+                web.get("/api/calls/{call_id}/conversations", self._conversations),
+                web.get("/api/calls/{call_id}/conversations/{id}.wav", self._conversation_wav),
                 web.get("/api/events", self._stream),
                 web.get("/api/callbacks", self._callback_list),
                 web.get("/api/callbacks/{id}", self._callback_show),
@@ -123,6 +129,45 @@ class HotlineApi:
                 content_type="application/json",
             )
         return int(raw)
+
+    async def _conversations(self, request: web.Request) -> web.Response:
+        """The call's conversation recordings (admin: they hold callers' voices)."""
+        require(request, "admin")
+        records = self._records()
+        if records is None:
+            return _json({"error": "starting up"}, status=503)
+        call_id = request.match_info["call_id"]
+        rows = await records.conversations_of(call_id)
+        return _json(
+            {
+                "conversations": [
+                    {
+                        "id": r["id"],
+                        "operator": r["operator"],
+                        "started_at": r["started_at"],
+                        "seconds": r["seconds"],
+                        "kept": bool(r["path"]),
+                        "url": f"/api/calls/{call_id}/conversations/{r['id']}.wav",
+                    }
+                    for r in rows
+                ]
+            }
+        )
+
+    async def _conversation_wav(self, request: web.Request) -> web.StreamResponse:
+        require(request, "admin")
+        records = self._records()
+        if records is None:
+            return _json({"error": "starting up"}, status=503)
+        wanted = self._path_id(request, "recording")
+        rows = await records.conversations_of(request.match_info["call_id"])
+        row = next((r for r in rows if r["id"] == wanted), None)
+        if row is None or not row["path"]:
+            return _json({"error": f"no recording {wanted} of this call"}, status=404)
+        path = Path(row["path"])
+        if not path.is_file():
+            return _json({"error": f"recording {wanted} is gone from disk"}, status=410)
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     async def _ticket(self, request: web.Request) -> web.Response:
         require(request, "operator")
