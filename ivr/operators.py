@@ -190,14 +190,17 @@ class Queue:
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
-    def estimated_wait(self, position: int) -> float | None:
+    def estimated_wait(self, position: int, skill: str | None = None) -> float | None:
         """Seconds the caller at ``position`` (1 = head of the line) will
         likely wait: position x the average handling time of the last calls
-        (talk + wrap-up) / the operators staffing the queue (not paused).
-        None before any call was handled, or when nobody staffs it."""
+        (talk + wrap-up) / the operators staffing the queue (not paused) —
+        those with ``skill`` when the caller waits for a seat and there are
+        some. None before any call was handled, or when nobody staffs it."""
         if not self.handled:
             return None
-        staffed = sum(1 for op in self.operators if not op.paused)
+        staffing = [op for op in self.operators if not op.paused]
+        seats = [op for op in staffing if skill is not None and skill in op.skills]
+        staffed = len(seats or staffing)
         if staffed == 0:
             return None
         return position * statistics.fmean(self.handled) / staffed
@@ -433,7 +436,7 @@ class OperatorDesk:
                             and (after := waiter.overflow_after(queue)) is not None
                             and now - waiter.joined >= after
                         ),
-                        estimated_wait=queue.estimated_wait(len(waiting) + 1),
+                        estimated_wait=queue.estimated_wait(len(waiting) + 1, waiter.skill),
                     )
                 )
             shots.append(
@@ -625,7 +628,10 @@ class OperatorDesk:
                 if music.announce is not None and call.call_id in queue.line:
                     position = queue.line.index(call.call_id) + 1
                     said = [music.announce(position)]
-                    estimate = queue.estimated_wait(position)
+                    waiter = queue.waiting.get(call.call_id)
+                    estimate = queue.estimated_wait(
+                        position, waiter.skill if waiter is not None else None
+                    )
                     if music.wait is not None and estimate is not None:
                         said.append(music.wait(max(1, math.ceil(estimate / 60))))
                     for prompt in said:

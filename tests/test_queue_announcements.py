@@ -56,6 +56,10 @@ def test_estimated_wait_is_place_times_handling_time_over_staffed_operators() ->
     a.paused = b.paused = False
     queue.handled.extend([60.0] * 30)  # only the last 20 calls count
     assert queue.estimated_wait(2) == 60.0
+    # a caller waiting for a seat: only the operators with the skill serve them
+    b.skills = frozenset({"yue"})
+    assert queue.estimated_wait(2, "yue") == 120.0
+    assert queue.estimated_wait(2, "min") == 60.0  # no min seat: any operator (overflow)
 
 
 async def test_waiting_callers_hear_their_place_in_line(
