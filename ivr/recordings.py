@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ivr.call_records import CallRecordStore
@@ -14,30 +15,39 @@ from ivr.tickets import TicketStore
 
 
 async def purge_recordings(store: TicketStore, retention_days: int, log: logging.Logger) -> int:
-    """Delete recordings older than the retention period (transcripts stay)."""
-    cutoff = time.time() - retention_days * 86400
-    removed = 0
-    for recording_id, path in await store.recordings_older_than(cutoff):
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).unlink()
-        await store.forget_recording(recording_id)
-        removed += 1
-    if removed:
-        log.info("recordings: %d older than %d days deleted", removed, retention_days)
-    return removed
+    """Delete utterance recordings older than the retention period (transcripts stay)."""
+    return await _purge(
+        "recordings", store.recordings_older_than, store.forget_recording, retention_days, log
+    )
 
 
 async def purge_conversations(
     records: CallRecordStore, retention_days: int, log: logging.Logger
 ) -> int:
-    """Delete conversation recordings older than the retention period."""
+    """Delete conversation recordings older than the retention period (rows stay)."""
+    return await _purge(
+        "conversations",
+        records.conversations_older_than,
+        records.forget_conversation,
+        retention_days,
+        log,
+    )
+
+
+async def _purge(
+    what: str,
+    older_than: Callable[[float], Awaitable[list[tuple[int, str]]]],
+    forget: Callable[[int], Awaitable[None]],
+    retention_days: int,
+    log: logging.Logger,
+) -> int:
     cutoff = time.time() - retention_days * 86400
     removed = 0
-    for recording_id, path in await records.conversations_older_than(cutoff):
+    for recording_id, path in await older_than(cutoff):
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()
-        await records.forget_conversation(recording_id)
+        await forget(recording_id)
         removed += 1
     if removed:
-        log.info("conversations: %d older than %d days deleted", removed, retention_days)
+        log.info("%s: %d older than %d days deleted", what, removed, retention_days)
     return removed

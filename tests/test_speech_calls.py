@@ -222,6 +222,25 @@ async def test_spoken_name_phone_and_address_fill_the_ticket(
     assert "13812345678" in summary
 
 
+async def work_order_system(orders: list[dict[str, Any]]) -> tuple[Any, int]:
+    """A local work-order webhook at /orders keeping what it is sent in
+    ``orders``: its runner (to clean up) and port."""
+    from aiohttp import web
+
+    async def take(request: web.Request) -> web.Response:
+        orders.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/orders", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port
+
+
 class ScriptedRecogniser:
     """Stands in for the recogniser ONLY in the fire routing test: no
     recording of fire words exists in ../shared/speech, and Whisper base does
@@ -248,23 +267,10 @@ class ScriptedRecogniser:
 async def test_emergency_words_send_the_call_to_119_and_post_the_ticket(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    from aiohttp import web
-
     from ivr.transcriber import Transcriber
 
     orders: list[dict[str, Any]] = []
-
-    async def take(request: web.Request) -> web.Response:
-        orders.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/orders", take)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, hook_port = await work_order_system(orders)
 
     said = espeak(tmp_path, "anything", "jiu4 ming4 a5, kuai4 lai2 ren2.")
     voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 25.0))
@@ -401,21 +407,8 @@ async def test_a_cry_for_help_recognised_by_whisper_goes_to_110(
     # 救命啊，快来人啊 (Whisper base writes it right in 43 of 45 renditions:
     # 3 voices x 5 rates x 3 gaps), the deployment's taxonomy lists 救命 as a
     # cry for help (no built-in words: see ivr/prefill/emergency.py).
-    from aiohttp import web
-
     orders: list[dict[str, Any]] = []
-
-    async def take(request: web.Request) -> web.Response:
-        orders.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/orders", take)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, hook_port = await work_order_system(orders)
     bundled = Path(__file__).parent.parent / "ivr" / "prefill" / "taxonomy.toml"
     taxonomy = tmp_path / "taxonomy.toml"
     taxonomy.write_text(
