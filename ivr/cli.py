@@ -29,26 +29,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ivr.prefill import PrefillDataError
     from ivr.server import serve
     from ivr.speech import SpeechModelError
+    from ivr.startup import StartupError
 
     settings = _settings(args.config)
     log = setup_logging(settings.logging.level, settings.logging.format)
     try:
         asyncio.run(serve(settings, log))
-    except DialPlanError as exc:
-        print(f"ivr: the dial plan has errors, not starting:\n{exc}", file=sys.stderr)
-        return 2
-    except SpeechModelError as exc:
-        print(f"ivr: no usable speech model, not starting:\n{exc}", file=sys.stderr)
-        return 2
-    except PrefillDataError as exc:
-        print(f"ivr: bad ticket data file, not starting:\n{exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"ivr: cannot start: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+    except DialPlanError as exc:
+        problem = f"the dial plan has errors, not starting:\n{exc}"
+    except SpeechModelError as exc:
+        problem = f"no usable speech model, not starting:\n{exc}"
+    except PrefillDataError as exc:
+        problem = f"bad ticket data file, not starting:\n{exc}"
+    except (StartupError, OSError) as exc:
+        problem = f"cannot start: {exc}"
+    else:
+        return 0
+    log.error("ivr: %s", problem)
+    print(f"ivr: {problem}", file=sys.stderr)
+    return 2
 
 
 def cmd_call(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from socket import SOCK_DGRAM, SOCK_STREAM
 from typing import Any
 
 from aiohttp import web_request
@@ -27,7 +28,7 @@ from ivr.call_records import CallRecord, CallRecordStore
 from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
 from ivr.conversation_recorder import ConversationRecording
-from ivr.database import Database, open_database
+from ivr.database import Database, DatabaseError, open_database
 from ivr.dialer import OperatorLine, SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
@@ -55,6 +56,7 @@ from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.sip.sdp import build_answer, choose
 from ivr.speech.utterance import ListenSettings
+from ivr.startup import Listener, StartupError, check_listeners, listen_failure
 from ivr.ticket_events import TicketEvents
 from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
@@ -201,7 +203,19 @@ class Hotline:
             "speech: %s engine loaded from %s", self.transcriber.engine.name, speech.models_dir
         )
 
+    def _listeners(self) -> list[Listener]:
+        sip, web = self.settings.sip, self.settings.web
+        listeners = [Listener("SIP (UDP)", sip.host, sip.port, "[sip] host / port", SOCK_DGRAM)]
+        if web.enabled:
+            http = "the web console (HTTP)"
+            listeners.append(Listener(http, web.host, web.port, "[web] host / port", SOCK_STREAM))
+        return listeners
+
     async def start(self) -> None:
+        """Start everything; StartupError (or the error of a bad file) when it
+        cannot. The caller then calls ``stop`` to close what did start."""
+        source = self.settings.source
+        check_listeners(self._listeners(), source)  # a taken port is said at once
         self.plan = self._load_plan()  # DialPlanError stops the start
         tickets_cfg = self.settings.tickets
         prefiller = Prefiller(  # PrefillDataError stops the start
@@ -209,7 +223,11 @@ class Hotline:
         )
         await self._load_speech(self.plan)  # SpeechModelError stops the start
         await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)
-        self.db = await open_database(self.settings.storage.database)
+        try:
+            self.db = await open_database(self.settings.storage.database)
+        except DatabaseError as exc:
+            where = f" in {source}" if source is not None else ""
+            raise StartupError(f"{exc}; change [storage] database{where}") from exc
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
         self.profiles = CallerProfiles(self.db)
@@ -262,7 +280,10 @@ class Hotline:
             )
         web = self.settings.web
         if web.enabled:
-            await self.api.start(web.host, web.port)
+            try:
+                await self.api.start(web.host, web.port)
+            except OSError as exc:
+                raise listen_failure(self._listeners()[1], exc, source) from exc
         self.intake = Intake(
             tickets=self.tickets,
             prefiller=prefiller,
@@ -275,7 +296,10 @@ class Hotline:
         self.intake.transcriber = self.transcriber
         await self._start_callbacks()
         self.endpoint.on_invite = self._on_invite
-        await self.endpoint.start()
+        try:
+            await self.endpoint.start()
+        except OSError as exc:
+            raise listen_failure(self._listeners()[0], exc, source) from exc
         self._watchdog = asyncio.ensure_future(self._watch_media())
         self._housekeeping = asyncio.ensure_future(self._purge_recordings_forever())
         self.log.info(
@@ -957,7 +981,14 @@ async def serve(
     """Run until SIGINT/SIGTERM (or ``stop`` is set); SIGHUP reloads config.toml
     and the dial plan (Hotline.reload)."""
     hotline = Hotline(settings, log)
-    await hotline.start()
+    try:
+        await hotline.start()
+    except BaseException:
+        # close what did start (the database's thread, the web server, the
+        # speech workers): left open, they keep the process from exiting
+        with contextlib.suppress(Exception):
+            await hotline.stop(drain_timeout=0.0)
+        raise
     loop = asyncio.get_running_loop()
     stop_requested = stop or asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()

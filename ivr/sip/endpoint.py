@@ -99,6 +99,9 @@ class SipEndpoint:
         self.log.info("sip: listening on %s:%d/udp", self.host, self.port)
 
     def close(self) -> None:
+        if self._loop is None:  # never started (a start-up that failed before)
+            self._transport.close()
+            return
         self.transactions_in.close()
         self.transactions_out.close()
         for task in list(self._tasks):
