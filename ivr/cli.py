@@ -77,17 +77,25 @@ def cmd_dialplan_check(args: argparse.Namespace) -> int:
     from ivr.dialplan.check import check_command
     from ivr.prompts import PromptLibrary
 
-    settings = _settings(args.config) if args.config.exists() else None
+    config: Path = args.config
+    settings = _settings(config) if config.exists() else None
     queues = set(settings.queues) if settings else None
     recorded: set[str] = set()
     if settings is not None:
         recorded = PromptLibrary.from_settings(settings).recorded_keys()
+    unchecked = None
+    if settings is None:
+        unchecked = (
+            f"queue names, recorded prompts, dialects and speeds NOT checked: no config "
+            f"at {config.resolve()} (give the server's with --config PATH)"
+        )
     return check_command(
         args.file,
         queues,
         recorded,
         dialects=settings.dialects.offered if settings else None,
         speeds=settings.elderly.speeds if settings else None,
+        unchecked=unchecked,
     )
 
 
@@ -441,7 +449,26 @@ def build_parser() -> argparse.ArgumentParser:
     from callbacks.settings import policy_for_config
 
     add_callback_commands(sub, policy_for=policy_for_config)
+    _config_after_the_command(parser)
     return parser
+
+
+def _config_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """Let every (sub)command take ``--config`` after its name too
+    (`ivr serve --config x.toml` as well as `ivr --config x.toml serve`).
+
+    SUPPRESS as the default: a subcommand without it keeps the value (or the
+    default) of the top-level option.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in set(action.choices.values()):
+            if "--config" not in child._option_string_actions:
+                child.add_argument(
+                    "--config", type=Path, default=argparse.SUPPRESS, help="config file"
+                )
+            _config_after_the_command(child)
 
 
 def main(argv: list[str] | None = None) -> int:

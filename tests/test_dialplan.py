@@ -115,6 +115,41 @@ def test_check_command_prints_errors(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().out.startswith("OK: 12345")
 
 
+def test_check_without_a_config_says_what_it_could_not_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plan naming a queue no config has: with no config found, the check
+    must not pass it silently but say queues were not checked, and where it looked."""
+    plan = tmp_path / "plan.toml"
+    source = (ROOT / "tests" / "data" / "dialplans" / "straight_to_queue.toml").read_text()
+    plan.write_text(source.replace('queue = "general"', 'queue = "no_such_queue"'))
+    missing = tmp_path / "nowhere" / "config.toml"
+    code = cli_main(["dialplan", "check", str(plan), "--config", str(missing)])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("OK:")
+    assert "queue names" in out and "NOT checked" in out and str(missing) in out
+    # with the server's config (given after the command), the unknown queue is an error
+    code = cli_main(["dialplan", "check", str(plan), "--config", str(ROOT / "config.toml")])
+    out = capsys.readouterr().out
+    assert code == 1 and "no_such_queue" in out and "NOT checked" not in out
+
+
+def test_config_is_taken_before_or_after_the_command() -> None:
+    from ivr.cli import build_parser
+
+    parser = build_parser()
+    for argv in (
+        ["--config", "a.toml", "serve"],
+        ["serve", "--config", "a.toml"],
+        ["callbacks", "list", "--config", "a.toml"],
+        ["users", "add", "x", "--role", "admin", "--config", "a.toml"],
+        ["dialplan", "check", "p.toml", "--config", "a.toml"],
+        ["voices", "status", "--config", "a.toml"],
+    ):
+        assert parser.parse_args(argv).config == Path("a.toml"), argv
+    assert parser.parse_args(["serve"]).config == Path("config.toml")
+
+
 class ScriptedCall:
     """A Call whose caller presses keys from a script (None = no key)."""
 

@@ -16,7 +16,10 @@ def check_command(
     *,
     dialects: Collection[str] | None = None,
     speeds: Collection[float] | None = None,
+    unchecked: str | None = None,
 ) -> int:
+    """Print OK or the errors (file:line); ``unchecked`` says what could not
+    be checked (no config to check queue names against) and is printed too."""
     try:
         plan = load_dialplan(
             path,
@@ -29,4 +32,6 @@ def check_command(
         print(exc, file=sys.stdout)
         return 1
     print(f"OK: {plan.name} ({len(plan.nodes)} nodes, version {plan.version})")
+    if unchecked:
+        print(f"warning: {unchecked}")
     return 0
