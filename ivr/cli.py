@@ -70,6 +70,8 @@ def cmd_call(args: argparse.Namespace) -> int:
     )
     result = asyncio.run(place_call(options, log))
     print(json.dumps(summary(result), ensure_ascii=False))
+    if result.status != 200:
+        print(f"ivr call: {result.status} {result.reason}", file=sys.stderr)
     return 0 if result.status == 200 else 1
 
 
@@ -387,7 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("rfc4733", "info", "inband", "rfc4733+inband", "rfc4733+info"),
         help="how keys are sent; two joined by + sends each key both ways",
     )
-    call.add_argument("--duration", type=float, default=10.0, help="hang up after N seconds")
+    call.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="hang up after N seconds; also give up when not answered within N seconds",
+    )
     call.add_argument("--record", type=Path, help="write what the caller heard to this WAV")
     call.add_argument("--codecs", default="PCMU,PCMA", help="codecs to offer, in order")
     call.add_argument("--caller", default="13800138000", help="caller number (From user)")

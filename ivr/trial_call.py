@@ -8,6 +8,7 @@ prints a JSON summary of what happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -131,7 +132,26 @@ async def place_call(options: TrialOptions, log: logging.Logger) -> TrialResult:
             from_user=options.caller,
             sdp=sdp,
         )
-        answer = await outgoing.result()
+        # --duration also bounds the wait for an answer (before, Timer B: 32 s)
+        waiting = asyncio.ensure_future(outgoing.result())
+        done, _ = await asyncio.wait({waiting}, timeout=options.duration)
+        if waiting not in done:
+            where = f"{outgoing.addr[0]}:{outgoing.addr[1]}"
+            if outgoing.heard_from.is_set():
+                outgoing.cancel()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiting), 2.0)
+                reason = f"{where} did not answer within {options.duration:g} s (--duration)"
+            else:
+                reason = (
+                    f"nothing answered at {where} within {options.duration:g} s (--duration): "
+                    "no SIP response at all; is the IVR running there?"
+                )
+            waiting.cancel()
+            return TrialResult(
+                status=408, reason=reason, seconds=round(time.monotonic() - started, 2)
+            )
+        answer = waiting.result()
         if not isinstance(answer, Answered):
             return TrialResult(status=answer.status, reason=answer.reason)
         dialog = answer.dialog

@@ -54,6 +54,7 @@ class OutgoingInvite:
         self.call_id = secrets.token_hex(12) + "@" + endpoint.public_host
         self.local_tag = make_tag()
         self.ringing = asyncio.Event()
+        self.heard_from = asyncio.Event()  # any response at all (100 Trying included)
         self._cancel_requested = False
         headers = CaseInsensitiveDict()
         headers.append("Via", endpoint.via_value(make_branch()))
@@ -79,6 +80,7 @@ class OutgoingInvite:
         )
 
     def _provisional(self, response: SipResponse) -> None:
+        self.heard_from.set()
         if response.status_code in (180, 183):
             self.ringing.set()
 
