@@ -134,8 +134,8 @@ async def place_call(options: TrialOptions, log: logging.Logger) -> TrialResult:
         )
         # --duration also bounds the wait for an answer (before, Timer B: 32 s)
         waiting = asyncio.ensure_future(outgoing.result())
-        done, _ = await asyncio.wait({waiting}, timeout=options.duration)
-        if waiting not in done:
+        await asyncio.wait({waiting}, timeout=options.duration)
+        if not waiting.done():
             where = f"{outgoing.addr[0]}:{outgoing.addr[1]}"
             if outgoing.heard_from.is_set():
                 outgoing.cancel()
