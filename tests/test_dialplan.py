@@ -3,6 +3,8 @@ interpreter walking a scripted call."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -294,9 +296,42 @@ async def test_no_operator_hangs_up_with_sorry(plan: object) -> None:
 
 
 async def test_goto_repeats_menu(plan: object) -> None:
-    call = ScriptedCall(["9", "0"])
+    call = ScriptedCall(["9", "*", "0"])
     await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
-    assert call.path == ["welcome", "main", "main_again", "main", "operator"]
+    assert call.path == ["welcome", "main", "more", "main_again", "main", "operator"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "reached"),
+    [(["9", "7"], "elderly"), (["9", "6"], "dialects"), (["9", "8"], "decline_callback")],
+)
+async def test_the_more_menu_leads_where_the_old_main_keys_did(
+    plan: object, keys: list[str], reached: str
+) -> None:
+    call = ScriptedCall([*keys, None, None, None, None, None, None])
+    with contextlib.suppress(CallEnded):
+        await run_dialplan(plan, call, Prompts())  # type: ignore[arg-type]
+    assert call.path[:4] == ["welcome", "main", "more", reached]
+    # ... and the same keys still work straight from the main menu
+    direct = ScriptedCall([keys[1], None, None, None, None, None, None])
+    with contextlib.suppress(CallEnded):
+        await run_dialplan(plan, direct, Prompts())  # type: ignore[arg-type]
+    assert direct.path[:3] == ["welcome", "main", reached]
+
+
+async def test_the_main_menu_is_short_and_says_the_operator_first(tmp_path: Path) -> None:
+    """Before: eight choices, 32 s of espeak-ng speech before the caller heard them all."""
+    from ivr.prompts import PromptLibrary
+
+    bundled = load_dialplan(ROOT / "dialplans" / "12345.toml")
+    text = bundled.prompts["main_menu"]
+    said = re.findall(r"按(.)", text)
+    assert len(said) <= 5, said
+    assert said[0] == "零", "the operator comes first"
+    assert set(said) >= {"零", "一", "二", "三"}
+    library = PromptLibrary(tmp_path / "voices", tmp_path / "cache")
+    await library.build({"main_menu": text})
+    assert library.get("main_menu").duration <= 15.0
 
 
 async def test_caller_leaving_propagates(plan: object) -> None:
