@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(sip-tester baresip-core espeak-ng sox)
-# the tests also drive the web console in Debian's Chromium (Playwright), and
-# draw its Chinese text with a CJK font
+# graphviz: the admin page's dial-plan graph is laid out by `dot`, which measures
+# its Chinese labels with a CJK font (fonts-wqy-microhei)
+APT_PACKAGES=(sip-tester baresip-core espeak-ng sox graphviz fonts-wqy-microhei)
+# the tests also drive the web console in Debian's Chromium (Playwright)
 if [ "${IVR_SETUP_FOR_TESTS:-0}" = "1" ]; then
-  APT_PACKAGES+=(chromium fonts-wqy-microhei)
+  APT_PACKAGES+=(chromium)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
