@@ -75,6 +75,8 @@ class SipSettings:
     max_calls: int = 1000
     user_agent: str = "12345-hotline-ivr"
     codecs: tuple[str, ...] = CODECS
+    # networks (CIDR) the caller's RTP may also come from, e.g. a carrier SBC's media range
+    trunk_networks: tuple[str, ...] = ()
 
     @property
     def contact_host(self) -> str:
@@ -547,6 +549,44 @@ class _Table:
             return None
         return strings
 
+    def networks(self, name: str) -> tuple[str, ...]:
+        """An array of IP networks in CIDR notation ("10.0.0.0/8", "2001:db8::/32";
+        a bare address is one host), possibly empty; as normalised strings."""
+        value = self._take(name)
+        if value is None:
+            return ()
+        example = '["203.0.113.0/24", "2001:db8::/32"]'
+        if not isinstance(value, list):
+            self.fail(name, f"must be an array of networks like {example}, not {_kind(value)}")
+            return ()
+        networks: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                self.fail(
+                    name,
+                    f"must contain only strings like {example}; {_show(item)} is {_kind(item)}",
+                )
+                return ()
+            try:
+                network = ipaddress.ip_network(item.strip(), strict=True)
+            except ValueError as exc:
+                try:
+                    meant = ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    self.fail(
+                        name,
+                        f"{_show(item)} is not an IP network in CIDR notation "
+                        f"(address/prefix length), e.g. {example}",
+                    )
+                    return ()
+                self.fail(name, f'{_show(item)}: {exc}; did you mean "{meant}"?')
+                return ()
+            if str(network) in networks:
+                self.fail(name, f"lists {_show(item)} more than once; remove the repeat")
+                return ()
+            networks.append(str(network))
+        return tuple(networks)
+
     def seconds_list(
         self, name: str, default: tuple[float, ...], low: float, high: float
     ) -> tuple[float, ...]:
@@ -996,6 +1036,7 @@ def _sip(t: _Table) -> SipSettings:
     if t.ok("user_agent") and _PRINTABLE.fullmatch(user_agent) is None:
         t.fail("user_agent", "must not contain control characters (tabs, newlines)")
     codecs = _codecs(t)
+    trunk_networks = t.networks("trunk_networks")
     t.reject_unknown()
 
     ports = ("rtp_port_min", "rtp_port_max")
@@ -1036,6 +1077,7 @@ def _sip(t: _Table) -> SipSettings:
         max_calls=max_calls,
         user_agent=user_agent,
         codecs=codecs,
+        trunk_networks=trunk_networks,
     )
 
 
@@ -1155,6 +1197,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "sip.answer_delay",
         "sip.inband_dtmf",
         "sip.max_calls",
+        "sip.trunk_networks",
         "operators.ring_timeout",
         "operators.wrap_up",
         "dialects.seats",

@@ -39,7 +39,7 @@ from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
 from ivr.media.inband_dtmf import InbandDtmfDetector
 from ivr.media.ports import PortsExhausted, RtpPorts
-from ivr.media.rtp import RtpStream
+from ivr.media.rtp import MediaSources, RtpStream
 from ivr.operators import (
     ELDERLY_SKILL,
     OperatorDesk,
@@ -562,6 +562,9 @@ class Hotline:
         stream.set_remote(
             (offer.address, offer.port), chosen.codec, chosen.payload_type, chosen.dtmf_pt
         )
+        stream.latch_on_first_source(  # symmetric RTP (comedia): docs/decisions.md
+            MediaSources((invite.addr[0],), self.settings.sip.trunk_networks)
+        )
         stream.on_hold = offer.on_hold
         sdp = build_answer(
             offer,
@@ -589,7 +592,7 @@ class Hotline:
             assert isinstance(new_offer, MediaOffer)
             stream.on_hold = new_offer.on_hold
             if not new_offer.on_hold:
-                stream.remote = (new_offer.address, new_offer.port)
+                stream.new_sdp_address((new_offer.address, new_offer.port))
             log.info("re-INVITE: %s", "hold" if new_offer.on_hold else "resume")
 
         dialog.on_reoffer = reoffer

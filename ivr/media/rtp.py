@@ -1,16 +1,22 @@
 """One call leg's RTP stream: receive (jitter buffer, RFC 4733 digits,
 in-band fallback) and send (paced by the shared MediaClock from pre-encoded
 160-byte G.711 frames, or relayed from a bridged leg).
+
+Symmetric RTP (RFC 4961; "comedia" in Asterisk): a stream given
+:class:`MediaSources` latches on to the first source that sends it valid RTP,
+if that source may (the SDP's address, the signalling peer's, or a trunk
+network), and from then on sends there and takes packets from there only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +36,42 @@ _HEADER = struct.Struct("!BBHII")
 PcmListener = Callable[[npt.NDArray[np.int16]], None]
 PayloadListener = Callable[[bytes, str], None]
 DigitListener = Callable[[str, str], None]
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class MediaSources:
+    """Where a stream's media may come from before it has latched: besides the
+    address in the SDP, the signalling peer's (the address the INVITE came
+    from: a NATed phone or an SBC sends its RTP from there) and the trunk
+    networks (``[sip] trunk_networks``: the carrier's media servers)."""
+
+    def __init__(self, peers: Iterable[str] = (), networks: Iterable[str | IpNetwork] = ()):
+        self.peers = frozenset(ip for ip in (_ip(p) for p in peers) if ip is not None)
+        self.networks: tuple[IpNetwork, ...] = tuple(
+            n if not isinstance(n, str) else ipaddress.ip_network(n, strict=False) for n in networks
+        )
+
+    def accepts(self, host: str, sdp_host: str | None) -> bool:
+        ip = _ip(host)
+        if ip is None:
+            return sdp_host is not None and host == sdp_host
+        if sdp_host is not None and (host == sdp_host or ip == _ip(sdp_host)):
+            return True
+        return ip in self.peers or any(
+            ip.version == net.version and ip in net for net in self.networks
+        )
 
 
 class Playback:
@@ -66,7 +108,10 @@ class RtpStream(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._ports: RtpPorts | None = None
         self.local_port = 0
-        self.remote: Addr | None = None
+        self.remote: Addr | None = None  # where we send: the SDP's address, or the latched one
+        self.sdp_remote: Addr | None = None  # the address the SDP said
+        self.latched: Addr | None = None  # the source we latched on to (symmetric RTP)
+        self._sources: MediaSources | None = None  # None: no latching, the SDP address only
         self.codec = "PCMU"
         self.payload_type = 0
         self.dtmf_pt: int | None = None
@@ -111,10 +156,33 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def set_remote(self, addr: Addr, codec: str, payload_type: int, dtmf_pt: int | None) -> None:
         self.remote = addr
+        self.sdp_remote = addr
+        self.latched = None
         self.codec = codec
         self.payload_type = payload_type
         self.dtmf_pt = dtmf_pt
         self._silence = bytes([codecs.silence_byte(codec)]) * FRAME_BYTES
+
+    def latch_on_first_source(self, sources: MediaSources) -> None:
+        """Symmetric RTP: send to where the caller's RTP comes from, once it comes
+        (until then to the SDP's address); see :class:`MediaSources`."""
+        self._sources = sources
+
+    def new_sdp_address(self, addr: Addr) -> None:
+        """A re-INVITE's SDP: a new address starts latching afresh (the far end
+        moved its media); the same address keeps the latched source."""
+        if addr == self.sdp_remote:
+            return
+        self.sdp_remote = addr
+        self.remote = addr
+        if self.latched is not None:
+            self.log.info(
+                "rtp: new SDP address %s:%d: no longer latched to %s:%d",
+                addr[0],
+                addr[1],
+                *self.latched,
+            )
+            self.latched = None
 
     def start_sending(self) -> None:
         self._clock.add(self)
@@ -207,18 +275,25 @@ class RtpStream(asyncio.DatagramProtocol):
         self.log.debug("rtp: socket error (ignored): %s", exc)
 
     def datagram_received(self, data: bytes, addr: Addr) -> None:
-        remote = self.remote
-        if remote is not None and addr[0] != remote[0]:
-            self.foreign += 1
-            if self.foreign == 1 or self.foreign % 500 == 0:
-                self.log.warning(
-                    "rtp: dropped %d packet(s) from unexpected address %s:%d (expected %s)",
-                    self.foreign,
-                    addr[0],
-                    addr[1],
-                    remote[0],
+        latched = self.latched
+        if latched is not None:
+            if addr[0] != latched[0] or addr[1] != latched[1]:
+                self._foreign(addr, f"latched to {latched[0]}:{latched[1]}")
+                return
+        elif self._sources is not None:
+            sdp = self.sdp_remote
+            if not self._sources.accepts(addr[0], sdp[0] if sdp is not None else None):
+                self._foreign(
+                    addr,
+                    f"not the SDP's {sdp[0] if sdp else '-'}, the signalling peer "
+                    "or in [sip] trunk_networks",
                 )
-            return
+                return
+        else:
+            remote = self.remote
+            if remote is not None and addr[0] != remote[0]:
+                self._foreign(addr, f"expected {remote[0]}")
+                return
         if len(data) < 12 or data[0] >> 6 != 2:
             self._bad(f"not RTP ({len(data)} bytes, first byte {data[:1].hex() or '-'})", addr)
             return
@@ -230,12 +305,12 @@ class RtpStream(asyncio.DatagramProtocol):
         except ValueError as exc:
             self._bad(str(exc), addr)
             return
-        self.packets_in += 1
-        self.last_rx = asyncio.get_running_loop().time()
         if pt == self.dtmf_pt:
+            self._valid_from(addr)
             self._telephone_event(packet)
             return
         if pt == CN_PT:
+            self._valid_from(addr)
             return
         if pt != self.payload_type:
             self._bad(f"unexpected payload type {pt}", addr)
@@ -243,11 +318,44 @@ class RtpStream(asyncio.DatagramProtocol):
         if len(packet.payload) == 0 or len(packet.payload) > 1600:
             self._bad(f"audio payload of {len(packet.payload)} bytes", addr)
             return
+        self._valid_from(addr)
         self._last_seq = packet.sequence_number
         self._last_ts = packet.timestamp
         _, frame = self._jitter.add(packet)
         if frame is not None:
             self._deliver(frame.data)
+
+    def _valid_from(self, addr: Addr) -> None:
+        """A valid RTP packet for this stream arrived from ``addr``: count it, and
+        latch on to ``addr`` if this stream latches and has not yet."""
+        self.packets_in += 1
+        self.last_rx = asyncio.get_running_loop().time()
+        # port 0: a source that cannot be answered (RFC 768); keep to the SDP's address
+        if self.latched is None and self._sources is not None and addr[1] != 0:
+            self.latched = (addr[0], addr[1])
+            self.remote = self.latched
+            sdp = self.sdp_remote
+            if sdp is not None and (sdp[0], sdp[1]) != self.latched:
+                self.log.info(
+                    "rtp: latched to %s:%d (the SDP said %s:%d); sending there",
+                    addr[0],
+                    addr[1],
+                    sdp[0],
+                    sdp[1],
+                )
+            else:
+                self.log.debug("rtp: latched to %s:%d (the SDP's address)", addr[0], addr[1])
+
+    def _foreign(self, addr: Addr, why: str) -> None:
+        self.foreign += 1
+        if self.foreign == 1 or self.foreign % 500 == 0:
+            self.log.warning(
+                "rtp: dropped %d packet(s) from unexpected address %s:%d (%s)",
+                self.foreign,
+                addr[0],
+                addr[1],
+                why,
+            )
 
     def _bad(self, why: str, addr: Addr) -> None:
         self.garbage += 1
