@@ -258,6 +258,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX conversation_recordings_by_start ON conversation_recordings (started_at)",
         ),
     ),
+    Migration(
+        9,
+        "ticket recordings: a transcript that reads as the recogniser's loop is marked unreliable",
+        (
+            # why the transcript is unreliable (ivr.speech.repetition); NULL: it reads as speech
+            "ALTER TABLE ticket_recordings ADD COLUMN transcript_unreliable TEXT",
+        ),
+    ),
 )
 
 _CREATE_SCHEMA_TABLE = """

@@ -25,10 +25,10 @@ import numpy.typing as npt
 import soundfile
 
 from ivr.prefill import Prefill, Prefiller
-from ivr.speech import Transcript
+from ivr.speech import Transcript, unreliable_reason
 from ivr.speech.utterance import RATE, Utterance, UtteranceEnd
 from ivr.ticket_events import TicketEvents
-from ivr.tickets import Ticket, TicketStore
+from ivr.tickets import UNRELIABLE_NOTICE, Ticket, TicketStore
 from ivr.transcriber import Transcriber
 from ivr.work_orders import WorkOrderOutbox
 
@@ -247,7 +247,24 @@ class CallIntake:
         if is_no_speech(text):
             text = ""
             await self.note(f"recording {index + 1}: no words recognised")
-        await intake.tickets.set_recording_transcript(recording_id, text)
+        # a loop of the recogniser (一一一零零零..., one phrase again and again):
+        # kept with the recording, flagged, and left out of the ticket
+        unreliable = (transcript.unreliable or unreliable_reason(text)) if text else None
+        await intake.tickets.set_recording_transcript(recording_id, text, unreliable=unreliable)
+        if unreliable is not None:
+            self.log.warning(
+                "recording %d: transcript unreliable (%s), not used for the ticket",
+                index + 1,
+                unreliable,
+            )
+            await self.note(
+                f"recording {index + 1}: {UNRELIABLE_NOTICE} ({unreliable}); "
+                "its words are not used for the ticket"
+            )
+            flagged = await intake.tickets.get(ticket_id)
+            if flagged is not None:  # the screens show the recording flagged
+                intake.events.publish("prefilled", flagged.to_json())
+            return
         self._texts[index] = text
         said = [t for t, who in zip(self._texts, self._about, strict=True) if t and who == "caller"]
         full = "，".join(said)

@@ -21,6 +21,8 @@ from ivr.database import Database, Transaction
 
 STATUSES = ("open", "in_progress", "closed", "duplicate")
 IVR = "ivr"  # the "who" of changes made by the IVR itself
+# shown to the operator beside a recording whose transcript is a loop
+UNRELIABLE_NOTICE = "转写不可靠，请听录音"
 
 
 class TicketError(ValueError):
@@ -34,6 +36,9 @@ class Recording:
     seconds: float
     ending: str  # how the utterance ended: silence, max_length (cut), hung_up
     transcript: str | None
+    # why the transcript reads as the recogniser's loop (kept for the record,
+    # not used for the ticket); None when it reads as speech
+    unreliable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class Ticket:
         head = " ".join(p for p in parts if p)
         if self.emergency:
             head = f"!{self.emergency} {head}"
+        unreliable = [str(n) for n, r in enumerate(self.recordings, 1) if r.unreliable]
+        if unreliable:
+            head = f"{head} [录音{'、'.join(unreliable)}：{UNRELIABLE_NOTICE}]"
         text = f"{head} | {self.transcript}" if self.transcript else head
         text = " ".join(text.split())
         return text[:limit] if len(text) > limit else text
@@ -97,6 +105,8 @@ class Ticket:
                     "seconds": r.seconds,
                     "ending": r.ending,
                     "transcript": r.transcript,
+                    "unreliable": r.unreliable is not None,
+                    "unreliable_reason": r.unreliable,
                 }
                 for r in self.recordings
             ],
@@ -136,7 +146,8 @@ class TicketStore:
         if row is None:
             return None
         recordings = await self._db.fetch_all(
-            "SELECT id, path, seconds, ending, transcript FROM ticket_recordings "
+            "SELECT id, path, seconds, ending, transcript, transcript_unreliable "
+            "FROM ticket_recordings "
             "WHERE ticket_id = ? ORDER BY id",
             (ticket_id,),
         )
@@ -160,9 +171,14 @@ class TicketStore:
             assert row is not None
             return int(row["id"])
 
-    async def set_recording_transcript(self, recording_id: int, text: str) -> None:
+    async def set_recording_transcript(
+        self, recording_id: int, text: str, *, unreliable: str | None = None
+    ) -> None:
+        """``unreliable``: why the text reads as the recogniser's loop (it is
+        kept with the recording, for the record, and flagged)."""
         await self._db.execute(
-            "UPDATE ticket_recordings SET transcript = ? WHERE id = ?", (text, recording_id)
+            "UPDATE ticket_recordings SET transcript = ?, transcript_unreliable = ? WHERE id = ?",
+            (text, unreliable, recording_id),
         )
 
     async def apply_prefill(
@@ -313,4 +329,5 @@ def _recording(row: sqlite3.Row) -> Recording:
         seconds=float(row["seconds"]),
         ending=row["ending"],
         transcript=row["transcript"],
+        unreliable=row["transcript_unreliable"],
     )

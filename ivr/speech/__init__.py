@@ -27,6 +27,7 @@ from ivr.speech.models import (
     vosk_hint,
     whisper_base_dir,
 )
+from ivr.speech.repetition import unreliable_reason
 
 __all__ = [
     "ENGINE_CHOICES",
@@ -37,6 +38,7 @@ __all__ = [
     "Transcript",
     "character_error_rate",
     "load_engine",
+    "unreliable_reason",
 ]
 
 ENGINE_CHOICES = ("auto", "whisper", "vosk")

@@ -31,12 +31,15 @@ class Transcript:
     ``text`` is simplified Chinese for ``zh`` with no leading or trailing
     spaces; ``engine`` is "whisper" or "vosk"; ``audio_seconds`` is the length
     of the audio heard and ``compute_seconds`` the wall time spent decoding it.
+    ``unreliable`` says why the text reads as the recogniser's loop rather than
+    speech (ivr.speech.repetition), None when it reads as speech.
     """
 
     text: str
     engine: str
     audio_seconds: float
     compute_seconds: float
+    unreliable: str | None = None
 
 
 class SpeechStream(Protocol):

@@ -24,14 +24,17 @@ times, the address and number gone). A transcript that compresses like a
 loop (zlib ratio above 2.4, Whisper's own threshold) is decoded once more
 with a repetition penalty of 1.1: deterministic, unlike Whisper's fallback
 to sampling at higher temperatures, and it costs a second decode only for
-such utterances.
+such utterances. So is one that ivr.speech.repetition reads as a loop (one
+digit twelve times, a phrase four times in a row...). The decode that is not
+a loop, else the one that compresses less, is kept; if that is still a loop
+the transcript says so (``Transcript.unreliable``) and the ticket does not
+take its words.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +45,8 @@ import soxr
 from ivr.speech.chinese_script import SimplifiedChinese
 from ivr.speech.engine import TELEPHONE_RATE, SpeechModelError, Transcript, as_pcm16
 from ivr.speech.models import check_whisper_base, install_command
+from ivr.speech.repetition import compression_ratio as compression_ratio  # re-exported
+from ivr.speech.repetition import loopiness, unreliable_reason
 
 WHISPER_RATE = 16000
 WINDOW_SECONDS = 30  # Whisper reads audio in 30 s windows
@@ -120,13 +125,19 @@ class WhisperEngine:
         if self.pad_to_window:
             audio = pad_to_window(audio)
         text = self._decode(audio, hint, 1.0)
-        if compression_ratio(text) > LOOP_RATIO:
+        if compression_ratio(text) > LOOP_RATIO or unreliable_reason(text) is not None:
             retry = self._decode(audio, hint, LOOP_PENALTY)
-            if compression_ratio(retry) < compression_ratio(text):
+            if loopiness(retry) < loopiness(text):
                 text = retry
         if self._simplified is not None:
             text = self._simplified.convert(text)
-        return Transcript(text, self.name, audio_seconds, time.perf_counter() - started)
+        return Transcript(
+            text,
+            self.name,
+            audio_seconds,
+            time.perf_counter() - started,
+            unreliable=unreliable_reason(text),
+        )
 
     def _decode(
         self, audio: npt.NDArray[np.float32], hint: Sequence[str] | None, penalty: float
@@ -152,13 +163,6 @@ class WhisperEngine:
 
     def open_stream(self, grammar: Sequence[str] | None = None) -> WhisperStream:
         return WhisperStream(self, grammar)
-
-
-def compression_ratio(text: str) -> float:
-    """How much zlib shrinks ``text`` (UTF-8): a loop of one sentence
-    shrinks far more than speech does."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
 def pad_to_window(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
