@@ -372,6 +372,9 @@ async def test_prompts_listen_upload_and_synthesise(
         assert {"welcome", "hold", "sorry"} <= {k for _, k in table}
         assert table["yue", "welcome"]["state"] == "synthesised"
         assert table["mandarin", "welcome"]["state"] == "synthesised"
+        assert hotline.plan is not None  # each prompt with its words
+        assert table["mandarin", "welcome"]["text"] == hotline.plan.prompts["welcome"]
+        assert table["yue", "welcome"]["text"]
 
         async with http.get(f"{url}/yue/welcome.wav") as response:
             assert response.status == 200 and response.content_type == "audio/wav"

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ivr.database import open_database
-from ivr.dialplan.graph import plan_graph
+from ivr.dialplan.graph import SvgRenderer, graph_dot, plan_graph
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.plan_store import PlanStore, PublishError, version_of
 from ivr.server import Hotline
@@ -474,3 +474,52 @@ async def test_store_restores_the_file_when_reload_fails_and_serialises_publishe
         assert stored is not None and stored.source == edited
     finally:
         await db.close()
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed")
+async def test_dot_draws_every_node_and_loops_as_references() -> None:
+    plan = load_dialplan(Path(__file__).parent.parent / "dialplans" / "12345.toml")
+    graph = plan_graph(plan)
+    drawn = await SvgRenderer().svg(graph_dot(graph))
+    assert drawn.lstrip().startswith("<?xml") and "<svg" in drawn
+    ids = [n["id"] for n in graph["nodes"]]
+    for i in range(len(ids)):
+        assert f'id="plan&#45;node&#45;{i}"' in drawn
+    assert "转人工" in drawn and "菜单" in drawn  # node types in Chinese
+    # "*" back to the main menu is a small "↩ main" beside the menu, not an edge up
+    assert "↩ main" in drawn and "→ operator" in drawn
+    width = float(drawn.split('<svg width="', 1)[1].split("pt", 1)[0])
+    assert width < 1400, width  # a layered drawing, not one column per depth
+
+
+async def test_without_dot_the_graph_is_still_sent_and_says_why(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    hotline = await _hotline(start_hotline, tmp_path)
+    assert hotline.plan_store is not None
+    failing = tmp_path / "failing-dot"
+    failing.write_text("#!/bin/sh\necho 'Error: syntax error in line 1' >&2\nexit 3\n")
+    slow = tmp_path / "slow-dot"
+    slow.write_text("#!/bin/sh\nexec sleep 5\n")
+    for script in (failing, slow):
+        script.chmod(0o755)
+    for renderer, why in (
+        (SvgRenderer(dot=str(tmp_path / "no-such-dot")), "not installed (Debian package graphviz)"),
+        (SvgRenderer(dot=str(failing)), "failed (status 3): Error: syntax error in line 1"),
+        (SvgRenderer(dot=str(slow), timeout=0.5), "took over 0.5 s"),
+    ):
+        server = await _serve(plan_routes(hotline.plan_store, _fake_guard, renderer=renderer))
+        try:
+            async with aiohttp.ClientSession(headers={"X-Test-User": "王工"}) as http:
+                status, graph = await _get(http, str(server.make_url("/api/admin/plans/graph")))
+                assert status == 200
+                assert [n["id"] for n in graph["nodes"]] == ["welcome", "main", "a", "bye"]
+                assert graph["svg"] is None and why in graph["svg_error"], graph["svg_error"]
+                assert graph["names"]["types"]["menu"] == "菜单"
+                status, body = await _post(
+                    http, str(server.make_url("/api/admin/plans/validate")), {"source": NEW}
+                )
+                assert status == 200 and body["graph"]["svg"] is None
+                assert why in body["graph"]["svg_error"]
+        finally:
+            await server.close()

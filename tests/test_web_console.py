@@ -6,20 +6,28 @@ espeak-ng) lands on their screen with the prefilled ticket and the words the
 fields came from highlighted; they correct the name and save. An admin
 publishes a broken dial plan and sees the error at its line while the running
 plan stays; then publishes a good plan while a call is in progress: that call
-finishes on the old plan and the next call uses the new one. Every page is
-saved as a screenshot in docs/screenshots/ (the README shows them)."""
+finishes on the old plan and the next call uses the new one. An operator who
+opens /admin is told 无权限 and led back; the operator page says everything in
+Chinese; the bundled plan's graph (Graphviz dot) fits the window with a box for
+every node; the prompts page shows each prompt's words and filters them. Every
+page is saved as a screenshot in docs/screenshots/ (the README shows them)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from callbacks import CallbackReason
+from ivr.dialplan import graph as graph_module
+from ivr.prompts import numbered
 from ivr.trial_call import place_call
 from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import ROOT, SHARED, StartHotline, trial
@@ -32,6 +40,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 PLANS = Path(__file__).parent / "data" / "dialplans"
 LOG = logging.getLogger("ivr.test.caller")
+ENGLISH = re.compile(r"[A-Za-z]{2,}")  # a word; node ids and prompt keys are not on these
 
 pytestmark = [
     pytest.mark.peers,
@@ -135,8 +144,9 @@ async def test_a_call_lands_on_the_operator_screen_prefilled_and_is_saved(
         history = await hotline.tickets.history(ticket_id)
         assert any(h.who == "op1" and h.what == "field:name" for h in history)
         # pausing: the operator takes no new call until ready again
+        assert await page.locator("#state").inner_text() in ("振铃中", "通话中")
         await page.click("#availability")
-        await page.wait_for_selector("#availability:has-text('Ready')")
+        await page.wait_for_selector("#availability:has-text('开始接听')")
         assert all(op.paused for op in hotline.desk.operators_named(operator.uri))
     finally:
         await caller.quit()
@@ -158,7 +168,6 @@ async def test_admin_publishes_plans_safely_in_the_browser(
     await page.wait_for_url(f"{base}/admin")
     await page.wait_for_selector("#plan-graph-svg")
     assert await page.input_value("#plan-source") == old_source
-    await shot(page, "admin-plans")
 
     # a broken plan: the error is shown at its line, the running plan stays
     running = hotline.plan.version
@@ -223,10 +232,161 @@ async def test_admin_publishes_plans_safely_in_the_browser(
     await shot(page, "admin-config-reloaded")
 
     for tab, ready in (
-        ("prompts", "#prompt-rows tr"),
         ("tickets", "#ticket-filter"),
         ("dashboard", "#chart-category svg"),
     ):
         await page.click(f".tabs button[data-tab='{tab}']")
         await page.wait_for_selector(ready)
         await shot(page, f"admin-{tab}")
+
+
+async def visible_texts(page: Any, selector: str) -> list[str]:
+    return list(
+        await page.evaluate(
+            "(s) => Array.from(document.querySelectorAll(s))"
+            ".filter(e => e.getClientRects().length).map(e => e.innerText)",
+            selector,
+        )
+    )
+
+
+async def test_operator_page_in_chinese_and_no_admin_frame_for_operators(
+    start_hotline: StartHotline, browser: Any
+) -> None:
+    phone = "sip:op1@127.0.0.1:9"
+    hotline = await start_hotline(
+        [phone],
+        dialplan=PLANS / "straight_to_queue.toml",
+        callbacks='enabled = true\ndial_uri = "sip:{number}@127.0.0.1:9"\n'
+        'retry = [3600]\nquiet_hours = ""',
+    )
+    assert hotline.accounts is not None and hotline.callback_queue is not None
+    await hotline.accounts.add_user("op1", PASSWORD, "operator", sip_uri=phone)
+    await hotline.callback_queue.request(
+        "13900001111", call_id="dropped-call", reason=CallbackReason.ABANDONED, now=time.time()
+    )
+    base = f"http://127.0.0.1:{hotline.api.port}"
+    page = await log_in(browser, base, "op1")
+    await page.wait_for_url(f"{base}/operator")
+    await page.wait_for_selector("#state:has-text('空闲')")  # free
+    row = page.locator("#callbacks tr:has-text('13900001111')")
+    await row.wait_for()
+    assert "排队时挂断" in await row.inner_text() and "待回拨" in await row.inner_text()
+    said = (await page.locator("body").inner_text()).replace("op1", "")
+    assert not ENGLISH.findall(said), ENGLISH.findall(said)
+    statuses = await page.locator("#status option").all_text_contents()  # hidden till a call
+    assert statuses == ["待处理", "处理中", "已办结", "重复"]
+    await page.click("#availability")
+    await page.wait_for_selector("#state:has-text('暂停')")  # paused
+    said = (await page.locator("body").inner_text()).replace("op1", "")
+    assert not ENGLISH.findall(said), ENGLISH.findall(said)
+
+    # the admin page: no empty frame, 无权限 and the way back
+    await page.goto(f"{base}/admin")
+    denied = page.locator("#denied")
+    await denied.wait_for()
+    assert "无权限" in await denied.inner_text() and "管理员" in await denied.inner_text()
+    for frame in (".tabs", "main", "#tab-plans"):
+        assert not await page.locator(frame).first.is_visible(), frame
+    await shot(page, "admin-no-access")
+    await page.click("#denied a[href='/operator']")
+    await page.wait_for_url(f"{base}/operator")
+    await page.wait_for_selector("#state:has-text('暂停')")
+    # nobody logged in: to the log-in page as before
+    anonymous = await browser.new_page()
+    await anonymous.goto(f"{base}/admin")
+    await anonymous.wait_for_url(f"{base}/login")
+
+
+async def test_the_bundled_plan_as_a_graph_that_fits_and_the_prompts_with_their_words(
+    start_hotline: StartHotline, browser: Any
+) -> None:
+    hotline = await start_hotline()  # dialplans/12345.toml
+    assert hotline.accounts is not None and hotline.plan is not None
+    plan = hotline.plan
+    await hotline.accounts.add_user("admin1", PASSWORD, "admin")
+    base = f"http://127.0.0.1:{hotline.api.port}"
+    page = await log_in(browser, base, "admin1")
+    await page.wait_for_url(f"{base}/admin")
+    graph = page.locator("#plan-graph-svg")
+    await graph.wait_for()
+    window = page.viewport_size["width"]
+    box = await graph.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= window, box
+    assert await page.evaluate("document.documentElement.scrollWidth") <= window
+    drawn = await page.evaluate(
+        "Array.from(document.querySelectorAll('#plan-graph-svg g[data-node]'), g => g.dataset.node)"
+    )
+    assert sorted(drawn) == sorted(plan.nodes)  # one box per node
+    if shutil.which("dot"):
+        assert "graphviz" in (await graph.get_attribute("class") or "")
+        edges = page.locator("#plan-graph-svg g.plan-edge text")
+        labels = " ".join(await edges.all_text_contents())
+        keys = {key for node in plan.nodes.values() for key in getattr(node, "options", {})}
+        assert keys and keys <= set(re.split(r"[,/ ]+", labels)), labels
+    await graph.scroll_into_view_if_needed()
+    await shot(page, "admin-plans")
+
+    # prompts: each with its words; a filter by key or words, and by state
+    await page.click(".tabs button[data-tab='prompts']")
+    welcome = page.locator("tr[data-prompt='mandarin/welcome']")
+    await welcome.wait_for()
+    assert plan.prompts["welcome"] in await welcome.inner_text()
+    own = page.locator("tr[data-prompt='yue/dialect_set']")  # the yue wording
+    assert plan.dialect_prompts["yue"]["dialect_set"] in (await own.text_content() or "")
+    height = await page.evaluate("document.documentElement.scrollHeight")
+    assert height < 3000, height
+    await shot(page, "admin-prompts")
+    everything = await visible_texts(page, "tr[data-prompt]")
+    texts = {"callback_greeting": hotline.settings.callbacks.greeting, **numbered(plan.prompts)}
+    wanted = {key for key, text in texts.items() if "老人" in key + text}
+    assert wanted
+    await page.fill("#prompt-filter", "老人")
+    await until(lambda: _shown(page, "mandarin", wanted), 5.0)
+    shown = await visible_texts(page, "tr[data-prompt]")
+    assert shown and len(shown) < len(everything)
+    assert all("老人" in text for text in shown), shown
+    await page.fill("#prompt-filter", "position")  # a key: every number of it
+    position = {key for key in texts if "position" in key}
+    await until(lambda: _shown(page, "mandarin", position), 5.0)
+    await page.fill("#prompt-filter", "")
+    await page.select_option("#prompt-state", "recorded")
+    await until(lambda: _shown(page, "mandarin", set()), 5.0)
+    await page.wait_for_selector("#prompt-none:has-text('没有')")
+
+
+async def _shown(page: Any, dialect: str, keys: set[str]) -> bool:
+    """The rows of ``dialect`` on screen are those of ``keys``."""
+    rows = await page.evaluate(
+        "(d) => Array.from(document.querySelectorAll('tr[data-prompt^=\"' + d + '/\"]'))"
+        ".filter(e => e.getClientRects().length).map(e => e.dataset.prompt)",
+        dialect,
+    )
+    return {row.split("/", 1)[1] for row in rows} == keys
+
+
+async def test_without_graphviz_the_graph_is_drawn_plainly_and_the_page_says_why(
+    start_hotline: StartHotline, browser: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(graph_module, "DOT_PROGRAM", str(tmp_path / "no-dot"))  # not installed
+    hotline = await start_hotline()
+    assert hotline.accounts is not None and hotline.plan is not None
+    await hotline.accounts.add_user("admin1", PASSWORD, "admin")
+    base = f"http://127.0.0.1:{hotline.api.port}"
+    page = await log_in(browser, base, "admin1")
+    await page.wait_for_url(f"{base}/admin")
+    graph = page.locator("#plan-graph-svg")
+    await graph.wait_for()
+    note = page.locator("#plan-graph-note")
+    assert await note.is_visible()
+    said = await note.inner_text()
+    assert "Graphviz" in said and "not installed" in said and "简易排版" in said, said
+    assert "graphviz" not in (await graph.get_attribute("class") or "")
+    drawn = await page.evaluate(
+        "Array.from(document.querySelectorAll('#plan-graph-svg g[data-node]'), g => g.dataset.node)"
+    )
+    assert sorted(drawn) == sorted(hotline.plan.nodes)
+    window = page.viewport_size["width"]
+    box = await graph.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= window, box
+    assert await page.evaluate("document.documentElement.scrollWidth") <= window

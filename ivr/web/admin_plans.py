@@ -6,7 +6,10 @@ is the author of what gets published.
 
     GET  /api/admin/plans                 {"current": {id, version, source}, "running": version,
                                            "history": [{id, version, author, note, published_at}]}
-    GET  /api/admin/plans/graph           the running plan as nodes and edges (plan_graph)
+    GET  /api/admin/plans/graph           the running plan as nodes and edges (plan_graph),
+                                          drawn: "svg" (Graphviz dot's layout; null when dot
+                                          is missing or fails, "svg_error" saying why) and
+                                          "names": the Chinese names of node types and edges
     POST /api/admin/plans/validate        {"source"} -> 200 {"ok": true, "version", "graph"}
                                           | 422 {"ok": false, "problems": [{line, message}]}
     POST /api/admin/plans/diff            {"source"} -> {"diff": unified diff published->draft}
@@ -32,7 +35,14 @@ from typing import Any
 from aiohttp import web
 
 from ivr.config import ConfigError
-from ivr.dialplan.graph import plan_graph
+from ivr.dialplan.graph import (
+    EDGE_NAMES,
+    TYPE_NAMES,
+    GraphvizError,
+    SvgRenderer,
+    graph_dot,
+    plan_graph,
+)
 from ivr.dialplan.load import DialPlanError, Problem
 from ivr.dialplan.model import DialPlan
 from ivr.plan_store import PlanNotFoundError, PlanStore, PublishError
@@ -49,9 +59,21 @@ def plan_routes(
     guard: Guard,
     *,
     running: Callable[[], DialPlan | None] = lambda: None,
+    renderer: SvgRenderer | None = None,
 ) -> list[web.AbstractRouteDef]:
     """The routes, to add to the hotline's aiohttp application before it starts.
-    ``running`` gives the plan new calls get (None: the plan file's)."""
+    ``running`` gives the plan new calls get (None: the plan file's); ``renderer``
+    draws graphs (default: Graphviz ``dot`` from PATH)."""
+    drawer = renderer or SvgRenderer()
+
+    async def drawn(plan: DialPlan) -> dict[str, Any]:
+        graph = plan_graph(plan)
+        try:
+            graph["svg"], graph["svg_error"] = await drawer.svg(graph_dot(graph)), None
+        except GraphvizError as exc:
+            graph["svg"], graph["svg_error"] = None, str(exc)
+        graph["names"] = {"types": TYPE_NAMES, "edges": EDGE_NAMES}  # for a plain drawing
+        return graph
 
     async def overview(request: web.Request) -> web.Response:
         await guard(request)
@@ -74,7 +96,7 @@ def plan_routes(
                 plan = await asyncio.to_thread(store.validate, (await store.current()).source)
             except DialPlanError as exc:  # the file was edited by hand into something broken
                 return _json({"error": "the plan file does not load", **_problems(exc)}, 409)
-        return _json(plan_graph(plan))
+        return _json(await drawn(plan))
 
     async def validate(request: web.Request) -> web.Response:
         await guard(request)
@@ -83,7 +105,7 @@ def plan_routes(
             plan = await asyncio.to_thread(store.validate, source)
         except DialPlanError as exc:
             return _json({"ok": False, **_problems(exc)}, 422)
-        return _json({"ok": True, "version": plan.version, "graph": plan_graph(plan)})
+        return _json({"ok": True, "version": plan.version, "graph": await drawn(plan)})
 
     async def diff(request: web.Request) -> web.Response:
         await guard(request)

@@ -376,14 +376,25 @@ class _Console:
 
     async def prompt_status(self, request: web.Request) -> web.Response:
         require(request, "admin")
+        texts = self.p.prompt_texts()
         rows = voice_status(
             voices_dir=self.p.voices_dir,
             dialects=self.p.dialects,
             prompt_keys=self.p.prompt_keys(),
             synthesis_voices=self.p.voices,
-            texts=set(self.p.prompt_texts()),
+            texts=set(texts),
         )
-        return _json({"dialects": list(self.p.dialects), "prompts": [asdict(r) for r in rows]})
+        said = [{**asdict(r), "text": self._words(r.key, r.dialect, texts)} for r in rows]
+        return _json({"dialects": list(self.p.dialects), "prompts": said})
+
+    def _words(self, key: str, dialect: str, texts: Mapping[str, str]) -> str:
+        """What the prompt says in ``dialect``: the wording it was built from (a
+        dialect's own, else the plan's), or the plan's text before a build."""
+        try:
+            built = self.p.prompts.get(key, 1.0, dialect).text
+        except PromptError:
+            built = ""
+        return built or texts.get(key, "")
 
     async def prompt_audio(self, request: web.Request) -> web.Response:
         require(request, "admin")

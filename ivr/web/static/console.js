@@ -37,6 +37,10 @@ const Console = {
     }
     return node;
   },
+  // dialect groups (ivr/dialects.py) as the console names them
+  DIALECTS: { mandarin: "普通话", wu: "吴语", yue: "粤语", min: "闽语", hakka: "客家话", xiang: "湘语", gan: "赣语" },
+  // a value the server sends as an English word (a state, a status), in Chinese
+  named(names, value) { return value === null || value === undefined ? "" : (names[value] || String(value)); },
   seconds(s) { s = Math.round(s); return s >= 60 ? `${Math.floor(s / 60)}分${s % 60}秒` : `${s}秒`; },
   when(epoch) { return new Date(epoch * 1000).toLocaleString("zh-CN", { hour12: false }); },
 };

@@ -6,7 +6,21 @@ const FIELDS = [
   ["category", "分类"], ["urgency", "紧急程度"], ["urgency_reason", "紧急原因"], ["sentiment", "情绪"],
   ["beneficiary_name", "代办对象姓名"], ["beneficiary_phone", "代办对象电话"], ["beneficiary_address", "代办对象地址"],
 ];
-const DIALECTS = { mandarin: "普通话", wu: "吴语", yue: "粤语", min: "闽语", hakka: "客家话", xiang: "湘语", gan: "赣语" };
+// what the server sends as English words, as the operator reads them
+const STATES = { free: "空闲", ringing: "振铃中", talking: "通话中", wrap_up: "话后整理", paused: "暂停" };
+const CALLBACK_REASONS = { abandoned: "排队时挂断", dropped: "通话意外中断", operator_failed: "坐席线路故障" };
+const CALLBACK_STATES = {
+  pending: "待回拨", dialing: "正在拨打", connected: "已接通", no_answer: "无人接听，待重拨",
+  busy: "占线，待重拨", failed: "回拨失败", cancelled: "已取消", done: "已完成",
+};
+const SOURCES = { speech: "语音识别", operator: "坐席填写", profile: "往次来电", dial_plan: "按键选择", default: "默认" };
+const EMERGENCIES = { fire: "火警", gas_leak: "燃气泄漏", violence: "暴力", medical: "急救", help: "求救" };
+const WHY = { "same address": "地址相同", "same district": "区县相同", "same category": "分类相同" };
+const dialect = (d) => Console.named(Console.DIALECTS, d);
+function why(reason) {
+  const words = /^similar words ([0-9.]+)$/.exec(reason);
+  return words ? `文字相似 ${words[1]}` : Console.named(WHY, reason);
+}
 let me = null, ticket = null, editing = false;
 
 function text(value) { return value === null || value === undefined ? "" : (typeof value === "object" ? JSON.stringify(value) : String(value)); }
@@ -34,10 +48,10 @@ function showTicket(t, call) {
   document.getElementById("ticket-caller").textContent = t.caller;
   const flags = document.getElementById("ticket-flags");
   flags.replaceChildren();
-  if (call && call.dialect) flags.append(Console.el("span", { class: "badge" }, DIALECTS[call.dialect] || call.dialect), " ");
+  if (call && call.dialect) flags.append(Console.el("span", { class: "badge" }, dialect(call.dialect)), " ");
   if (call && call.elderly) flags.append(Console.el("span", { class: "badge elderly" }, "老年人"), " ");
   if (t.fields.proxy && t.fields.proxy.value) flags.append(Console.el("span", { class: "badge" }, "亲友代办"), " ");
-  if (t.emergency) flags.append(Console.el("span", { class: "badge urgent" }, "紧急 " + t.emergency));
+  if (t.emergency) flags.append(Console.el("span", { class: "badge urgent" }, "紧急 " + Console.named(EMERGENCIES, t.emergency)));
   const box = document.getElementById("fields");
   const spans = [];
   if (!editing) {
@@ -50,7 +64,7 @@ function showTicket(t, call) {
       if (entry && entry.evidence && entry.evidence.length) {
         box.append(Console.el("div", { class: "evidence" }, "听到: " + entry.evidence.map(e => "「" + e.text + "」").join(" ") + (entry.source === "operator" ? " (已修改)" : "")));
       } else if (entry && entry.source && entry.source !== "default") {
-        box.append(Console.el("div", { class: "evidence" }, "来源: " + entry.source));
+        box.append(Console.el("div", { class: "evidence" }, "来源: " + Console.named(SOURCES, entry.source)));
       }
     }
     document.getElementById("status").value = t.status;
@@ -73,9 +87,9 @@ function showTicket(t, call) {
 async function refreshMe() {
   const data = await Console.api("GET", "/api/console/me");
   me = data;
-  document.getElementById("state").textContent = data.state || "—";
+  document.getElementById("state").textContent = data.state ? Console.named(STATES, data.state) : "未登记坐席电话";
   const button = document.getElementById("availability");
-  button.textContent = data.ready ? "暂停接听 Pause" : "开始接听 Ready";
+  button.textContent = data.ready ? "暂停接听" : "开始接听";
   button.disabled = !data.operator;
   const info = document.getElementById("call-info");
   info.textContent = data.call ? (data.state === "ringing" ? "振铃中" : "通话中") : "";
@@ -91,13 +105,14 @@ async function refreshQueue() {
       Console.el("td", {}, w.position), Console.el("td", {}, w.caller),
       Console.el("td", {}, Console.seconds(w.waited)),
       Console.el("td", {}, w.estimated_wait == null ? "—" : "约" + Math.max(1, Math.ceil(w.estimated_wait / 60)) + "分钟"),
-      Console.el("td", {}, DIALECTS[w.dialect] || w.dialect || ""),
+      Console.el("td", {}, dialect(w.dialect)),
       Console.el("td", {}, w.elderly ? Console.el("span", { class: "badge elderly" }, "老年人") : "",
         w.urgency === "紧急" ? Console.el("span", { class: "badge urgent" }, "紧急") : (w.urgency || ""))));
   }
   document.getElementById("queue").replaceChildren(...(rows.length ? rows : [Console.el("tr", {}, Console.el("td", { colspan: 6, class: "empty" }, "无人排队"))]));
   const cbs = await Console.api("GET", "/api/console/callbacks");
-  const cbRows = cbs.callbacks.map(c => Console.el("tr", {}, Console.el("td", {}, c.id), Console.el("td", {}, c.number), Console.el("td", {}, c.reason), Console.el("td", {}, c.state)));
+  const cbRows = cbs.callbacks.map(c => Console.el("tr", {}, Console.el("td", {}, c.id), Console.el("td", {}, c.number),
+    Console.el("td", {}, Console.named(CALLBACK_REASONS, c.reason)), Console.el("td", {}, Console.named(CALLBACK_STATES, c.state))));
   document.getElementById("callbacks").replaceChildren(...(cbRows.length ? cbRows : [Console.el("tr", {}, Console.el("td", { colspan: 4, class: "empty" }, "无"))]));
 }
 
@@ -107,7 +122,7 @@ async function loadDuplicates() {
   const data = await Console.api("GET", `/api/tickets/${ticket.id}/duplicates`);
   if (!data.duplicates.length) { list.replaceChildren(Console.el("li", { class: "empty" }, "无")); return; }
   list.replaceChildren(...data.duplicates.map(d => Console.el("li", {},
-    `#${d.id} ${d.summary} (${d.why.join(", ")}) `,
+    `#${d.id} ${d.summary}（${d.why.map(why).join("，")}） `,
     Console.el("button", { type: "button", class: "secondary", "data-of": d.id, onclick: async () => {
       const updated = await Console.api("POST", `/api/tickets/${ticket.id}/duplicate`, { of: d.id });
       showTicket(updated, me && me.call); document.getElementById("saved").textContent = `已关联到 #${d.id}`;
@@ -129,7 +144,7 @@ document.getElementById("ticket-form").addEventListener("submit", async (event) 
   try {
     const updated = await Console.api("POST", `/api/tickets/${ticket.id}`, body);
     editing = false; showTicket(updated, me && me.call);
-    saved.textContent = "已保存 Saved " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
+    saved.textContent = "已保存 " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
   } catch (e) { saved.textContent = ""; saved.append(Console.el("span", { class: "error" }, "保存失败: " + e.message)); }
 });
 document.getElementById("availability").addEventListener("click", async () => {
