@@ -272,6 +272,7 @@ async def test_operator_page_in_chinese_and_no_admin_frame_for_operators(
     row = page.locator("#callbacks tr:has-text('13900001111')")
     await row.wait_for()
     assert "排队时挂断" in await row.inner_text() and "待回拨" in await row.inner_text()
+    await shot(page, "operator-callbacks")
     said = (await page.locator("body").inner_text()).replace("op1", "")
     assert not ENGLISH.findall(said), ENGLISH.findall(said)
     statuses = await page.locator("#status option").all_text_contents()  # hidden till a call
