@@ -15,7 +15,7 @@ import asyncio
 import csv
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "speech"
 HOTLINE = ROOT / "tests" / "data" / "hotline_utterances.tsv"
 LOG = logging.getLogger("test.reliability")
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "screenshots"
 needs_shared = pytest.mark.skipif(not SPEECH.is_dir(), reason=f"{SPEECH} is missing")
 
 # The issue's transcript: a count-down that sticks on 0 until the token limit.
@@ -242,16 +244,37 @@ class LoopsOnTheNumber:
         return self.engine.open_stream(grammar)
 
 
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's chromium, headless, as tests/test_web_console.py drives it."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
 @pytest.mark.peers
+@needs_shared
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
-    start_hotline: StartHotline, tmp_path: Path
+    start_hotline: StartHotline, tmp_path: Path, browser: Any
 ) -> None:
     """A real call (baresip says name, number and address, each when asked;
     tests/data/dialplans/name_phone_address.toml): the number's transcript is
     the loop. The name and the address still fill the ticket; the phone is not
     taken from the loop; the loop is kept with recording 2, flagged; the
     transcript, the summary and the operator's X-Ticket-Summary hold none of
-    it and say 转写不可靠，请听录音."""
+    it and say 转写不可靠，请听录音. The operator's screen (chromium) shows the
+    three recordings, 转写不可靠，请听录音 beside the second instead of its words,
+    and plays each one."""
     from ivr.transcriber import Transcriber
 
     name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
@@ -264,7 +287,7 @@ async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
     gap = np.zeros(int(4.5 * 8000), dtype=np.int16)
     answers = [read_8k(said, tmp_path) for said in (name, phone, address)]
     spoken = np.concatenate([answers[0], gap, answers[1], gap, answers[2]])
-    voice = write_wav(tmp_path / "caller.wav", pad(spoken, 3.0, 25.0))
+    voice = write_wav(tmp_path / "caller.wav", pad(spoken, 3.0, 60.0))
     operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True), trace=True)
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
     await operator.start()
@@ -277,12 +300,47 @@ async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
         assert hotline.intake is not None and hotline.intake.transcriber is not None
         recogniser = LoopsOnTheNumber(hotline.intake.transcriber.engine)
         hotline.intake.transcriber = Transcriber(recogniser, workers=1)  # type: ignore[arg-type]
+        assert hotline.accounts is not None
+        await hotline.accounts.add_user("op1", PASSWORD, "operator", sip_uri=operator.uri)
+        base = f"http://127.0.0.1:{hotline.api.port}"
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        await page.goto(f"{base}/login")
+        await page.fill("#name", "op1")
+        await page.fill("#password", PASSWORD)
+        await page.click("#login")
+        await page.wait_for_url(f"{base}/operator")
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         ticket = await call_ticket(hotline, 3)
         for _ in range(60):
             if "X-Ticket-Summary" in operator.messages():
                 break
             await asyncio.sleep(0.3)
+        # the operator's screen: the call is put through with its ticket
+        rows = page.locator("#recordings .recording")
+        for _ in range(160):
+            if await rows.count() == 3 and "转写中" not in await rows.nth(2).inner_text():
+                break
+            await asyncio.sleep(0.25)
+        shown = await rows.all_inner_texts()
+        assert len(shown) == 3, shown
+        assert UNRELIABLE_NOTICE in shown[1] and "0,0" not in shown[1], shown
+        assert UNRELIABLE_NOTICE not in shown[0] and "马龙" in shown[0], shown
+        assert UNRELIABLE_NOTICE not in shown[2], shown
+        assert await rows.nth(1).get_attribute("class") == "recording unreliable"
+        on_screen = await page.locator("#transcript").inner_text()
+        assert "马龙" in on_screen and "0,0" not in on_screen, on_screen
+        assert "0,0" not in await page.locator("body").inner_text()
+        for n in range(3):  # every answer can be listened to
+            src = await rows.nth(n).locator("audio").get_attribute("src")
+            response = await page.request.get(f"{base}{src}")
+            assert response.status == 200 and response.headers["content-type"] == "audio/wav"
+            assert (await response.body())[:4] == b"RIFF"
+        missing = f"{base}/api/tickets/{ticket['id']}/recordings/999999.wav"
+        assert (await page.request.get(missing)).status == 404
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(
+            path=str(SCREENSHOTS / "operator-unreliable-transcript.png"), full_page=True
+        )
     finally:
         await caller.quit()
         await operator.stop()

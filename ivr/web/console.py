@@ -98,6 +98,7 @@ def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
         web.post("/api/tickets/{id}", c.edit),
         web.get("/api/tickets/{id}/duplicates", c.duplicates),
         web.post("/api/tickets/{id}/duplicate", c.mark_duplicate),
+        web.get("/api/tickets/{id}/recordings/{recording}.wav", c.recording_audio),
         web.get("/api/stats", c.stats),
         web.get("/api/admin/prompts", c.prompt_status),
         web.get("/api/admin/prompts/{dialect}/{key}.wav", c.prompt_audio),
@@ -293,6 +294,20 @@ class _Console:
             raise _error(404, "no such ticket")
         found = await search.duplicates(ticket, window=self.p.duplicate_window)
         return _json({"duplicates": [d.to_json() for d in found]})
+
+    async def recording_audio(self, request: web.Request) -> web.StreamResponse:
+        """One of the caller's recorded answers, for the operator to listen to
+        (the screen says to when its transcript is unreliable)."""
+        require(request, "operator")
+        ticket = await self._store().get(self._id(request))
+        wanted = request.match_info["recording"]
+        found = [r for r in ticket.recordings if str(r.id) == wanted] if ticket else []
+        if not found:
+            raise _error(404, f"no recording {wanted} of this ticket")
+        path = Path(found[0].path)
+        if not found[0].path or not path.is_file():
+            raise _error(404, f"recording {wanted} was deleted (recording_retention_days)")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     async def mark_duplicate(self, request: web.Request) -> web.Response:
         user = require(request, "operator")

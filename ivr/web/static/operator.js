@@ -82,6 +82,26 @@ function showTicket(t, call) {
     for (const [name] of FIELDS) if (name.startsWith("beneficiary_") && t.fields[name]) for (const e of t.fields[name].evidence || []) bspans.push({ ...e, field: name });
     bsaid.replaceChildren("代办对象: ", ...highlighted(said, bspans));
   }
+  showRecordings(t);
+}
+
+let shownRecordings = "";
+function showRecordings(t) {
+  // each answer the caller recorded, with a player; a transcript that is the
+  // recogniser's loop is not shown as words: the operator listens instead
+  const box = document.getElementById("recordings");
+  const list = t.recordings || [];
+  const key = JSON.stringify([t.id, list]);
+  if (key === shownRecordings) return; // a player kept playing across refreshes
+  shownRecordings = key;
+  box.classList.toggle("hidden", !list.length);
+  box.replaceChildren(Console.el("h2", {}, "录音"), ...list.map((r, i) => Console.el("div",
+    { class: "recording" + (r.unreliable ? " unreliable" : ""), "data-recording": r.id },
+    Console.el("span", {}, `录音${i + 1} · ${Math.round(r.seconds)}秒 `),
+    r.unreliable ? Console.el("span", { class: "badge urgent", title: r.unreliable_reason || "" }, "转写不可靠，请听录音")
+      : Console.el("span", { class: "said" }, r.transcript === null ? "转写中…" : (r.transcript ? "「" + r.transcript + "」" : "未听到话语")),
+    r.path ? Console.el("audio", { controls: true, preload: "none", src: `/api/tickets/${t.id}/recordings/${r.id}.wav` })
+      : Console.el("span", { class: "empty" }, "录音已过保存期"))));
 }
 
 async function refreshMe() {
