@@ -569,7 +569,7 @@ class _Table:
                 return ()
             try:
                 network = ipaddress.ip_network(item.strip(), strict=True)
-            except ValueError as exc:
+            except ValueError:
                 try:
                     meant = ipaddress.ip_network(item.strip(), strict=False)
                 except ValueError:
@@ -579,7 +579,7 @@ class _Table:
                         f"(address/prefix length), e.g. {example}",
                     )
                     return ()
-                self.fail(name, f'{_show(item)}: {exc}; did you mean "{meant}"?')
+                self.fail(name, f'{_show(item)} has host bits set; did you mean "{meant}"?')
                 return ()
             if str(network) in networks:
                 self.fail(name, f"lists {_show(item)} more than once; remove the repeat")

@@ -109,6 +109,17 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         settings.queues["other"] = settings.queues["general"]  # type: ignore[index]
 
 
+def test_trunk_networks(tmp_path: Path) -> None:
+    """[sip] trunk_networks: CIDR networks (IPv4, IPv6, a bare address as one host);
+    none by default."""
+    assert load_settings(write_config(tmp_path, QUEUE)).sip.trunk_networks == ()
+    text = '[sip]\ntrunk_networks = ["203.0.113.0/24", "2001:DB8::/32", "198.51.100.9"]\n'
+    settings = load_settings(write_config(tmp_path, text + QUEUE))
+    assert settings.sip.trunk_networks == ("203.0.113.0/24", "2001:db8::/32", "198.51.100.9/32")
+    empty = load_settings(write_config(tmp_path, "[sip]\ntrunk_networks = []\n" + QUEUE))
+    assert empty.sip.trunk_networks == ()
+
+
 def test_integers_are_accepted_for_seconds_and_hosts_may_be_names(tmp_path: Path) -> None:
     text = (
         '[sip]\nhost = "0.0.0.0"\npublic_host = "ivr.example.gov.cn"\nrtp_timeout = 5\n'
@@ -157,6 +168,41 @@ BAD_CONFIGS = [
         "rtp_timeout",
         "must be a number of seconds > 0",
         id="zero-timeout",
+    ),
+    pytest.param(
+        '[sip]\ncodecs = ["PCMU"]\ntrunk_networks = ["203.0.113.0/24", "10.0.0.0/33"]\n' + QUEUE,
+        "sip.trunk_networks",
+        "trunk_networks",
+        '"10.0.0.0/33" is not an IP network in CIDR notation',
+        id="trunk-network-bad-prefix",
+    ),
+    pytest.param(
+        '[sip]\ntrunk_networks = ["203.0.113.7/24"]\n' + QUEUE,
+        "sip.trunk_networks",
+        "trunk_networks",
+        'has host bits set; did you mean "203.0.113.0/24"?',
+        id="trunk-network-host-bits",
+    ),
+    pytest.param(
+        '[sip]\ntrunk_networks = "10.0.0.0/8"\n' + QUEUE,
+        "sip.trunk_networks",
+        "trunk_networks",
+        "must be an array of networks like",
+        id="trunk-networks-not-an-array",
+    ),
+    pytest.param(
+        "[sip]\ntrunk_networks = [10]\n" + QUEUE,
+        "sip.trunk_networks",
+        "trunk_networks",
+        "10 is an integer",
+        id="trunk-network-not-a-string",
+    ),
+    pytest.param(
+        '[sip]\ntrunk_networks = ["10.0.0.0/8", "10.0.0.0/8"]\n' + QUEUE,
+        "sip.trunk_networks",
+        "trunk_networks",
+        "more than once",
+        id="trunk-network-repeated",
     ),
     pytest.param(
         "[operators]\nwrap_up = -1.5\n" + QUEUE,

@@ -20,7 +20,7 @@ from ivr.media import codec as codecs
 from ivr.media.clock import MediaClock
 from ivr.media.ports import RtpPorts
 from ivr.media.rtp import MediaSources, RtpStream
-from tests.audio_tools import Pcm, best_match, pad, read_8k, write_rtp_pcap
+from tests.audio_tools import Pcm, best_match, pad, read_8k, write_rtp_pcap, write_wav
 from tests.conftest import SHARED, StartHotline
 from tests.peers import Baresip, free_port_block, free_udp_port, run_sipp
 
@@ -386,20 +386,65 @@ async def test_sipp_caller_behind_nat_is_heard_and_hears_the_ivr(
     assert not intruder.received
 
 
+def lan_interface() -> tuple[str, str] | None:
+    """A network interface with a non-loopback IPv4 address (name, address)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[2] == "inet" and not parts[3].startswith("127."):
+            return parts[1], parts[3].split("/")[0]
+    return None
+
+
 @pytest.mark.peers
-async def test_baresip_caller_sdp_elsewhere_is_heard_with_the_signalling_peer(
+async def test_baresip_on_a_lan_machine_is_heard_and_hears_the_ivr(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    """baresip with a "LAN" address in its SDP: its SDP names 127.0.0.2 (as a
-    phone on a LAN names 192.0.2.x) while its SIP and RTP come from 127.0.0.1;
-    its key presses arrive and it hears the greeting."""
-    caller = Baresip(tmp_path / "caller", free_udp_port())
+    """The issue's case: baresip dials 127.0.0.1 as the README says, on a machine
+    with a LAN interface: its SDP names the LAN address, its RTP comes from
+    127.0.0.1. Its key press arrives (before: every packet dropped) and it hears
+    the greeting."""
+    lan = lan_interface()
+    if lan is None:
+        pytest.skip("no non-loopback IPv4 interface on this machine")
+    interface, lan_address = lan
+    hotline = await start_hotline()
+    voice = write_wav(tmp_path / "caller.wav", pad(read_8k(CLIP, tmp_path), 1.0, 20.0))
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
     caller.write_config()
     config = caller.workdir / "config"
-    # baresip puts its bound address in the SDP; a "public" address makes it say another:
-    # sdp_address is not a baresip option, so bind RTP to 127.0.0.1 and announce 127.0.0.2
-    text = config.read_text().replace(
-        "net_interface 127.0.0.1", "net_interface 127.0.0.1\nrtp_listen 127.0.0.1"
+    config.write_text(
+        config.read_text().replace("net_interface 127.0.0.1", f"net_interface {interface}")
     )
-    config.write_text(text)
-    pytest.skip("baresip: no way found to announce another address in its SDP")
+    original = caller.write_config
+    caller.write_config = lambda: None  # type: ignore[method-assign]
+    try:
+        await caller.start()
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        stream = await caller_stream(hotline, timeout=10.0)
+        await asyncio.sleep(4.0)
+        await caller.keys("0")
+        await asyncio.sleep(1.0)
+        await caller.hangup()
+        record = await wait_ended(hotline)
+    finally:
+        caller.write_config = original  # type: ignore[method-assign]
+        await caller.quit()
+        print("\n".join(caller.output))
+    assert stream.sdp_remote is not None and stream.sdp_remote[0] == lan_address
+    assert stream.latched is not None and stream.latched[0] == "127.0.0.1"
+    assert stream.foreign == 0
+    assert record.digits == "0"  # type: ignore[attr-defined]
+    import soundfile as sf
+
+    (heard_file,) = caller.recordings("dec")
+    heard, _ = sf.read(str(heard_file), dtype="int16")
+    score, _ = best_match(heard, greeting_pcm(hotline)[: 8000 * 2])
+    assert score > 0.8, f"the caller did not hear the greeting (match {score:.2f})"
