@@ -235,7 +235,7 @@ class LoopsOnTheNumber:
     def transcribe(self, pcm: Any) -> Transcript:
         real: Transcript = self.engine.transcribe(pcm)
         self.heard.append(real.text)
-        if len(re.findall(r"\d", real.text)) >= 5:  # the number answer
+        if len(re.findall(r"[\d零幺一二三四五六七八九]", real.text)) >= 5:  # the number
             self.replaced += 1
             return Transcript(COUNTDOWN_LOOP, real.engine, real.audio_seconds, 0.01)
         return real
