@@ -167,7 +167,7 @@ async def test_a_second_source_after_latching_is_refused(
         await settle()
         assert len(phone.received) == 1 and not intruder.received
         warnings = [r.getMessage() for r in caplog.records if "unexpected address" in r.message]
-        assert len(warnings) == 2, warnings  # the first, then one every 500: rate-limited
+        assert len(warnings) == 2, warnings  # the source once, then one every 500: rate-limited
         assert f"{intruder.addr[0]}:{intruder.addr[1]}" in warnings[0]
         assert f"latched to {phone.addr[0]}:{phone.addr[1]}" in warnings[0]
     finally:
@@ -177,8 +177,9 @@ async def test_a_second_source_after_latching_is_refused(
 
 
 async def test_unacceptable_sources_and_bad_packets_never_latch(
-    media: tuple[MediaClock, RtpPorts],
+    media: tuple[MediaClock, RtpPorts], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger=LOG.name)
     stranger = await Peer.bind("127.0.0.3")  # not the SDP's, not the peer's, not a trunk
     phone = await Peer.bind("127.0.0.1")
     stream, ivr, digits = await latching_stream(
@@ -194,6 +195,11 @@ async def test_unacceptable_sources_and_bad_packets_never_latch(
         await settle()
         assert stream.latched is None and stream.remote == ("127.0.0.2", 40000)
         assert stream.foreign == 9 and stream.garbage == 2 and not digits
+        assert "unexpected address 127.0.0.3" in caplog.text
+        assert "not the SDP's 127.0.0.2, the signalling peer or in [sip] trunk_networks" in (
+            caplog.text
+        )
+        assert "not RTP" in caplog.text and "unexpected payload type 8" in caplog.text
         phone.key(ivr, 3)
         await settle()
         assert stream.latched == phone.addr and digits == ["3"]  # a key press latches too

@@ -140,6 +140,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.garbage = 0
         self._bad_kinds_logged: set[str] = set()  # each kind of bad packet is logged once
         self.foreign = 0
+        self._foreign_sources: set[Addr] = set()  # the first 16 refused sources, logged once each
         self.pcm_listeners: list[PcmListener] = []
         self.payload_listeners: list[PayloadListener] = []
         self.on_digit: DigitListener | None = None
@@ -348,7 +349,11 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def _foreign(self, addr: Addr, why: str) -> None:
         self.foreign += 1
-        if self.foreign == 1 or self.foreign % 500 == 0:
+        source = (addr[0], addr[1])
+        new_source = source not in self._foreign_sources and len(self._foreign_sources) < 16
+        if new_source:
+            self._foreign_sources.add(source)
+        if new_source or self.foreign % 500 == 0:  # each new source once, then rate-limited
             self.log.warning(
                 "rtp: dropped %d packet(s) from unexpected address %s:%d (%s)",
                 self.foreign,
