@@ -103,7 +103,7 @@ def cmd_dialplan_check(args: argparse.Namespace) -> int:
 
 def cmd_voices_build(args: argparse.Namespace) -> int:
     from ivr.dialplan.load import DialPlanError, load_dialplan
-    from ivr.prompts import PromptLibrary, numbered
+    from ivr.prompts import PromptLibrary, plan_prompt_texts
 
     settings = _settings(args.config)
     setup_logging(settings.logging.level, "text")
@@ -119,7 +119,9 @@ def cmd_voices_build(args: argparse.Namespace) -> int:
     except DialPlanError as exc:
         print(exc, file=sys.stderr)
         return 1
-    for line in asyncio.run(library.build(numbered(plan.prompts), plan.dialect_prompts)):
+    for line in asyncio.run(
+        library.build(plan_prompt_texts(plan, settings.callbacks.greeting), plan.dialect_prompts)
+    ):
         print(line)
     return 0
 
@@ -137,7 +139,7 @@ def _plan_prompts(settings: Settings) -> tuple[set[str], set[str]] | None:
     """(every prompt key of the dial plan, the keys it has text for); None
     (after saying why) when the dial plan has errors."""
     from ivr.dialplan.load import DialPlanError, load_dialplan
-    from ivr.prompts import PromptLibrary, numbered
+    from ivr.prompts import PromptLibrary, plan_prompt_keys, plan_prompt_texts
 
     try:
         plan = load_dialplan(
@@ -150,9 +152,8 @@ def _plan_prompts(settings: Settings) -> tuple[set[str], set[str]] | None:
     except DialPlanError as exc:
         print(f"ivr: the dial plan has errors:\n{exc}", file=sys.stderr)
         return None
-    texts = numbered(plan.prompts)  # a prompt saying {n}: one per number (key_1, key_2 ...)
-    recorded_only = {k for k in plan.prompt_keys() if k not in plan.prompts}
-    return set(texts) | recorded_only, set(texts)
+    texts = plan_prompt_texts(plan, settings.callbacks.greeting)
+    return plan_prompt_keys(plan, texts), set(texts)
 
 
 def _shown(path: Path) -> str:

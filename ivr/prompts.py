@@ -27,6 +27,7 @@ from pypinyin import Style, lazy_pinyin
 
 if TYPE_CHECKING:
     from ivr.config import Settings
+    from ivr.dialplan.model import DialPlan
 
 from ivr.dialects import ESPEAK_VOICES, MANDARIN
 from ivr.media import g711
@@ -360,6 +361,24 @@ def numbered(texts: Mapping[str, str], most: int = 20) -> dict[str, str]:
         else:
             out[key] = text
     return out
+
+
+CALLBACK_GREETING_KEY = "callback_greeting"  # what a called-back caller hears first
+
+
+def plan_prompt_texts(plan: DialPlan, callback_greeting: str) -> dict[str, str]:
+    """Every prompt the hotline builds for ``plan``, by key: the plan's own
+    (a prompt saying {n} once per number, for a caller's place in line) and
+    the callback greeting from config.toml's [callbacks]."""
+    return {CALLBACK_GREETING_KEY: callback_greeting, **numbered(plan.prompts)}
+
+
+def plan_prompt_keys(plan: DialPlan, texts: Mapping[str, str]) -> set[str]:
+    """Every prompt key a caller of ``plan`` may hear: those with text
+    (``texts``, from plan_prompt_texts) and those that exist only as a
+    recording.  The server's console and `ivr voices status` both count these."""
+    recorded_only = {key for key in plan.prompt_keys() if key not in plan.prompts}
+    return set(texts) | recorded_only
 
 
 def ready_keys(ready: Mapping[tuple[str, str], PromptAudio]) -> set[str]:

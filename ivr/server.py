@@ -50,7 +50,13 @@ from ivr.operators import (
 )
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
-from ivr.prompts import PromptLibrary, PromptSet, numbered
+from ivr.prompts import (
+    CALLBACK_GREETING_KEY,
+    PromptLibrary,
+    PromptSet,
+    plan_prompt_keys,
+    plan_prompt_texts,
+)
 from ivr.recordings import purge_conversations, purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
@@ -68,7 +74,6 @@ from ivr.web.console import ConsoleParts, console_routes
 from ivr.work_orders import WorkOrderOutbox
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
-CALLBACK_GREETING_KEY = "callback_greeting"
 
 
 @dataclass(frozen=True)
@@ -180,9 +185,7 @@ class Hotline:
         )
 
     def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
-        """The plan's prompts, and what a called-back caller hears first; a
-        prompt saying {n} once per number (a caller's place in line)."""
-        return {CALLBACK_GREETING_KEY: self.settings.callbacks.greeting, **numbered(plan.prompts)}
+        return plan_prompt_texts(plan, self.settings.callbacks.greeting)
 
     async def _load_speech(self, plan: DialPlan) -> None:
         """Load the speech engine if ``plan`` listens and none is loaded yet.
@@ -323,7 +326,9 @@ class Hotline:
             callbacks=lambda: self.callback_queue,
             calls=lambda: self.calls,
             prompts=self.prompts,
-            prompt_keys=lambda: set(self._prompt_texts(self.plan)) if self.plan else set(),
+            prompt_keys=lambda: (
+                plan_prompt_keys(self.plan, self._prompt_texts(self.plan)) if self.plan else set()
+            ),
             prompt_texts=lambda: self._prompt_texts(self.plan) if self.plan else {},
             rebuild_prompts=rebuild,
             dialects=tuple(dict.fromkeys(("mandarin", *self.settings.dialects.offered))),

@@ -492,3 +492,59 @@ async def test_console_me_says_who_is_logged_in(
     assert status == 200
     assert me["user"] == {"name": f"test-{role}", "role": role}
     assert (me["sip_uri"], me["operator"], me["ready"], me["ticket"]) == (None, False, False, None)
+
+
+async def test_the_console_and_voices_status_count_the_same_prompts(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """`ivr voices status` and the admin page list the same prompt keys: the
+    callback greeting (from config.toml, not the plan) and a prompt that
+    exists only as a recording are in both (they were 65 and 66 before)."""
+    import asyncio
+    import re
+    import sys
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        PLAN.replace('type = "hangup"\nprompt = "sorry"', 'type = "hangup"\nprompt = "farewell"')
+    )
+    (tmp_path / "voices" / "mandarin").mkdir(parents=True)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.float32)
+    sf.write(str(tmp_path / "voices" / "mandarin" / "farewell.wav"), tone, 8000, subtype="PCM_16")
+    hotline = await start_hotline(
+        operators=OPERATORS, dialplan=plan, voices_dir=tmp_path / "voices"
+    )
+    async with await hotline_client(hotline, "admin") as http:
+        status, body = await get_json(http, f"{base(hotline)}/api/admin/prompts")
+    assert status == 200
+    web = {d: {r["key"] for r in body["prompts"] if r["dialect"] == d} for d in body["dialects"]}
+    assert {"callback_greeting", "farewell", "welcome", "hold", "sorry"} <= web["mandarin"]
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "ivr.cli",
+            "voices",
+            "status",
+            "--config",
+            str(tmp_path / "config.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    cli: dict[str, set[str]] = {}
+    for line in done.stdout.splitlines():
+        row = re.match(r"^(\w+)\s+(\S+)\s+(recorded|synthesised|missing)\s", line)
+        if row:
+            cli.setdefault(row[1], set()).add(row[2])
+    assert cli == web
+    for dialect, keys in web.items():
+        summary = re.search(
+            rf"^{dialect}: (\d+) recorded, (\d+) synthesised, (\d+) missing$", done.stdout, re.M
+        )
+        assert summary and sum(int(n) for n in summary.groups()) == len(keys), done.stdout
