@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(sip-tester baresip-core espeak-ng sox graphviz fonts-wqy-microhei)
 # the tests also drive the web console in Debian's Chromium (Playwright)
 if [ "${IVR_SETUP_FOR_TESTS:-0}" = "1" ]; then
-  APT_PACKAGES+=(chromium)
+  APT_PACKAGES+=(chromium curl)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -548,3 +548,65 @@ async def test_the_console_and_voices_status_count_the_same_prompts(
             rf"^{dialect}: (\d+) recorded, (\d+) synthesised, (\d+) missing$", done.stdout, re.M
         )
         assert summary and sum(int(n) for n in summary.groups()) == len(keys), done.stdout
+
+
+def readme_curls() -> list[str]:
+    """The README's curl commands, each joined onto one line."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.startswith("    curl ")]
+
+
+async def test_the_readme_curl_commands_log_in_and_read(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """What the README tells a new user to type: log in with curl into a
+    cookie jar, then read a ticket and the callbacks with it (without the
+    jar the API says 401), and write with the CSRF token from the log-in."""
+    import asyncio
+    import json
+    import shlex
+
+    from tests.web_client import PASSWORD
+
+    hotline = await console_hotline(start_hotline, tmp_path)
+    assert hotline.accounts is not None
+    await hotline.accounts.add_user("admin", PASSWORD, "admin")
+    made = await ticket(hotline, WATER)
+    port = str(hotline.api.port)
+
+    async def curl(command: str, *more: str) -> tuple[str, str]:
+        """(HTTP status, body) of one README command, on this hotline's port."""
+        line = command.replace("8080", port).replace('"..."', json.dumps(PASSWORD))
+        args = shlex.split(line, comments=True)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*args, "-s", "-w", "\n%{http_code}", "-m", "10", *more],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+        )
+        body, _, status = done.stdout.rpartition("\n")
+        return status, body
+
+    curls = readme_curls()
+    (log_in,) = [c for c in curls if "/api/login" in c]
+    read_ticket = next(c for c in curls if "/api/tickets/1" in c)
+    read_callbacks = next(c for c in curls if c.split("#")[0].rstrip().endswith("/api/callbacks"))
+
+    status, _ = await curl(read_ticket.replace("-b jar ", ""))
+    assert status == "401"  # what the README's reader met before
+    status, body = await curl(log_in)
+    assert status == "200", body
+    csrf = json.loads(body)["csrf"]
+    assert (tmp_path / "jar").exists()
+    status, body = await curl(read_ticket)
+    assert status == "200", body
+    assert json.loads(body)["id"] == made.id == 1
+    status, body = await curl(read_callbacks)
+    assert status == "200", body
+    write = f"curl -b jar -X POST http://127.0.0.1:{port}/api/callbacks/999/retry"
+    status, _ = await curl(write)
+    assert status == "403"  # no CSRF token
+    status, body = await curl(write, "-H", f"X-CSRF-Token: {csrf}")
+    assert status == "404", body  # the token let it through: there is no callback 999
