@@ -14,7 +14,7 @@ from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import SHARED, StartHotline
 from tests.peers import Baresip, SippUas, free_udp_port
 from tests.test_callbacks_live import busy_operator, callbacks_config, until
-from tests.test_speech_calls import call_ticket, espeak
+from tests.test_speech_calls import call_ticket, say_phone_number
 
 DATA = Path(__file__).parent / "data"
 RELATIVE = "13700001234"
@@ -41,13 +41,7 @@ async def test_proxy_ticket_has_both_persons_and_the_callback_goes_to_the_benefi
             ring_timeout=30.0,
             callbacks=callbacks_config(phone.port),
         )
-        # the rendition of this number that Whisper base gets right (see test_speech_calls)
-        said = espeak(
-            tmp_path,
-            "phone",
-            "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.",
-            speed=120,
-        )
+        said = say_phone_number(tmp_path)
         ask = hotline.prompts.get("proxy_describe").duration
         voice = write_wav(tmp_path / "relative.wav", pad(read_8k(said, tmp_path), ask + 1.5, 30.0))
         caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice, user=RELATIVE)

@@ -132,16 +132,32 @@ def espeak(
     return wav
 
 
+# 13812345678 read out digit by digit, the way callers give a number.
+# Whisper base on espeak-ng's Mandarin is brittle, and its reading also turns
+# on how much silence comes before the utterance (which the call path's
+# endpointing decides; 0.22 s today): with 21 leading silences from 0.10 to
+# 0.30 s (u-law, clipped at +-32767) this number was right 10 times at 120
+# wpm, 18 at 110, 20 at 115 and 21 at 105, so 105 is used.
+PHONE_NUMBER_SAID = "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1."
+
+
+def say_phone_number(tmp_path: Path) -> Path:
+    """espeak-ng saying 13812345678 (see PHONE_NUMBER_SAID)."""
+    return espeak(tmp_path, "phone", PHONE_NUMBER_SAID, speed=105)
+
+
+def say_address(tmp_path: Path) -> Path:
+    """espeak-ng saying 我的地址是天目山路八号 (right at 21 of 21 leading
+    silences at 110 wpm, 16 at 120: see PHONE_NUMBER_SAID)."""
+    return espeak(
+        tmp_path, "address", to_pinyin("我的地址是天目山路八号。"), 110, 2, "cmn-latn-pinyin+f4"
+    )
+
+
 async def test_spoken_phone_number_reaches_ticket_and_operator(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    # digits one by one, the way callers read a number out. Whisper base on
-    # espeak-ng's Mandarin is brittle: over 30 renditions (speed 100-140 wpm,
-    # word gap 5-15, two volumes) it got this number right in 18; at 120 wpm in
-    # all 6, so that rendition is used here (measured, see the issue note).
-    said = espeak(
-        tmp_path, "phone", "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.", speed=120
-    )
+    said = say_phone_number(tmp_path)
     voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 20.0))
     operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True), trace=True)
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
@@ -180,13 +196,12 @@ async def test_spoken_name_phone_and_address_fill_the_ticket(
     # 18/18 over 3 voices x 3 rates x 2 gaps, address 22/25 over 5 rates x 5
     # gaps); most other names and addresses espeak-ng says are not recognised.
     # Whisper hears 天母山路: the road is the gazetteer's 天目山路 by sound.
+    # Across 21 leading silences (0.10-0.30 s, see PHONE_NUMBER_SAID) the name
+    # at 120 wpm was right 21 times, the address at 120 16 times and at 110
+    # 21 times, so the address is said at 110.
     name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
-    phone = espeak(
-        tmp_path, "phone", "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.", 120
-    )
-    address = espeak(
-        tmp_path, "address", to_pinyin("我的地址是天目山路八号。"), 120, 2, "cmn-latn-pinyin+f4"
-    )
+    phone = say_phone_number(tmp_path)
+    address = say_address(tmp_path)
     gap = np.zeros(int(4.5 * 8000), dtype=np.int16)
     answers = [read_8k(said, tmp_path) for said in (name, phone, address)]
     spoken = np.concatenate([answers[0], gap, answers[1], gap, answers[2]])
@@ -407,6 +422,10 @@ async def test_a_cry_for_help_recognised_by_whisper_goes_to_110(
     # 救命啊，快来人啊 (Whisper base writes it right in 43 of 45 renditions:
     # 3 voices x 5 rates x 3 gaps), the deployment's taxonomy lists 救命 as a
     # cry for help (no built-in words: see ivr/prefill/emergency.py).
+    # Whisper's reading also turns on where the utterance starts: the +f4
+    # voice at 120 (used until 2026-12) came back 给我命啊 with 0.15-0.25 s of
+    # silence before it, which is what the call path hands it; the +m3 voice
+    # at 120 was right with 0, 0.1, 0.2, 0.3 and 0.4 s before it (u-law).
     orders: list[dict[str, Any]] = []
     runner, hook_port = await work_order_system(orders)
     bundled = Path(__file__).parent.parent / "ivr" / "prefill" / "taxonomy.toml"
@@ -415,7 +434,7 @@ async def test_a_cry_for_help_recognised_by_whisper_goes_to_110(
         bundled.read_text(encoding="utf-8") + '\n[emergency_words]\nhelp = ["救命"]\n',
         encoding="utf-8",
     )
-    said = espeak(tmp_path, "help", to_pinyin("救命啊，快来人啊！"), 120, 2, "cmn-latn-pinyin+f4")
+    said = espeak(tmp_path, "help", to_pinyin("救命啊，快来人啊！"), 120, 2, "cmn-latn-pinyin+m3")
     voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 25.0))
     police = SippUas(
         tmp_path / "police", free_udp_port(), free_udp_port(even=True), user="110", trace=True

@@ -44,7 +44,7 @@ from ivr.web.auth import Accounts
 from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import StartHotline
 from tests.peers import Baresip, SippUas, free_udp_port
-from tests.test_speech_calls import call_ticket, espeak
+from tests.test_speech_calls import call_ticket, espeak, say_address, say_phone_number
 from tests.web_client import PASSWORD, log_in
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,12 +278,8 @@ async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
     from ivr.transcriber import Transcriber
 
     name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
-    phone = espeak(
-        tmp_path, "phone", "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.", 120
-    )
-    address = espeak(
-        tmp_path, "address", to_pinyin("我的地址是天目山路八号。"), 120, 2, "cmn-latn-pinyin+f4"
-    )
+    phone = say_phone_number(tmp_path)
+    address = say_address(tmp_path)
     gap = np.zeros(int(4.5 * 8000), dtype=np.int16)
     answers = [read_8k(said, tmp_path) for said in (name, phone, address)]
     spoken = np.concatenate([answers[0], gap, answers[1], gap, answers[2]])

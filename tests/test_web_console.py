@@ -33,7 +33,7 @@ from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import ROOT, SHARED, StartHotline, trial
 from tests.peers import Baresip, SippUas, free_udp_port
 from tests.test_call_path import wait_records
-from tests.test_speech_calls import espeak
+from tests.test_speech_calls import say_phone_number
 from tests.web_client import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -99,9 +99,7 @@ async def test_a_call_lands_on_the_operator_screen_prefilled_and_is_saved(
     start_hotline: StartHotline, tmp_path: Path, browser: Any
 ) -> None:
     operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
-    said = espeak(
-        tmp_path, "phone", "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1.", speed=120
-    )
+    said = say_phone_number(tmp_path)
     voice = write_wav(tmp_path / "caller.wav", pad(read_8k(said, tmp_path), 3.0, 60.0))
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice, user="13700001111")
     await operator.start()
