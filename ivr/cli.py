@@ -453,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     for one in (users_add, users_passwd, users_list):
         one.set_defaults(func=cmd_users)
 
+    from ivr.call_history import add_calls_commands
+
+    add_calls_commands(sub)
+
     from callbacks.cli import add_callback_commands
     from callbacks.settings import policy_for_config
 

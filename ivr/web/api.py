@@ -22,7 +22,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
-from ivr.call_records import CallRecordStore
+from ivr.call_history import record_json
+from ivr.call_records import MAX_RECENT, CallRecordStore
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
 from ivr.web.auth import (
@@ -67,6 +68,8 @@ class HotlineApi:
                 web.get("/api/health", self._health),
                 web.get("/api/tickets/{id}", self._ticket),
                 web.get("/api/tickets/{id}/history", self._history),
+                web.get("/api/calls", self._call_list),
+                web.get("/api/calls/{call_id}", self._call_show),
                 web.get("/api/calls/{call_id}/tickets", self._call_tickets),
                 web.get("/api/calls/{call_id}/conversations", self._conversations),
                 web.get("/api/calls/{call_id}/conversations/{id}.wav", self._conversation_wav),
@@ -184,6 +187,31 @@ class HotlineApi:
         if await store.get(ticket_id) is None:
             return _json({"error": f"no ticket {ticket_id}"}, status=404)
         return _json({"history": [asdict(h) for h in await store.history(ticket_id)]})
+
+    def _record_store(self) -> CallRecordStore:
+        records = self._records()
+        if records is None:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "starting up"}), content_type="application/json"
+            )
+        return records
+
+    async def _call_list(self, request: web.Request) -> web.Response:
+        """The most recent call records, newest first (?limit=N, default 50)."""
+        require(request, "operator")
+        raw = request.query.get("limit", "50")
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and int(raw) <= MAX_RECENT):
+            return _json({"error": f"limit {raw[:40]!r} is not 0..{MAX_RECENT}"}, status=400)
+        found = await self._record_store().list_recent(int(raw))
+        return _json({"calls": [record_json(r) for r in found]})
+
+    async def _call_show(self, request: web.Request) -> web.Response:
+        require(request, "operator")
+        call_id = request.match_info["call_id"]
+        record = await self._record_store().get(call_id)
+        if record is None:
+            return _json({"error": f"no call {call_id[:200]}"}, status=404)
+        return _json(record_json(record))
 
     async def _call_tickets(self, request: web.Request) -> web.Response:
         require(request, "operator")
