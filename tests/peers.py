@@ -194,19 +194,29 @@ snd_path {self.workdir / "rec"}
     async def start(self) -> None:
         if shutil.which("baresip") is None:
             raise RuntimeError("baresip is not installed (apt-get install baresip-core)")
-        self.write_config()
-        self.proc = await asyncio.create_subprocess_exec(
-            "baresip",
-            "-f",
-            str(self.workdir),
-            cwd=self.workdir,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "HOME": str(self.workdir)},
-        )
-        self._reader = asyncio.ensure_future(self._read())
-        await asyncio.sleep(1.0)
+        # a port picked free may be taken before baresip binds it (by another
+        # peer of the same test, or another test run): then baresip exits at
+        # once, and it is started again on another port
+        for _attempt in range(3):
+            self.write_config()
+            self.output = []
+            self.proc = await asyncio.create_subprocess_exec(
+                "baresip",
+                "-f",
+                str(self.workdir),
+                cwd=self.workdir,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "HOME": str(self.workdir)},
+            )
+            self._reader = asyncio.ensure_future(self._read())
+            await asyncio.sleep(1.0)
+            if self.proc.returncode is None:
+                return
+            await self._reader
+            self.sip_port = free_udp_port()
+        raise RuntimeError("baresip exited at start:\n" + "\n".join(self.output[-20:]))
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
