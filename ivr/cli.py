@@ -457,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_calls_commands(sub)
 
-    from callbacks.cli import add_callback_commands
-    from callbacks.settings import policy_for_config
+    from ivr.callbacks.cli import add_callback_commands
+    from ivr.callbacks.settings import policy_for_config
 
     add_callback_commands(sub, policy_for=policy_for_config)
     _config_after_the_command(parser)

@@ -19,12 +19,12 @@ from typing import Any
 
 from aiohttp import web_request
 
-from callbacks import CallbackQueue, should_call_back
-from callbacks.dialling import CallbackDialler
-from callbacks.model import Callback
-from callbacks.settings import policy_from
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.call_records import CallRecord, CallRecordStore
+from ivr.callbacks import CallbackQueue, should_call_back
+from ivr.callbacks.dialling import CallbackDialler
+from ivr.callbacks.model import Callback
+from ivr.callbacks.settings import policy_from
 from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
 from ivr.conversation_recorder import ConversationRecording

@@ -1,6 +1,6 @@
 """`ivr callbacks list | show | cancel | retry` on a database named by a config
 file: in this process through main() and add_callback_commands, and once as
-`python -m callbacks.cli`."""
+`python -m ivr.callbacks.cli`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from callbacks import CallbackPolicy, CallbackQueue, CallbackReason, CallbackState
-from callbacks.cli import add_callback_commands, main
+from ivr.callbacks import CallbackPolicy, CallbackQueue, CallbackReason, CallbackState
+from ivr.callbacks.cli import add_callback_commands, main
 from ivr.config import Settings
 from ivr.database import open_database
 
@@ -204,7 +204,7 @@ def test_runs_as_a_module(seeded: Seeded) -> None:
         [
             sys.executable,
             "-m",
-            "callbacks.cli",
+            "ivr.callbacks.cli",
             "--config",
             str(seeded.config),
             "callbacks",

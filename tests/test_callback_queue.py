@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callbacks import (
+from ivr.call_records import CallRecord
+from ivr.callbacks import (
     Callback,
     CallbackNotFoundError,
     CallbackPolicy,
@@ -25,7 +26,6 @@ from callbacks import (
     CallbackStateError,
     should_call_back,
 )
-from ivr.call_records import CallRecord
 from ivr.database import Database, open_database
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from callbacks import CallbackState
+from ivr.callbacks import CallbackState
 from ivr.trial_call import TrialOptions, place_call
 from tests.audio_tools import best_match, write_wav
 from tests.conftest import StartHotline
@@ -149,7 +149,7 @@ async def test_abandoned_caller_is_called_back(
 
 
 async def _events(hotline: Any, callback_id: int) -> list[Any]:
-    from callbacks import CallbackQueue
+    from ivr.callbacks import CallbackQueue
 
     assert isinstance(hotline.callback_queue, CallbackQueue)
     from ivr.database import open_database

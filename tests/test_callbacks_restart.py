@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from callbacks import CallbackQueue, CallbackState
-from callbacks.settings import policy_for_config
+from ivr.callbacks import CallbackQueue, CallbackState
+from ivr.callbacks.settings import policy_for_config
 from ivr.config import load_settings
 from ivr.database import open_database
 from ivr.trial_call import TrialOptions, place_call

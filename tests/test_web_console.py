@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from callbacks import CallbackReason
+from ivr.callbacks import CallbackReason
 from ivr.dialplan import graph as graph_module
 from ivr.prompts import numbered
 from ivr.trial_call import place_call

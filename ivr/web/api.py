@@ -21,9 +21,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.call_history import record_json
 from ivr.call_records import MAX_RECENT, CallRecordStore
+from ivr.callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
 from ivr.web.auth import (

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import soundfile as sf
 from aiohttp import web
 
-from callbacks import CallbackQueue, CallbackState
+from ivr.callbacks import CallbackQueue, CallbackState
 from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callbacks.policy import CallbackPolicy
+from ivr.callbacks.policy import CallbackPolicy
 from ivr.config import CallbackSettings, Settings
 
 

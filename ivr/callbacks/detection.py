@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from callbacks.model import CallbackReason
 from ivr.call import EndReason
 from ivr.call_records import CallRecord
+from ivr.callbacks.model import CallbackReason
 
 ABANDONED = "abandoned"  # outcome: hung up while waiting for an operator
 OPERATOR_FAILED = "operator_failed"  # outcome: the operator's leg failed mid-conversation

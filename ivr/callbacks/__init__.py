@@ -9,8 +9,8 @@
         ...  # dial it, then queue.outcome(callback.id, CallbackState.CONNECTED, now=...)
 """
 
-from callbacks.detection import should_call_back
-from callbacks.model import (
+from ivr.callbacks.detection import should_call_back
+from ivr.callbacks.model import (
     AttemptResult,
     Callback,
     CallbackEvent,
@@ -18,8 +18,8 @@ from callbacks.model import (
     CallbackState,
     OriginalPlace,
 )
-from callbacks.policy import CallbackPolicy
-from callbacks.queue import (
+from ivr.callbacks.policy import CallbackPolicy
+from ivr.callbacks.queue import (
     CallbackError,
     CallbackNotFoundError,
     CallbackQueue,

@@ -3,7 +3,7 @@
 ``add_callback_commands(subparsers)`` adds the ``callbacks`` command to the
 ``ivr`` parser; its handlers read ``args.config`` (the top-level --config
 option) and open the database named by [storage] database.  Run alone as
-``python -m callbacks.cli --config config.toml callbacks list``.
+``python -m ivr.callbacks.cli --config config.toml callbacks list``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from callbacks.model import Callback, CallbackEvent, CallbackState
-from callbacks.policy import CallbackPolicy
-from callbacks.queue import CallbackError, CallbackQueue
+from ivr.callbacks.model import Callback, CallbackEvent, CallbackState
+from ivr.callbacks.policy import CallbackPolicy
+from ivr.callbacks.queue import CallbackError, CallbackQueue
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.database import DatabaseError, open_database
 
@@ -230,8 +230,8 @@ def _table(callbacks: list[Callback], policy: CallbackPolicy) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m callbacks.cli``: ``--config`` and ``callbacks``."""
-    parser = argparse.ArgumentParser(prog="python -m callbacks.cli")
+    """The parser of ``python -m ivr.callbacks.cli``: ``--config`` and ``callbacks``."""
+    parser = argparse.ArgumentParser(prog="python -m ivr.callbacks.cli")
     parser.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="config file (./config.toml)"
     )

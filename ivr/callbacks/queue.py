@@ -20,7 +20,7 @@ import math
 import sqlite3
 from collections.abc import Iterable
 
-from callbacks.model import (
+from ivr.callbacks.model import (
     OPEN_STATES,
     URGENCIES,
     WAITING_STATES,
@@ -34,7 +34,7 @@ from callbacks.model import (
     more_urgent,
     priority,
 )
-from callbacks.policy import RATE_WINDOW, CallbackPolicy
+from ivr.callbacks.policy import RATE_WINDOW, CallbackPolicy
 from ivr.database import Database, Transaction
 
 MAX_LIST = 10_000  # largest list() limit

@@ -22,8 +22,8 @@ from typing import Any
 
 from aiosipua.auth import SipDigestAuth
 
-from callbacks.model import Callback, CallbackState
-from callbacks.queue import CallbackQueue
+from ivr.callbacks.model import Callback, CallbackState
+from ivr.callbacks.queue import CallbackQueue
 from ivr.config import CallbackSettings
 from ivr.dialer import OperatorLine, SipDialer
 from ivr.sip.outgoing import Failed
