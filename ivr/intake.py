@@ -26,10 +26,10 @@ import soundfile
 
 from ivr.prefill import Prefill, Prefiller
 from ivr.speech import Transcript, unreliable_reason
+from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import RATE, Utterance, UtteranceEnd
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import UNRELIABLE_NOTICE, Ticket, TicketStore
-from ivr.transcriber import Transcriber
 from ivr.work_orders import WorkOrderOutbox
 
 # Whisper's well-known inventions on silence and noise (subtitle credits):

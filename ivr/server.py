@@ -61,12 +61,12 @@ from ivr.recordings import purge_conversations, purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.sip.sdp import build_answer, choose
+from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import ListenSettings
 from ivr.startup import Listener, StartupError, check_listeners, listen_failure
 from ivr.ticket_events import TicketEvents
 from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
-from ivr.transcriber import Transcriber
 from ivr.web.admin_plans import config_routes, plan_routes
 from ivr.web.api import HotlineApi
 from ivr.web.auth import Accounts, require

@@ -18,10 +18,10 @@ from ivr.database import open_database
 from ivr.intake import Intake
 from ivr.logs import CallLog
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
+from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import FRAME, ListenSettings, UtteranceCapture, UtteranceEnd
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
-from ivr.transcriber import Transcriber
 from ivr.work_orders import WorkOrderOutbox
 from tests.conftest import ROOT, SHARED
 

@@ -282,7 +282,7 @@ class ScriptedRecogniser:
 async def test_emergency_words_send_the_call_to_119_and_post_the_ticket(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    from ivr.transcriber import Transcriber
+    from ivr.speech.transcriber import Transcriber
 
     orders: list[dict[str, Any]] = []
     runner, hook_port = await work_order_system(orders)

@@ -275,7 +275,7 @@ async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
     it and say 转写不可靠，请听录音. The operator's screen (chromium) shows the
     three recordings, 转写不可靠，请听录音 beside the second instead of its words,
     and plays each one."""
-    from ivr.transcriber import Transcriber
+    from ivr.speech.transcriber import Transcriber
 
     name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
     phone = say_phone_number(tmp_path)
