@@ -22,7 +22,6 @@ import ipaddress
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.dialects import DIALECT_ALIASES, DIALECTS, ESPEAK_VOICES, MANDARIN
+from ivr.toml_lines import KeyLines, TomlSyntaxError, located, parse
 
 CODECS: tuple[str, ...] = ("PCMU", "PCMA")
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -49,13 +49,6 @@ _SIP_URI = re.compile(
 )
 _ESPEAK_VOICE = re.compile(r"[A-Za-z0-9_+\-]+")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
-
-# Scanning the source text for the line of a key (see _index_key_lines).
-_BARE_OR_QUOTED = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-_HEADER_LINE = re.compile(r"\s*\[\[?\s*(?P<key>[^\[\]]+?)\s*\]\]?\s*(?:#.*)?")
-_ASSIGN_LINE = re.compile(rf"\s*(?P<key>{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
-_KEY_PART = re.compile(r"[A-Za-z0-9_-]+|\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'")
-_TOML_POSITION = re.compile(r"\s*\(at line (?P<line>\d+), column (?P<column>\d+)\)$")
 
 
 # --------------------------------------------------------------------- settings
@@ -265,8 +258,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self._format(p) for p in self.problems))
 
     def _format(self, problem: ConfigProblem) -> str:
-        where = f"{self.path}:{problem.line}" if problem.line is not None else f"{self.path}"
-        return f"{where}: {problem.text}"
+        return located(self.path, problem.line, problem.text)
 
 
 # ---------------------------------------------------------------------- loading
@@ -282,10 +274,10 @@ def _load(path: Path) -> tuple[Settings, _Report]:
     """The settings in ``path`` and the report that knows each key's line."""
     text = _read_text(path)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = parse(text)
+    except TomlSyntaxError as exc:
         raise _syntax_error(path, exc) from None
-    report = _Report(path, _index_key_lines(text))
+    report = _Report(path, KeyLines(text))
     settings = _settings(_Table(report, "", data), path.resolve().parent)
     report.raise_if_any()
     return replace(settings, source=path), report
@@ -310,60 +302,18 @@ def _file_error(path: Path, text: str) -> ConfigError:
     return ConfigError(path, [ConfigProblem(None, None, text)])
 
 
-def _syntax_error(path: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+def _syntax_error(path: Path, exc: TomlSyntaxError) -> ConfigError:
     message = str(exc)
-    line: int | None = None
-    position = _TOML_POSITION.search(message)
-    if position is not None:
-        line = int(position["line"])
-        message = f"{message[: position.start()]} (column {position['column']})"
+    if exc.line is not None:
+        message = f"{exc.reason} (column {exc.column})"
     text = f"TOML syntax error: {message}; fix the syntax (see https://toml.io)"
-    return ConfigError(path, [ConfigProblem(line, None, text)])
-
-
-def _index_key_lines(text: str) -> dict[str, int]:
-    """Map each dotted key (and table header) to the first line it appears on.
-
-    A best-effort scan, not a parser: tomllib has already accepted the text;
-    keys inside inline tables map to the line of the inline table's key.
-    """
-    lines: dict[str, int] = {}
-    table: list[str] = []
-    open_string: str | None = None  # delimiter of a multi-line string we are in
-    for number, line in enumerate(text.split("\n"), start=1):
-        if open_string is not None:
-            if line.count(open_string) % 2 == 1:
-                open_string = None
-            continue
-        rest = line
-        header = _HEADER_LINE.fullmatch(line)
-        if header is not None:
-            table = _split_key(header["key"])
-            lines.setdefault(".".join(table), number)
-            continue
-        assign = _ASSIGN_LINE.match(line)
-        if assign is not None:
-            lines.setdefault(".".join([*table, *_split_key(assign["key"])]), number)
-            rest = line[assign.end() :]
-        for delimiter in ('"""', "'''"):
-            if rest.count(delimiter) % 2 == 1:
-                open_string = delimiter
-                break
-    return lines
-
-
-def _split_key(text: str) -> list[str]:
-    parts: list[str] = []
-    for match in _KEY_PART.finditer(text):
-        quoted = match["dq"] if match["dq"] is not None else match["sq"]
-        parts.append(quoted if quoted is not None else match[0])
-    return parts
+    return ConfigError(path, [ConfigProblem(exc.line, None, text)])
 
 
 class _Report:
     """Collects problems, each placed on its line of the source."""
 
-    def __init__(self, path: Path, key_lines: Mapping[str, int]) -> None:
+    def __init__(self, path: Path, key_lines: KeyLines) -> None:
         self._path = path
         self._key_lines = key_lines
         self._problems: list[ConfigProblem] = []
@@ -373,17 +323,9 @@ class _Report:
 
     def line_of(self, key: str) -> int | None:
         """The key's own line, else its first sub-key's, else its table's."""
-        if key in self._key_lines:
-            return self._key_lines[key]
-        below = [n for k, n in self._key_lines.items() if k.startswith(key + ".")]
-        if below:
-            return min(below)
-        parent = key.rpartition(".")[0]
-        while parent:
-            if parent in self._key_lines:
-                return self._key_lines[parent]
-            parent = parent.rpartition(".")[0]
-        return None
+        path = key.split(".")
+        lines = self._key_lines
+        return lines.exact(path) or lines.first_inside(path) or lines.nearest(path[:-1])
 
     def raise_if_any(self) -> None:
         if self._problems:

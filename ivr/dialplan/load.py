@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
-import tomllib
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,8 @@ from ivr.dialplan.model import (
     SpeedNode,
     TransferNode,
 )
+from ivr.toml_lines import KeyLines, Problem, TomlSyntaxError
+from ivr.toml_lines import parse as parse_toml
 
 NODE_TYPES = (
     "play",
@@ -129,19 +128,6 @@ REQUIRED = {
     "hours": ("open", "open_next", "closed_next"),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
-_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
-_TOML_LINE = re.compile(r"at line (\d+)")
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
 
 
 class DialPlanError(Exception):
@@ -152,41 +138,18 @@ class DialPlanError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-def _unquote(key: str) -> str:
-    key = key.strip()
-    if len(key) >= 2 and key[0] == key[-1] and key[0] in "\"'":
-        return key[1:-1]
-    return key
-
-
 class LineMap:
-    """Where each table and key of a TOML text is."""
+    """Where each table and key of a dial plan is; line 1 when not found."""
 
     def __init__(self, text: str) -> None:
-        self.tables: dict[tuple[str, ...], int] = {}
-        self.keys: dict[tuple[str, ...], int] = {}
-        table: tuple[str, ...] = ()
-        for number, raw in enumerate(text.splitlines(), start=1):
-            header = _HEADER.match(raw)
-            if header and not raw.lstrip().startswith("[["):
-                table = tuple(_unquote(part) for part in header.group(1).split("."))
-                self.tables.setdefault(table, number)
-                continue
-            key = _KEY.match(raw)
-            if key:
-                path = (*table, _unquote(key.group(1)))
-                self.keys.setdefault(path, number)
+        self._lines = KeyLines(text)
 
     def table(self, *path: str) -> int:
-        for depth in range(len(path), 0, -1):
-            if path[:depth] in self.tables:
-                return self.tables[path[:depth]]
-            if path[:depth] in self.keys:
-                return self.keys[path[:depth]]
-        return 1
+        return self._lines.nearest(path) or 1
 
     def key(self, *path: str) -> int:
-        return self.keys.get(path) or self.table(*path[:-1])
+        """The key's line, else the line of its table (or the nearest enclosing one)."""
+        return self._lines.key(path) or self.table(*path[:-1])
 
 
 def _did_you_mean(word: str, options: Collection[str]) -> str:
@@ -250,15 +213,12 @@ def parse_dialplan(
         problems.append(Problem(filename, line, message))
 
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        found = _TOML_LINE.search(str(exc))
+        raw = parse_toml(text)
+    except TomlSyntaxError as exc:
         message = str(exc)
         if "Cannot overwrite a value" in message or "Cannot declare" in message:
             message = f"duplicate key: {message}"
-        raise DialPlanError(
-            [Problem(filename, int(found.group(1)) if found else 1, f"TOML syntax: {message}")]
-        ) from exc
+        raise DialPlanError([Problem(filename, exc.line or 1, f"TOML syntax: {message}")]) from exc
     lines = LineMap(text)
     for key in raw:
         if key not in TOP_LEVEL:

@@ -3,14 +3,11 @@ the file, the line where it can be found, and what is wrong."""
 
 from __future__ import annotations
 
-import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ivr.prefill.fields import PrefillDataError
-
-_AT_LINE = re.compile(r"at line (\d+)")
+from ivr.toml_lines import KeyLines, TomlSyntaxError, line_containing, located, parse, split_key
 
 
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
@@ -24,41 +21,25 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     except UnicodeDecodeError as exc:
         raise PrefillDataError(f"{path}: not UTF-8 text ({exc.reason})") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        at = _AT_LINE.search(message)
-        where = f"{path}:{at.group(1)}" if at else str(path)
-        raise PrefillDataError(f"{where}: not valid TOML: {message}") from None
+        data = parse(text)
+    except TomlSyntaxError as exc:
+        raise error(path, exc.line, f"not valid TOML: {exc}") from None
     return data, text
 
 
 def line_of(text: str, needle: str, *, after: int = 0) -> int | None:
     """The 1-based number of the first line at or after line ``after`` that
     contains ``needle`` outside a comment."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if number < after:
-            continue
-        code = line.split("#", 1)[0]
-        if needle in code:
-            return number
-    return None
+    return line_containing(text, needle, after=after)
 
 
 def table_line(text: str, header: str, index: int) -> int | None:
     """The line of the ``index``-th (0-based) ``[[header]]`` table."""
-    seen = -1
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip().replace(" ", "") == f"[[{header}]]":
-            seen += 1
-            if seen == index:
-                return number
-    return None
+    return KeyLines(text).array_table(split_key(header), index)
 
 
 def error(path: Path, line: int | None, message: str) -> PrefillDataError:
-    where = f"{path}:{line}" if line is not None else str(path)
-    return PrefillDataError(f"{where}: {message}")
+    return PrefillDataError(located(path, line, message))
 
 
 def string_list(value: object) -> list[str] | None:

@@ -43,9 +43,10 @@ from ivr.dialplan.graph import (
     graph_dot,
     plan_graph,
 )
-from ivr.dialplan.load import DialPlanError, Problem
+from ivr.dialplan.load import DialPlanError
 from ivr.dialplan.model import DialPlan
 from ivr.plan_store import PlanNotFoundError, PlanStore, PublishError
+from ivr.toml_lines import Problem
 
 MAX_SOURCE_BYTES = 256 * 1024
 MAX_NOTE_CHARS = 500
