@@ -154,6 +154,18 @@ def say_address(tmp_path: Path) -> Path:
     )
 
 
+def name_phone_and_address(tmp_path: Path, *, after: float) -> Path:
+    """A caller's WAV: 我的名字叫马龙, the number, the address, each 4.5 s
+    after the one before (time for the next question), ``after`` s of
+    silence at the end."""
+    name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
+    gap = np.zeros(int(4.5 * 8000), dtype=np.int16)
+    said = (name, say_phone_number(tmp_path), say_address(tmp_path))
+    answers = [read_8k(path, tmp_path) for path in said]
+    spoken = np.concatenate([answers[0], gap, answers[1], gap, answers[2]])
+    return write_wav(tmp_path / "caller.wav", pad(spoken, 3.0, after))
+
+
 async def test_spoken_phone_number_reaches_ticket_and_operator(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
@@ -199,13 +211,7 @@ async def test_spoken_name_phone_and_address_fill_the_ticket(
     # Across 21 leading silences (0.10-0.30 s, see PHONE_NUMBER_SAID) the name
     # at 120 wpm was right 21 times, the address at 120 16 times and at 110
     # 21 times, so the address is said at 110.
-    name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
-    phone = say_phone_number(tmp_path)
-    address = say_address(tmp_path)
-    gap = np.zeros(int(4.5 * 8000), dtype=np.int16)
-    answers = [read_8k(said, tmp_path) for said in (name, phone, address)]
-    spoken = np.concatenate([answers[0], gap, answers[1], gap, answers[2]])
-    voice = write_wav(tmp_path / "caller.wav", pad(spoken, 3.0, 25.0))
+    voice = name_phone_and_address(tmp_path, after=25.0)
     operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True), trace=True)
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
     await operator.start()

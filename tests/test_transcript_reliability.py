@@ -26,7 +26,6 @@ import soxr
 
 from ivr.database import MIGRATIONS, open_database
 from ivr.media import g711
-from ivr.prompts import to_pinyin
 from ivr.speech import Transcript, unreliable_reason
 from ivr.speech.repetition import (
     DIVERSITY_RATIO,
@@ -41,10 +40,9 @@ from ivr.ticket_events import TicketEvents
 from ivr.tickets import UNRELIABLE_NOTICE, TicketStore
 from ivr.web.api import HotlineApi
 from ivr.web.auth import Accounts
-from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import StartHotline
 from tests.peers import Baresip, SippUas, free_udp_port
-from tests.test_speech_calls import call_ticket, espeak, say_address, say_phone_number
+from tests.test_speech_calls import call_ticket, name_phone_and_address
 from tests.web_client import PASSWORD, log_in
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,13 +275,7 @@ async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
     and plays each one."""
     from ivr.speech.transcriber import Transcriber
 
-    name = espeak(tmp_path, "name", to_pinyin("我的名字叫马龙。"), 120, 2, "cmn-latn-pinyin+f4")
-    phone = say_phone_number(tmp_path)
-    address = say_address(tmp_path)
-    gap = np.zeros(int(4.5 * 8000), dtype=np.int16)
-    answers = [read_8k(said, tmp_path) for said in (name, phone, address)]
-    spoken = np.concatenate([answers[0], gap, answers[1], gap, answers[2]])
-    voice = write_wav(tmp_path / "caller.wav", pad(spoken, 3.0, 60.0))
+    voice = name_phone_and_address(tmp_path, after=60.0)
     operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True), trace=True)
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
     await operator.start()
