@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # graphviz: the admin page's dial-plan graph is laid out by `dot`, which measures
 # its Chinese labels with a CJK font (fonts-wqy-microhei)
 APT_PACKAGES=(sip-tester baresip-core espeak-ng sox graphviz fonts-wqy-microhei)
-# the tests also drive the web console in Debian's Chromium (Playwright)
+# the tests also drive the web console in Debian's Chromium (Playwright), and put
+# Kamailio (SIP proxy: dispatcher, pike, permissions) in front of two IVR nodes
 if [ "${IVR_SETUP_FOR_TESTS:-0}" = "1" ]; then
-  APT_PACKAGES+=(chromium curl)
+  APT_PACKAGES+=(chromium curl kamailio)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -21,6 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+  # Debian starts kamailio.service on install, on port 5060 of every address (the
+  # IVR's own port); the tests and scripts/cluster.sh run their own Kamailio, so a
+  # service installed here is stopped and disabled (one installed before is left be)
+  if [[ " ${missing[*]} " == *" kamailio "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now kamailio >/dev/null 2>&1 || true
+  fi
 fi
 
 PY=${PYTHON:-python3}

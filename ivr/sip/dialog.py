@@ -11,12 +11,55 @@ from typing import TYPE_CHECKING
 from aiosipua import SipRequest
 from aiosipua.headers import CaseInsensitiveDict
 
-from ivr.sip.messages import make_branch
+from ivr.sip.messages import SipMessage, make_branch, uri_addr
 from ivr.sip.sdp import MediaOffer
-from ivr.sip.transport import Addr
+from ivr.sip.transport import Addr, valid_destination
 
 if TYPE_CHECKING:
     from ivr.sip.endpoint import SipEndpoint
+
+
+def route_set_of(message: SipMessage, *, reverse: bool) -> tuple[str, ...]:
+    """The dialog's route set from the Record-Route headers (RFC 3261 12.1): as they
+    are for the side that answered the INVITE, reversed for the side that sent it."""
+    routes = tuple(value.strip() for value in message.headers.get("record-route") if value.strip())
+    return tuple(reversed(routes)) if reverse else routes
+
+
+def route_uri(route: str) -> str:
+    """The URI inside one Route / Record-Route value."""
+    value = route.strip()
+    if "<" in value:
+        return value.split("<", 1)[1].split(">", 1)[0]
+    return value
+
+
+def is_loose(uri: str) -> bool:
+    params = uri.split("?", 1)[0].split(";")[1:]
+    return any(p.strip().lower() == "lr" or p.strip().lower().startswith("lr=") for p in params)
+
+
+def next_hop(route_set: tuple[str, ...], default: Addr) -> Addr:
+    """Where in-dialog requests go: the first route's host:port (an IP literal),
+    else ``default`` (the address the dialog's first request came from or went to)."""
+    if not route_set:
+        return default
+    addr = uri_addr(route_uri(route_set[0]), default)
+    return addr if valid_destination(addr) else default
+
+
+def add_routes(headers: CaseInsensitiveDict, target: str, route_set: tuple[str, ...]) -> str:
+    """Append the Route headers of an in-dialog request; return its Request-URI
+    (RFC 3261 12.2.1.1): the remote target, unless the first proxy is a strict
+    router (no ;lr, RFC 2543), which gets the Request-URI and the target goes last."""
+    routes = list(route_set)
+    uri = target
+    if routes and not is_loose(route_uri(routes[0])):
+        uri = route_uri(routes.pop(0))
+        routes.append(f"<{target}>")
+    for route in routes:
+        headers.append("Route", route)
+    return uri
 
 
 class DialogEnd(enum.StrEnum):
@@ -42,6 +85,7 @@ class Dialog:
         local_cseq: int,
         remote_cseq: int,
         log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+        route_set: tuple[str, ...] = (),
     ) -> None:
         self._endpoint = endpoint
         self.call_id = call_id
@@ -49,7 +93,9 @@ class Dialog:
         self.local_header = local_header  # our From/To value with our tag
         self.remote_header = remote_header  # their From/To value with their tag
         self.remote_target = remote_target
-        self.remote_addr = remote_addr
+        # the proxies that record-routed (Kamailio): in-dialog requests go through them
+        self.route_set = route_set
+        self.remote_addr = next_hop(route_set, remote_addr)
         self.local_cseq = local_cseq
         self.remote_cseq = remote_cseq
         self.log = log
@@ -86,7 +132,8 @@ class Dialog:
         headers.set_single("User-Agent", self._endpoint.user_agent)
         if content_type:
             headers.set_single("Content-Type", content_type)
-        return SipRequest(headers=headers, body=body, method=method, uri=self.remote_target)
+        uri = add_routes(headers, self.remote_target, self.route_set)
+        return SipRequest(headers=headers, body=body, method=method, uri=uri)
 
     async def bye(self, reason: DialogEnd = DialogEnd.LOCAL_BYE) -> None:
         """Hang up this leg (BYE, retransmitted until answered or timed out)."""

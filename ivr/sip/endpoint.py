@@ -2,8 +2,8 @@
 
 Every request gets an answer where one is due (400 for malformed requests,
 481 for unknown dialogs, 488 for unusable SDP, 405 for unsupported methods,
-503 when full or shutting down) and nothing a peer sends can stop the
-endpoint from taking the next call.
+503 when full or shutting down; OPTIONS too while shutting down or draining)
+and nothing a peer sends can stop the endpoint from taking the next call.
 """
 
 from __future__ import annotations
@@ -223,6 +223,14 @@ class SipEndpoint:
                 self._new_invite(transaction, request, addr)
         elif method == "CANCEL":
             self._cancel(transaction, request)
+        elif method == "OPTIONS" and not self.accepting:
+            # draining or stopping: a proxy probing us (Kamailio's dispatcher) takes
+            # this node out and sends new calls elsewhere; calls in progress go on
+            transaction.respond_status(
+                503,
+                reason=self.refuse_reason,
+                headers={"Retry-After": "5", "User-Agent": self.user_agent},
+            )
         elif method == "OPTIONS":
             transaction.respond_status(
                 200,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from aiosipua import SipRequest
 
-from ivr.sip.dialog import Dialog, DialogEnd
+from ivr.sip.dialog import Dialog, DialogEnd, route_set_of
 from ivr.sip.messages import cseq_number, make_tag
+from ivr.sip.messages import uri_addr as uri_addr  # was defined here
 from ivr.sip.sdp import MediaOffer
 from ivr.sip.transactions import ServerTransaction
 from ivr.sip.transport import Addr
@@ -35,23 +36,6 @@ def contact_uri(header_value: str | None) -> str | None:
     if "<" in value:
         return value.split("<", 1)[1].split(">", 1)[0]
     return value.split(";", 1)[0]
-
-
-def uri_addr(uri: str, default: Addr) -> Addr:
-    """host:port a SIP URI points at (no DNS: IP literals only)."""
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    hostport = rest.rsplit("@", 1)[-1]
-    if hostport.startswith("["):
-        host, _, tail = hostport[1:].partition("]")
-        port_text = tail.lstrip(":")
-    else:
-        host, _, port_text = hostport.partition(":")
-    try:
-        port = int(port_text) if port_text else 5060
-    except ValueError:
-        return default
-    return (host or default[0], port)
 
 
 class IncomingInvite:
@@ -109,6 +93,7 @@ class IncomingInvite:
             local_cseq=0,
             remote_cseq=cseq_number(request),
             log=self._endpoint.log,
+            route_set=route_set_of(request, reverse=False),
         )
         dialog.local_sdp = sdp
         self._endpoint.add_dialog(dialog)

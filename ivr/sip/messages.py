@@ -149,6 +149,11 @@ def make_response(
         copied = request.headers.get_first(name)
         if copied is not None:
             out.set_single(name.title() if name != "call-id" else "Call-ID", copied)
+    if request.method.upper() == "INVITE" and 100 < status < 300:
+        # a response that makes a dialog carries the proxies' Record-Route back
+        # (RFC 3261 12.1.1), so the caller's ACK and BYE pass them too
+        for value in request.headers.get("record-route"):
+            out.append("Record-Route", value)
     to_value = out.get_first("to")
     if to_tag and to_value is not None and tag_of(to_value) is None and status != 100:
         out.set_single("To", f"{to_value};tag={to_tag}")
@@ -162,3 +167,20 @@ def make_response(
         status_code=status,
         reason_phrase=reason or REASONS.get(status, "Unknown"),
     )
+
+
+def uri_addr(uri: str, default: tuple[str, int]) -> tuple[str, int]:
+    """host:port a SIP URI points at (no DNS: IP literals only)."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    hostport = rest.rsplit("@", 1)[-1]
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        port_text = tail.lstrip(":")
+    else:
+        host, _, port_text = hostport.partition(":")
+    try:
+        port = int(port_text) if port_text else 5060
+    except ValueError:
+        return default
+    return (host or default[0], port)

@@ -11,7 +11,7 @@ from aiosipua import SipRequest, SipResponse
 from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import CaseInsensitiveDict
 
-from ivr.sip.dialog import Dialog
+from ivr.sip.dialog import Dialog, add_routes, next_hop, route_set_of
 from ivr.sip.incoming import contact_uri
 from ivr.sip.messages import make_branch, make_tag, tag_of
 from ivr.sip.sdp import MediaOffer, SdpError, parse_media
@@ -138,6 +138,7 @@ class OutgoingInvite:
             local_cseq=self.cseq,
             remote_cseq=0,
             log=self._endpoint.log,
+            route_set=route_set_of(response, reverse=True),
         )
         self._endpoint.add_dialog(dialog)
         self._endpoint.remember_ack(self.call_id, self.ack_for(response))
@@ -162,10 +163,12 @@ class OutgoingInvite:
         headers.set_single("Call-ID", self.call_id)
         headers.set_single("CSeq", f"{self.cseq} ACK")
         target = contact_uri(response.headers.get_first("contact")) or self.target
-        return SipRequest(headers=headers, method="ACK", uri=target)
+        uri = add_routes(headers, target, route_set_of(response, reverse=True))
+        return SipRequest(headers=headers, method="ACK", uri=uri)
 
     def resend_ack(self, response: SipResponse) -> None:
-        self._endpoint.transport_send(self.ack_for(response), self.addr)
+        hop = next_hop(route_set_of(response, reverse=True), self.addr)
+        self._endpoint.transport_send(self.ack_for(response), hop)
 
     def cancel(self) -> None:
         """Stop ringing (CANCEL). A late 200 is ACKed and hung up."""
