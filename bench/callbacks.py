@@ -129,10 +129,10 @@ async def serve(config: Path, log: Path) -> asyncio.subprocess.Process:
 
 async def ended_at(db_path: Path, caller: str) -> float:
     from ivr.call_records import CallRecordStore
-    from ivr.database import open_database
+    from ivr.store import open_store
 
     for _ in range(200):
-        db = await open_database(db_path)
+        db = await open_store(db_path)
         try:
             records = await CallRecordStore(db).list_recent(500)
         finally:

@@ -8,6 +8,7 @@ import asyncio
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from ivr.call_records import MAX_RECENT, CallRecord
@@ -90,15 +91,15 @@ def cmd_calls(args: argparse.Namespace) -> int:
     """`ivr calls list [--limit N] | show CALL_ID`: the call records."""
     from ivr.call_records import CallRecordError, CallRecordStore
     from ivr.cli import _settings
-    from ivr.database import DatabaseError, open_database
+    from ivr.store import DatabaseError, open_store
     from ivr.tickets import TicketStore
 
     settings = _settings(args.config)
-    path = settings.storage.database
-    if not path.is_file():
+    path = settings.storage.location
+    if isinstance(path, Path) and not path.is_file():
         print(
             f"ivr: no database at {path} (from {args.config}): no call was recorded with "
-            "this config yet, or [storage] database points elsewhere",
+            "this config yet, or [storage] url points elsewhere",
             file=sys.stderr,
         )
         return 2
@@ -107,7 +108,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> list[str] | None:
-        db = await open_database(path)
+        db = await open_store(path)
         try:
             records = CallRecordStore(db)
             if args.calls_command == "list":

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
 from ivr.call import EndReason
-from ivr.database import Database
+from ivr.store import Database, Row
 
 MAX_RECENT = 10_000  # largest list_recent() limit
 
@@ -76,7 +75,7 @@ class CallRecordStore:
         if not 0 <= limit <= MAX_RECENT:
             raise ValueError(f"limit must be 0..{MAX_RECENT}, got {limit}")
         rows = await self._db.fetch_all(
-            f"{_SELECT} ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)
+            f"{_SELECT} ORDER BY started_at DESC, call_id DESC LIMIT ?", (limit,)
         )
         return [_from_row(row) for row in rows]
 
@@ -85,12 +84,12 @@ class CallRecordStore:
     ) -> int:
         """A conversation recording begins; its id."""
         async with self._db.transaction() as tx:
-            await tx.execute(
+            row = await tx.fetch_one(
                 "INSERT INTO conversation_recordings (call_id, operator, path, started_at) "
-                "VALUES (?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?)"
+                " RETURNING id",
                 (call_id, operator, path, started_at),
             )
-            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
             assert row is not None
             return int(row["id"])
 
@@ -150,7 +149,7 @@ def _is_finite_number(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _from_row(row: sqlite3.Row) -> CallRecord:
+def _from_row(row: Row) -> CallRecord:
     values = dict(zip(_COLUMNS, tuple(row), strict=True))
     call_id = values["call_id"]
     try:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ivr.database import Database
+from ivr.store import Database
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,10 @@ class CallerProfiles:
             VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (number) DO UPDATE SET
                 speed = excluded.speed,
-                dialect = COALESCE(excluded.dialect, dialect),
-                last_ticket_id = COALESCE(excluded.last_ticket_id, last_ticket_id),
-                beneficiary = COALESCE(excluded.beneficiary, beneficiary),
-                callback_to = COALESCE(excluded.callback_to, callback_to),
+                dialect = COALESCE(excluded.dialect, caller_profiles.dialect),
+                last_ticket_id = COALESCE(excluded.last_ticket_id, caller_profiles.last_ticket_id),
+                beneficiary = COALESCE(excluded.beneficiary, caller_profiles.beneficiary),
+                callback_to = COALESCE(excluded.callback_to, caller_profiles.callback_to),
                 updated_at = excluded.updated_at
             """,
             (

@@ -237,12 +237,12 @@ def cmd_voices_import(args: argparse.Namespace) -> int:
 
 def cmd_callers(args: argparse.Namespace) -> int:
     from ivr.caller_profiles import CallerProfiles
-    from ivr.database import open_database
+    from ivr.store import open_store
 
     settings = _settings(args.config)
 
     async def run() -> str:
-        db = await open_database(settings.storage.database)
+        db = await open_store(settings.storage.location)
         try:
             profiles = CallerProfiles(db)
             if args.callers_command == "forget":
@@ -264,7 +264,7 @@ def cmd_import_elderly(args: argparse.Namespace) -> int:
     import re
 
     from ivr.caller_profiles import CallerProfiles
-    from ivr.database import open_database
+    from ivr.store import open_store
 
     settings = _settings(args.config)
     numbers: list[str] = []
@@ -286,7 +286,7 @@ def cmd_import_elderly(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
 
     async def run() -> None:
-        db = await open_database(settings.storage.database)
+        db = await open_store(settings.storage.location)
         try:
             profiles = CallerProfiles(db)
             for number in numbers:
@@ -315,7 +315,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     """`ivr users add | list | passwd`: the web console's accounts."""
     import time
 
-    from ivr.database import DatabaseError, open_database
+    from ivr.store import DatabaseError, open_store
     from ivr.web.auth import NAME_PATTERN, ROLES, Accounts, AuthError
 
     settings = _settings(args.config)
@@ -336,7 +336,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> list[str]:
-        db = await open_database(settings.storage.database)
+        db = await open_store(settings.storage.location)
         try:
             accounts = Accounts(db)
             if args.users_command == "add":

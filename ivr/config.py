@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.dialects import DIALECT_ALIASES, DIALECTS, ESPEAK_VOICES, MANDARIN
@@ -110,11 +111,19 @@ class DialectSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    database: Path = Path("var/ivr.sqlite3")
+    database: Path = Path("var/ivr.sqlite3")  # the SQLite file (when no PostgreSQL url)
+    # [storage] url: "postgresql://user:password@host:port/dbname" (every node of a
+    # cluster the same), else "" and the SQLite file above
+    postgres_url: str = ""
     recordings_dir: Path = Path("var/recordings")
     recording_retention_days: int = 90
     # the caller and the operator, one stereo WAV a bridged call (recordings_dir/calls)
     record_conversations: bool = True
+
+    @property
+    def location(self) -> str | Path:
+        """What ``ivr.store.open_store`` opens: the PostgreSQL URL or the SQLite file."""
+        return self.postgres_url or self.database
 
 
 SPEECH_ENGINES: tuple[str, ...] = ("auto", "whisper", "vosk")
@@ -950,16 +959,46 @@ def _dialplan(t: _Table, base: Path) -> DialplanSettings:
 def _storage(t: _Table, base: Path) -> StorageSettings:
     d = StorageSettings()
     database = t.path("database", d.database, base)
+    postgres_url = ""
+    if t.has("url"):
+        url = t.string("url", "")
+        if url.startswith(("postgresql://", "postgres://")):
+            problem = _postgres_url_problem(url)
+            if problem:
+                t.fail("url", problem)
+            else:
+                postgres_url = url
+        elif url:
+            if t.has("database"):
+                t.fail("url", "give the SQLite file as url or as database, not both")
+            relative = Path(url)
+            database = relative if relative.is_absolute() else base / relative
     recordings_dir = t.path("recordings_dir", d.recordings_dir, base)
     retention = t.integer("recording_retention_days", d.recording_retention_days, 1, 36500)
     conversations = t.boolean("record_conversations", d.record_conversations)
     t.reject_unknown()
     return StorageSettings(
         database=database,
+        postgres_url=postgres_url,
         recordings_dir=recordings_dir,
         recording_retention_days=retention,
         record_conversations=conversations,
     )
+
+
+def _postgres_url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid PostgreSQL URL ({exc})"
+    if not parts.hostname:
+        return "names no host: postgresql://user:password@host:5432/dbname"
+    if not parts.path.strip("/"):
+        return "names no database: postgresql://user:password@host:5432/dbname"
+    if port == 0:
+        return "port must be 1..65535"
+    return None
 
 
 def _sip(t: _Table) -> SipSettings:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ivr.database import Database
 from ivr.dialplan.model import DialPlan
+from ivr.store import Database
 
 FIRST_AUTHOR = "file"  # who wrote a plan the store found on disk rather than published
 HAND_EDITED_NOTE = "the file as found on disk"
@@ -250,12 +250,12 @@ class PlanStore:
     async def _insert(self, version: str, source: str, author: str, note: str) -> PlanVersion:
         now = self._clock()
         async with self.db.transaction() as tx:
-            await tx.execute(
+            row = await tx.fetch_one(
                 "INSERT INTO dialplan_versions (version, source, author, note, published_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (version, source, author, note, now),
             )
-            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
         assert row is not None
         return PlanVersion(int(row["id"]), version, author, note, now)
 

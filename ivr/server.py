@@ -28,7 +28,7 @@ from ivr.callbacks.settings import policy_from
 from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
 from ivr.conversation_recorder import ConversationRecording
-from ivr.database import Database, DatabaseError, open_database
+from ivr.store import Database, DatabaseError, open_store
 from ivr.dialer import OperatorLine, SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
@@ -227,7 +227,7 @@ class Hotline:
         await self._load_speech(self.plan)  # SpeechModelError stops the start
         await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)
         try:
-            self.db = await open_database(self.settings.storage.database)
+            self.db = await open_store(self.settings.storage.location)
         except DatabaseError as exc:
             where = f" in {source}" if source is not None else ""
             raise StartupError(f"{exc}; change [storage] database{where}") from exc

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ivr.database import Database
+from ivr.store import Database
 from ivr.tickets import Ticket, TicketStore
 
 OPEN_STATUSES = ("open", "in_progress")
@@ -58,10 +58,6 @@ class Duplicate:
         }
 
 
-def _field(name: str) -> str:
-    return f"json_extract(fields, '$.{name}.value')"
-
-
 class TicketSearch:
     def __init__(self, db: Database, tickets: TicketStore) -> None:
         self._db = db
@@ -76,7 +72,7 @@ class TicketSearch:
             ("urgency", f.urgency),
         ):
             if value:
-                where.append(f"{_field(name)} = ?")
+                where.append(f"{self._db.sql.json_value('fields', name)} = ?")
                 args.append(value)
         if f.status:
             where.append("status = ?")
@@ -90,10 +86,10 @@ class TicketSearch:
         if f.text:
             # the values only: the JSON around them ("value", "evidence", "source",
             # "operator"...) would match every ticket
+            dialect = self._db.sql
             where.append(
-                "(instr(transcript, ?) > 0 OR EXISTS (SELECT 1 FROM json_each(tickets.fields) AS f "
-                "WHERE instr(CASE WHEN f.type = 'object' "
-                "THEN json_extract(f.value, '$.value') END, ?) > 0))"
+                f"({dialect.contains('transcript')} OR "
+                f"{dialect.text_in_values('tickets.fields')})"
             )
             args.extend([f.text, f.text])
         sql = "SELECT id FROM tickets"
@@ -108,9 +104,11 @@ class TicketSearch:
     async def counts(self, since: float, until: float) -> dict[str, Any]:
         """Tickets created in [since, until): by district, by category, and per
         day by category (days as YYYY-MM-DD, local time)."""
+        sql = self._db.sql
         rows = await self._db.fetch_all(
-            f"SELECT {_field('district')} AS district, {_field('category')} AS category, "
-            "date(created_at, 'unixepoch', 'localtime') AS day, count(*) AS n "
+            f"SELECT {sql.json_value('fields', 'district')} AS district, "
+            f"{sql.json_value('fields', 'category')} AS category, "
+            f"{sql.local_day('created_at')} AS day, count(*) AS n "
             "FROM tickets WHERE created_at >= ? AND created_at < ? GROUP BY 1, 2, 3",
             (since, until),
         )

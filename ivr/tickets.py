@@ -11,13 +11,12 @@ changed what, when, from what to what.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ivr.database import Database, Transaction
+from ivr.store import Database, Row, Transaction
 
 STATUSES = ("open", "in_progress", "closed", "duplicate")
 IVR = "ivr"  # the "who" of changes made by the IVR itself
@@ -125,11 +124,11 @@ class TicketStore:
     async def create(self, call_id: str, caller: str) -> Ticket:
         now = time.time()
         async with self._db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO tickets (call_id, caller, created_at, updated_at) VALUES (?,?,?,?)",
+            row = await tx.fetch_one(
+                "INSERT INTO tickets (call_id, caller, created_at, updated_at) VALUES (?,?,?,?)"
+                " RETURNING id",
                 (call_id, caller, now, now),
             )
-            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
             assert row is not None
             ticket_id = int(row["id"])
             await tx.execute(
@@ -162,12 +161,11 @@ class TicketStore:
 
     async def add_recording(self, ticket_id: int, path: Path, seconds: float, ending: str) -> int:
         async with self._db.transaction() as tx:
-            await tx.execute(
+            row = await tx.fetch_one(
                 "INSERT INTO ticket_recordings (ticket_id, path, seconds, ending, created_at) "
-                "VALUES (?,?,?,?,?)",
+                "VALUES (?,?,?,?,?) RETURNING id",
                 (ticket_id, str(path), seconds, ending, time.time()),
             )
-            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
             assert row is not None
             return int(row["id"])
 
@@ -306,7 +304,7 @@ def _value_text(entry: object) -> str | None:
     return None
 
 
-def _ticket(row: sqlite3.Row, recordings: list[Recording]) -> Ticket:
+def _ticket(row: Row, recordings: list[Recording]) -> Ticket:
     return Ticket(
         id=int(row["id"]),
         call_id=row["call_id"],
@@ -322,7 +320,7 @@ def _ticket(row: sqlite3.Row, recordings: list[Recording]) -> Ticket:
     )
 
 
-def _recording(row: sqlite3.Row) -> Recording:
+def _recording(row: Row) -> Recording:
     return Recording(
         id=int(row["id"]),
         path=row["path"],

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from ivr.database import Database
+from ivr.store import Database
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,12 @@ class WorkOrderOutbox:
         """Queue ``payload`` for delivery (at once); returns the outbox id."""
         now = time.time()
         async with self._db.transaction() as tx:
-            await tx.execute(
+            row = await tx.fetch_one(
                 "INSERT INTO work_order_outbox (ticket_id, payload, next_at, created_at) "
-                "VALUES (?,?,?,?)",
+                "VALUES (?,?,?,?)"
+                " RETURNING id",
                 (ticket_id, json.dumps(payload, ensure_ascii=False), now, now),
             )
-            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
             assert row is not None
         self._wake.set()
         return int(row["id"])

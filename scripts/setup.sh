@@ -11,7 +11,7 @@ APT_PACKAGES=(sip-tester baresip-core espeak-ng sox graphviz fonts-wqy-microhei)
 # the tests also drive the web console in Debian's Chromium (Playwright), and put
 # Kamailio (SIP proxy: dispatcher, pike, permissions) in front of two IVR nodes
 if [ "${IVR_SETUP_FOR_TESTS:-0}" = "1" ]; then
-  APT_PACKAGES+=(chromium curl kamailio)
+  APT_PACKAGES+=(chromium curl kamailio postgresql)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -3,8 +3,9 @@ file written for each test, and the paths of the project's assets."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import pytest
 
 from ivr.trial_call import TrialOptions
 from tests.peers import free_port_block, free_udp_port
+from tests.postgres_server import PostgresServer
 
 if TYPE_CHECKING:
     from ivr.server import Hotline
@@ -27,6 +29,29 @@ def trial(port: int, **kwargs: object) -> TrialOptions:
     low = 41000 + (port % 1000) * 4
     kwargs.setdefault("rtp_ports", (low, low + 40))
     return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server (Debian's) for the whole run, on 127.0.0.1."""
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+def new_postgres_database(request: pytest.FixtureRequest, server: PostgresServer) -> str:
+    """A fresh database for this test on the shared server; its URL."""
+    name = "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20]
+    return server.new_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's store lives: an SQLite file, then a PostgreSQL database
+    (every storage test runs on both back ends)."""
+    if request.param == "sqlite":
+        return tmp_path / "ivr.sqlite3"
+    return new_postgres_database(request, request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture(scope="session")

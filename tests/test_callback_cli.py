@@ -18,7 +18,7 @@ import pytest
 from ivr.callbacks import CallbackPolicy, CallbackQueue, CallbackReason, CallbackState
 from ivr.callbacks.cli import add_callback_commands, main
 from ivr.config import Settings
-from ivr.database import open_database
+from ivr.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -46,7 +46,7 @@ def seeded(tmp_path: Path) -> Seeded:
 
     async def seed() -> None:
         now = time.time()
-        async with await open_database(found.database) as db:
+        async with await open_store(found.database) as db:
             queue = CallbackQueue(db, CallbackPolicy(retry_delays=(0.0,)))
 
             async def make(number: str, **kwargs: object) -> int:
@@ -182,7 +182,7 @@ def test_commands_plug_into_another_parser_with_its_policy(
     add_callback_commands(sub, policy_for=policy_for)
 
     async def add_normal() -> int:
-        async with await open_database(seeded.database) as db:
+        async with await open_store(seeded.database) as db:
             queue = CallbackQueue(db, CallbackPolicy())
             cb = await queue.request(
                 "13800000009", call_id="n1", reason=CallbackReason.DROPPED, now=time.time()

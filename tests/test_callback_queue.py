@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from ivr.callbacks import (
     CallbackStateError,
     should_call_back,
 )
-from ivr.database import Database, open_database
+from ivr.store import ConstraintError, Database, open_store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ABANDONED = CallbackReason.ABANDONED
@@ -52,8 +51,8 @@ def policy(**changes: object) -> CallbackPolicy:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with await open_database(tmp_path / "ivr.sqlite3") as database:
+async def db(store_location: str | Path) -> AsyncIterator[Database]:
+    async with await open_store(store_location) as database:
         yield database
 
 
@@ -179,7 +178,7 @@ async def test_a_second_drop_updates_the_open_callback(db: Database) -> None:
 async def test_the_database_refuses_a_second_open_callback_for_a_number(db: Database) -> None:
     queue = CallbackQueue(db, policy())
     cb = await ask(queue)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintError):
         await db.execute(
             "INSERT INTO callbacks (number, call_id, first_call_id, reason, state, priority, "
             "next_at, created_at, updated_at) VALUES (?, 'x', 'x', 'dropped', 'busy', 7, 0, 0, 0)",
@@ -511,9 +510,11 @@ async def test_priority_emergency_urgent_then_elderly_then_the_rest(db: Database
 # ---------------------------------------------------------------- crash safety
 
 
-async def test_two_connections_never_claim_the_same_callback(tmp_path: Path) -> None:
-    path = tmp_path / "shared.sqlite3"
-    async with await open_database(path) as one, await open_database(path) as two:
+async def test_two_connections_never_claim_the_same_callback(
+    store_location: str | Path,
+) -> None:
+    path = store_location
+    async with await open_store(path) as one, await open_store(path) as two:
         first, second = CallbackQueue(one, policy()), CallbackQueue(two, policy())
         ids = {(await ask(first, f"13800{n:06d}")).id for n in range(40)}
         batches = await asyncio.gather(
@@ -531,9 +532,9 @@ async def test_two_connections_never_claim_the_same_callback(tmp_path: Path) -> 
             assert await transitions(first, cb.id) == [(None, "pending"), ("pending", "dialing")]
 
 
-async def test_two_connections_share_the_operator_limit(tmp_path: Path) -> None:
-    path = tmp_path / "shared.sqlite3"
-    async with await open_database(path) as one, await open_database(path) as two:
+async def test_two_connections_share_the_operator_limit(store_location: str | Path) -> None:
+    path = store_location
+    async with await open_store(path) as one, await open_store(path) as two:
         first, second = CallbackQueue(one, policy()), CallbackQueue(two, policy())
         for n in range(20):
             await ask(first, f"13800{n:06d}")
@@ -543,9 +544,9 @@ async def test_two_connections_share_the_operator_limit(tmp_path: Path) -> None:
         assert sum(len(batch) for batch in batches) == 5
 
 
-async def test_recover_after_a_crash_mid_dial(tmp_path: Path) -> None:
-    path = tmp_path / "ivr.sqlite3"
-    db = await open_database(path)
+async def test_recover_after_a_crash_mid_dial(store_location: str | Path) -> None:
+    path = store_location
+    db = await open_store(path)
     queue = CallbackQueue(db, policy())
     dialing = await ask(queue, "13800000001")
     connected = await ask(queue, "13800000002")
@@ -554,7 +555,7 @@ async def test_recover_after_a_crash_mid_dial(tmp_path: Path) -> None:
     await queue.outcome(connected.id, CallbackState.CONNECTED, now=NOON + 3)
     await db.close()  # the process dies: no outcome for the dial in progress
 
-    async with await open_database(path) as reopened:
+    async with await open_store(path) as reopened:
         queue = CallbackQueue(reopened, policy())
         assert await queue.recover(now=NOON + 60) == 2
         for cb_id in (dialing.id, connected.id):

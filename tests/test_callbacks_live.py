@@ -152,9 +152,9 @@ async def _events(hotline: Any, callback_id: int) -> list[Any]:
     from ivr.callbacks import CallbackQueue
 
     assert isinstance(hotline.callback_queue, CallbackQueue)
-    from ivr.database import open_database
+    from ivr.store import open_store
 
-    db = await open_database(hotline.settings.storage.database)
+    db = await open_store(hotline.settings.storage.location)
     try:
         return await CallbackQueue(db, hotline.callback_queue.policy).events(callback_id)
     finally:

@@ -16,7 +16,7 @@ import pytest
 from ivr.callbacks import CallbackQueue, CallbackState
 from ivr.callbacks.settings import policy_for_config
 from ivr.config import load_settings
-from ivr.database import open_database
+from ivr.store import open_store
 from ivr.trial_call import TrialOptions, place_call
 from tests.conftest import ROOT, write_config
 from tests.peers import SippUas, free_udp_port
@@ -45,7 +45,7 @@ async def start_serve(config: Path, log: Path) -> asyncio.subprocess.Process:
 
 async def states(config: Path) -> dict[str, CallbackState]:
     settings = load_settings(config)
-    db = await open_database(settings.storage.database)
+    db = await open_store(settings.storage.location)
     try:
         queue = CallbackQueue(db, policy_for_config(settings))
         return {c.number: c.state for c in await queue.list()}
@@ -132,7 +132,7 @@ max_dialing = 1
     for number in NUMBERS:
         assert received.count(f"INVITE sip:{number}@") == 1, number
     settings = load_settings(config)
-    db = await open_database(settings.storage.database)
+    db = await open_store(settings.storage.location)
     try:
         queue = CallbackQueue(db, policy_for_config(settings))
         for callback in await queue.list():

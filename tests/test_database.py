@@ -1,4 +1,4 @@
-"""ivr.database and ivr.call_records on a real SQLite file."""
+"""ivr.store and ivr.call_records on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ import pytest
 
 from ivr.call import EndReason, TransferOutcome
 from ivr.call_records import CallRecord, CallRecordError, CallRecordStore
-from ivr.database import (
+from ivr.store import (
     MIGRATIONS,
     Database,
     DatabaseError,
     Migration,
     SchemaTooNewError,
-    open_database,
+    open_store,
 )
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(tmp_path / "var" / "ivr.sqlite3")
+    database = await open_store(tmp_path / "var" / "ivr.sqlite3")
     try:
         yield database
     finally:
@@ -44,7 +44,7 @@ async def test_open_creates_folder_and_applies_migrations_once(tmp_path: Path) -
     path = tmp_path / "deep" / "folder" / "ivr.sqlite3"
     before = time.time()
 
-    async with await open_database(path) as db:
+    async with await open_store(path) as db:
         applied = await db.applied_migrations()
         assert await db.schema_version() == MIGRATIONS[-1].version
 
@@ -57,11 +57,11 @@ async def test_open_creates_folder_and_applies_migrations_once(tmp_path: Path) -
 
 async def test_reopen_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "ivr.sqlite3"
-    async with await open_database(path) as db:
+    async with await open_store(path) as db:
         first = await db.applied_migrations()
         await CallRecordStore(db).start(CallRecord("c1", "13800000000", "12345", 1.0))
 
-    async with await open_database(path) as db:
+    async with await open_store(path) as db:
         assert await db.applied_migrations() == first
         assert await CallRecordStore(db).get("c1") is not None
 
@@ -78,7 +78,7 @@ async def test_connection_settings(db: Database) -> None:
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ivr.sqlite3"
-    async with await open_database(path):
+    async with await open_store(path):
         pass
     with sqlite3.connect(path) as connection:
         connection.execute(
@@ -87,7 +87,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
         )
 
     with pytest.raises(SchemaTooNewError) as caught:
-        await open_database(path)
+        await open_store(path)
 
     message = str(caught.value)
     assert str(path) in message
@@ -97,18 +97,18 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 async def test_later_migration_upgrades_an_existing_database(tmp_path: Path) -> None:
     path = tmp_path / "ivr.sqlite3"
-    async with await open_database(path):
+    async with await open_store(path):
         pass
     nxt = MIGRATIONS[-1].version + 1
     upgrade = Migration(nxt, "notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",))
     expected = [*(m.version for m in MIGRATIONS), nxt]
 
-    async with await open_database(path, migrations=(*MIGRATIONS, upgrade)) as db:
+    async with await open_store(path, migrations=(*MIGRATIONS, upgrade)) as db:
         versions = [m.version for m in await db.applied_migrations()]
         assert versions == expected
         await db.execute("INSERT INTO notes (body) VALUES (?)", ("ok",))
 
-    async with await open_database(path, migrations=(*MIGRATIONS, upgrade)) as db:
+    async with await open_store(path, migrations=(*MIGRATIONS, upgrade)) as db:
         assert [m.version for m in await db.applied_migrations()] == expected
 
 
@@ -121,10 +121,10 @@ async def test_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     )
 
     with pytest.raises(DatabaseError, match=r"migration 2 \(half broken\) failed"):
-        await open_database(path, migrations=(MIGRATIONS[0], broken))
+        await open_store(path, migrations=(MIGRATIONS[0], broken))
 
     assert "half" not in table_names(path)
-    async with await open_database(path, migrations=(MIGRATIONS[0],)) as db:
+    async with await open_store(path, migrations=(MIGRATIONS[0],)) as db:
         assert await db.schema_version() == 1
 
 
@@ -135,7 +135,7 @@ def test_migrations_are_numbered_in_order() -> None:
 async def test_out_of_order_migrations_are_a_programming_error(tmp_path: Path) -> None:
     gap = Migration(3, "gap", ("SELECT 1",))
     with pytest.raises(ValueError, match="1, 2, 3"):
-        await open_database(tmp_path / "x.sqlite3", migrations=(MIGRATIONS[0], gap))
+        await open_store(tmp_path / "x.sqlite3", migrations=(MIGRATIONS[0], gap))
 
 
 async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is a text file, not SQLite" * 100)
 
     with pytest.raises(DatabaseError, match="cannot use this file as the database"):
-        await open_database(path)
+        await open_store(path)
 
 
 async def test_transaction_commits_or_rolls_back(db: Database) -> None:

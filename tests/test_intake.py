@@ -14,12 +14,12 @@ import pytest
 import soundfile
 import soxr
 
-from ivr.database import open_database
 from ivr.intake import Intake
 from ivr.logs import CallLog
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import FRAME, ListenSettings, UtteranceCapture, UtteranceEnd
+from ivr.store import open_store
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
 from ivr.work_orders import WorkOrderOutbox
@@ -47,7 +47,7 @@ def transcriber() -> Any:
 async def test_a_cut_utterance_is_kept_flagged_and_transcribed(
     tmp_path: Path, transcriber: Transcriber
 ) -> None:
-    db = await open_database(tmp_path / "ivr.sqlite3")
+    db = await open_store(tmp_path / "ivr.sqlite3")
     tickets = TicketStore(db)
     events = TicketEvents()
     intake = Intake(

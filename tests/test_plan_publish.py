@@ -18,11 +18,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ivr.database import open_database
 from ivr.dialplan.graph import SvgRenderer, graph_dot, plan_graph
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.plan_store import PlanStore, PublishError, version_of
 from ivr.server import Hotline
+from ivr.store import open_store
 from ivr.trial_call import place_call
 from ivr.web.admin_plans import MAX_SOURCE_BYTES, plan_routes
 from tests.conftest import StartHotline, trial
@@ -429,7 +429,7 @@ async def test_store_restores_the_file_when_reload_fails_and_serialises_publishe
             return False
         return True
 
-    db = await open_database(tmp_path / "ivr.sqlite3")
+    db = await open_store(tmp_path / "ivr.sqlite3")
     try:
         store = PlanStore(
             db, plan_file, _store_validate, reload, clock=iter(range(100, 200)).__next__

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ivr.database import Database, open_database
+from ivr.store import Database, open_store
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketError, TicketStore
 from ivr.web.api import HotlineApi
@@ -39,8 +39,8 @@ PREFILL = {
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Any:
-    database = await open_database(tmp_path / "ivr.sqlite3")
+async def db(store_location: str | Path) -> Any:
+    database = await open_store(store_location)
     yield database
     await database.close()
 

@@ -24,7 +24,6 @@ import pytest
 import soundfile as sf
 import soxr
 
-from ivr.database import MIGRATIONS, open_database
 from ivr.media import g711
 from ivr.speech import Transcript, unreliable_reason
 from ivr.speech.repetition import (
@@ -36,6 +35,7 @@ from ivr.speech.repetition import (
     units,
 )
 from ivr.speech.whisper_engine import WhisperEngine
+from ivr.store import MIGRATIONS, open_store
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import UNRELIABLE_NOTICE, TicketStore
 from ivr.web.api import HotlineApi
@@ -165,7 +165,7 @@ async def test_an_unreliable_transcript_is_kept_flagged_and_out_of_the_summary(
     the flag is stored, read back, sent by the API, and the summary (the
     X-Ticket-Summary header) carries the notice, not the loop."""
     path = tmp_path / "ivr.sqlite3"
-    async with await open_database(path, migrations=MIGRATIONS[:8]) as old:
+    async with await open_store(path, migrations=MIGRATIONS[:8]) as old:
         await old.execute(
             "INSERT INTO tickets (call_id, caller, created_at, updated_at) VALUES ('c0', '1', 0, 0)"
         )
@@ -173,7 +173,7 @@ async def test_an_unreliable_transcript_is_kept_flagged_and_out_of_the_summary(
             "INSERT INTO ticket_recordings (ticket_id, path, seconds, ending, transcript, "
             "created_at) VALUES (1, 'a.wav', 2.0, 'silence', '你好', 0)"
         )
-    db = await open_database(path)
+    db = await open_store(path)
     assert await db.schema_version() == 9
     store = TicketStore(db)
     before = await store.get(1)

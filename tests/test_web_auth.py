@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from ivr.database import Database, open_database
+from ivr.store import Database, open_store
 from ivr.web.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -57,8 +57,8 @@ class Console:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(tmp_path / "auth.sqlite3")
+async def db(store_location: str | Path) -> AsyncIterator[Database]:
+    database = await open_store(store_location)
     yield database
     await database.close()
 
@@ -524,7 +524,7 @@ async def test_ivr_users_add_list_passwd(tmp_path: Path) -> None:
     )
     assert changed.returncode == 0, changed.stderr
 
-    db = await open_database(tmp_path / "ivr.sqlite3")
+    db = await open_store(tmp_path / "ivr.sqlite3")
     try:
         accounts = Accounts(db)
         with pytest.raises(AuthError):

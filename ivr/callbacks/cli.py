@@ -22,7 +22,7 @@ from ivr.callbacks.model import Callback, CallbackEvent, CallbackState
 from ivr.callbacks.policy import CallbackPolicy
 from ivr.callbacks.queue import CallbackError, CallbackQueue
 from ivr.config import ConfigError, Settings, load_settings
-from ivr.database import DatabaseError, open_database
+from ivr.store import DatabaseError, open_store
 
 PolicyFor = Callable[[Settings], CallbackPolicy]
 T = TypeVar("T")
@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace, action: Callable[[CallbackQueue], Awaitable[T
     args.policy = policy
 
     async def go() -> T:
-        async with await open_database(settings.storage.database) as db:
+        async with await open_store(settings.storage.location) as db:
             return await action(CallbackQueue(db, policy))
 
     try:

@@ -1,13 +1,13 @@
-"""The persistent callback queue (SQLite tables ``callbacks`` and
+"""The persistent callback queue (tables ``callbacks`` and
 ``callback_events``, migration 3).
 
 One open callback per number (a partial unique index); a new drop from the
 same number updates it.  ``claim_due`` moves due callbacks to ``dialing``
-inside one BEGIN IMMEDIATE transaction, so two tasks or processes never claim
-the same one; ``outcome`` / ``done`` report how the dial went and schedule
-the next attempt per the policy or give up.  Every change of state adds a
-``callback_events`` row.  ``recover`` (at start) returns callbacks a dead
-process left mid-dial to ``pending``.
+inside one transaction holding the store's lock ``callbacks.claim``, so two
+tasks, processes or nodes never claim the same one; ``outcome`` / ``done``
+report how the dial went and schedule the next attempt per the policy or give
+up.  Every change of state adds a ``callback_events`` row.  ``recover`` (at
+start) returns callbacks a dead process left mid-dial to ``pending``.
 
 Every method that needs the time takes ``now`` (epoch seconds): the queue
 never reads the clock itself.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import math
-import sqlite3
 from collections.abc import Iterable
 
 from ivr.callbacks.model import (
@@ -35,7 +34,7 @@ from ivr.callbacks.model import (
     priority,
 )
 from ivr.callbacks.policy import RATE_WINDOW, CallbackPolicy
-from ivr.database import Database, Transaction
+from ivr.store import Database, Row, Transaction
 
 MAX_LIST = 10_000  # largest list() limit
 RECOVERED = "recovered after restart"
@@ -292,6 +291,7 @@ class CallbackQueue:
         self, tx: Transaction, now: float, free_operators: int, limit: int | None, due_sql: str
     ) -> list[Callback]:
         policy = self.policy
+        await tx.lock("callbacks.claim")  # one claim at a time, on every node
         if policy.in_quiet_hours(now):
             await tx.execute(
                 f"""
@@ -577,11 +577,11 @@ def _check_time(name: str, value: object) -> None:
 
 async def _insert(tx: Transaction, values: tuple[object, ...]) -> int:
     columns = _COLUMNS[1:]
-    await tx.execute(
-        f"INSERT INTO callbacks ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+    row = await tx.fetch_one(
+        f"INSERT INTO callbacks ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)}) RETURNING id",
         values,
     )
-    row = await tx.fetch_one("SELECT last_insert_rowid()")
     assert row is not None
     return int(row[0])
 
@@ -631,7 +631,7 @@ async def _set_state(
     return await _require(tx, cb.id)
 
 
-def _callback(row: sqlite3.Row) -> Callback:
+def _callback(row: Row) -> Callback:
     v = dict(zip(_COLUMNS, tuple(row), strict=True))
     return Callback(
         id=int(v["id"]),

@@ -1,17 +1,15 @@
-"""The SQLite database: one aiosqlite connection, WAL, versioned migrations.
+"""The SQLite back end: one aiosqlite connection, WAL, versioned migrations.
 
-``open_database(path)`` creates the folder and the file if needed, turns on
-WAL, a busy timeout and foreign keys, and brings the schema up to date by
-applying, in order, each migration in MIGRATIONS that the database has not
-recorded in ``schema_migrations``.  Each migration runs in its own
-transaction (BEGIN IMMEDIATE), so a failed one leaves nothing behind and two
-processes opening the same file at once apply it only once.  A database
-written by a newer version of the program is refused.
+The embedded default for one machine.  ``open_sqlite(path)`` creates the
+folder and the file if needed, turns on WAL, a busy timeout and foreign keys,
+and brings the schema up to date by applying, in order, each migration that
+the database has not recorded in ``schema_migrations``.  Each migration runs
+in its own transaction (BEGIN IMMEDIATE), so a failed one leaves nothing
+behind and two processes opening the same file at once apply it only once.
+A database written by a newer version of the program is refused.
 
-Statements go through ``Database.execute`` / ``fetch_one`` / ``fetch_all``
-(each one autocommits) or, for several statements that must succeed or fail
-together, through ``async with db.transaction() as tx``.  One asyncio lock
-keeps other coroutines' statements out of an open transaction.
+One asyncio lock keeps other coroutines' statements out of an open
+transaction (BEGIN IMMEDIATE also keeps other processes' writers out).
 """
 
 from __future__ import annotations
@@ -19,285 +17,53 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import aiosqlite
 
+from ivr.store.base import (
+    AppliedMigration,
+    ConstraintError,
+    DatabaseError,
+    Params,
+    Row,
+    SchemaTooNewError,
+    SqlDialect,
+)
+from ivr.store.migrations import CREATE_SCHEMA_TABLE, MIGRATIONS, Migration, check_migrations
+
 BUSY_TIMEOUT_MS = 5000
 
-Params = Sequence[object] | Mapping[str, object]
+
+class SqliteDialect:
+    def json_value(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}.value')"
+
+    def local_day(self, epoch_column: str) -> str:
+        return f"date({epoch_column}, 'unixepoch', 'localtime')"
+
+    def text_in_values(self, column: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM json_each({column}) AS f WHERE instr(CASE WHEN "
+            "f.type = 'object' THEN json_extract(f.value, '$.value') END, ?) > 0)"
+        )
+
+    def contains(self, column: str) -> str:
+        return f"instr({column}, ?) > 0"
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int  # 1, 2, 3 ... with no gaps
-    description: str
-    statements: tuple[str, ...]  # run one by one, in one transaction
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "calls: one record per call (path through the dial plan, queue, outcome)",
-        (
-            """
-            CREATE TABLE calls (
-                call_id      TEXT PRIMARY KEY NOT NULL,
-                caller       TEXT NOT NULL,
-                dialled      TEXT NOT NULL,
-                started_at   REAL NOT NULL,
-                answered_at  REAL,
-                ended_at     REAL,
-                path         TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(path)),
-                digits       TEXT NOT NULL DEFAULT '',
-                queue        TEXT,
-                operator     TEXT,
-                outcome      TEXT,
-                end_reason   TEXT,
-                codec        TEXT,
-                plan_version TEXT
-            )
-            """,
-            "CREATE INDEX calls_by_started_at ON calls (started_at)",
-            "CREATE INDEX calls_by_caller ON calls (caller, started_at)",
-        ),
-    ),
-    Migration(
-        2,
-        "tickets (工单) with their history and recordings; the work-order webhook outbox",
-        (
-            """
-            CREATE TABLE tickets (
-                id          INTEGER PRIMARY KEY AUTOINCREMENT,
-                call_id     TEXT NOT NULL,
-                caller      TEXT NOT NULL,
-                status      TEXT NOT NULL DEFAULT 'open',
-                fields      TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(fields)),
-                transcript  TEXT NOT NULL DEFAULT '',
-                notes       TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(notes)),
-                emergency   TEXT,
-                created_at  REAL NOT NULL,
-                updated_at  REAL NOT NULL
-            )
-            """,
-            "CREATE INDEX tickets_by_call ON tickets (call_id)",
-            "CREATE INDEX tickets_by_caller ON tickets (caller, created_at)",
-            """
-            CREATE TABLE ticket_history (
-                id         INTEGER PRIMARY KEY AUTOINCREMENT,
-                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
-                at         REAL NOT NULL,
-                who        TEXT NOT NULL,
-                what       TEXT NOT NULL,
-                old_value  TEXT,
-                new_value  TEXT
-            )
-            """,
-            "CREATE INDEX ticket_history_by_ticket ON ticket_history (ticket_id, at)",
-            """
-            CREATE TABLE ticket_recordings (
-                id         INTEGER PRIMARY KEY AUTOINCREMENT,
-                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
-                path       TEXT NOT NULL,
-                seconds    REAL NOT NULL,
-                ending     TEXT NOT NULL,
-                transcript TEXT,
-                created_at REAL NOT NULL
-            )
-            """,
-            "CREATE INDEX ticket_recordings_by_ticket ON ticket_recordings (ticket_id)",
-            """
-            CREATE TABLE work_order_outbox (
-                id           INTEGER PRIMARY KEY AUTOINCREMENT,
-                ticket_id    INTEGER NOT NULL REFERENCES tickets (id),
-                payload      TEXT NOT NULL CHECK (json_valid(payload)),
-                attempts     INTEGER NOT NULL DEFAULT 0,
-                next_at      REAL NOT NULL,
-                last_error   TEXT,
-                delivered_at REAL,
-                created_at   REAL NOT NULL
-            )
-            """,
-            "CREATE INDEX work_order_outbox_due ON work_order_outbox (delivered_at, next_at)",
-        ),
-    ),
-    Migration(
-        3,
-        "callbacks: the dropped-call callback queue (one open per number) and its transitions",
-        (
-            """
-            CREATE TABLE callbacks (
-                id                   INTEGER PRIMARY KEY AUTOINCREMENT,
-                number               TEXT NOT NULL CHECK (number <> ''),
-                call_id              TEXT NOT NULL,
-                first_call_id        TEXT NOT NULL,
-                ticket_id            INTEGER,
-                reason               TEXT NOT NULL
-                    CHECK (reason IN ('abandoned', 'dropped', 'operator_failed')),
-                state                TEXT NOT NULL CHECK (state IN ('pending', 'dialing',
-                    'connected', 'no_answer', 'busy', 'failed', 'cancelled', 'done')),
-                priority             INTEGER NOT NULL,
-                elderly              INTEGER NOT NULL DEFAULT 0 CHECK (elderly IN (0, 1)),
-                emergency            INTEGER NOT NULL DEFAULT 0 CHECK (emergency IN (0, 1)),
-                urgency              TEXT CHECK (urgency IN ('紧急', '较急', '一般')),
-                original_enqueued_at REAL,
-                original_position    INTEGER,
-                attempts             INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-                next_at              REAL NOT NULL,
-                last_error           TEXT,
-                created_at           REAL NOT NULL,
-                updated_at           REAL NOT NULL
-            )
-            """,
-            """
-            CREATE UNIQUE INDEX callbacks_one_open_per_number ON callbacks (number)
-            WHERE state IN ('pending', 'dialing', 'connected', 'no_answer', 'busy')
-            """,
-            "CREATE INDEX callbacks_due ON callbacks (state, next_at)",
-            "CREATE INDEX callbacks_by_number ON callbacks (number, created_at)",
-            """
-            CREATE TABLE callback_events (
-                id          INTEGER PRIMARY KEY AUTOINCREMENT,
-                callback_id INTEGER NOT NULL REFERENCES callbacks (id),
-                at          REAL NOT NULL,
-                from_state  TEXT,
-                to_state    TEXT NOT NULL,
-                detail      TEXT NOT NULL DEFAULT ''
-            )
-            """,
-            "CREATE INDEX callback_events_by_callback ON callback_events (callback_id, id)",
-            "CREATE INDEX callback_events_attempts ON callback_events (to_state, at)",
-        ),
-    ),
-    Migration(
-        4,
-        "caller profiles: how the last call from a number ended (speed, dialect, ticket)",
-        (
-            """
-            CREATE TABLE caller_profiles (
-                number         TEXT PRIMARY KEY NOT NULL,
-                speed          REAL NOT NULL DEFAULT 1.0 CHECK (speed > 0 AND speed <= 1),
-                dialect        TEXT,
-                last_ticket_id INTEGER,
-                updated_at     REAL NOT NULL
-            )
-            """,
-        ),
-    ),
-    Migration(
-        5,
-        "caller profiles: 亲友代办 (whom a relative reports for) and whom to call back",
-        (
-            "ALTER TABLE caller_profiles ADD COLUMN beneficiary TEXT",  # JSON: name, phone, address
-            "ALTER TABLE caller_profiles ADD COLUMN callback_to TEXT",  # caller | beneficiary
-        ),
-    ),
-    Migration(
-        6,
-        "web console users (operator, admin) and their sessions",
-        (
-            """
-            CREATE TABLE users (
-                id            INTEGER PRIMARY KEY,
-                name          TEXT NOT NULL UNIQUE,
-                role          TEXT NOT NULL CHECK (role IN ('operator', 'admin')),
-                password_hash TEXT NOT NULL,
-                sip_uri       TEXT,          -- an operator's phone (their screen pops for it)
-                disabled      INTEGER NOT NULL DEFAULT 0,
-                created_at    REAL NOT NULL
-            )
-            """,
-            """
-            CREATE TABLE sessions (
-                token_hash TEXT PRIMARY KEY NOT NULL,  -- sha256 of the cookie's token
-                user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-                csrf       TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                expires_at REAL NOT NULL
-            )
-            """,
-            "CREATE INDEX sessions_by_user ON sessions (user_id)",
-        ),
-    ),
-    Migration(
-        7,
-        "dial plan versions: every published plan, for history and rollback",
-        (
-            """
-            CREATE TABLE dialplan_versions (
-                id           INTEGER PRIMARY KEY,
-                version      TEXT NOT NULL,    -- first 12 hex digits of the source's sha256
-                source       TEXT NOT NULL,    -- the TOML as published
-                author       TEXT NOT NULL,
-                note         TEXT NOT NULL DEFAULT '',
-                published_at REAL NOT NULL
-            )
-            """,
-        ),
-    ),
-    Migration(
-        8,
-        "conversation recordings: the caller and the operator, one stereo WAV a bridged call",
-        (
-            """
-            CREATE TABLE conversation_recordings (
-                id         INTEGER PRIMARY KEY,
-                call_id    TEXT NOT NULL,
-                operator   TEXT NOT NULL,
-                path       TEXT NOT NULL,   -- '' once deleted by the retention period
-                started_at REAL NOT NULL,
-                seconds    REAL
-            )
-            """,
-            "CREATE INDEX conversation_recordings_by_call ON conversation_recordings (call_id)",
-            "CREATE INDEX conversation_recordings_by_start ON conversation_recordings (started_at)",
-        ),
-    ),
-    Migration(
-        9,
-        "ticket recordings: a transcript that reads as the recogniser's loop is marked unreliable",
-        (
-            # why the transcript is unreliable (ivr.speech.repetition); NULL: it reads as speech
-            "ALTER TABLE ticket_recordings ADD COLUMN transcript_unreliable TEXT",
-        ),
-    ),
-)
-
-_CREATE_SCHEMA_TABLE = """
-    CREATE TABLE IF NOT EXISTS schema_migrations (
-        version     INTEGER PRIMARY KEY NOT NULL,
-        description TEXT NOT NULL,
-        applied_at  REAL NOT NULL
-    )
-"""
-
-
-class DatabaseError(Exception):
-    """The database cannot be opened or brought up to date."""
-
-
-class SchemaTooNewError(DatabaseError):
-    """The database was written by a newer version of this program."""
-
-
-@dataclass(frozen=True)
-class AppliedMigration:
-    version: int
-    description: str
-    applied_at: float  # epoch seconds
-
-
-async def open_database(path: Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> Database:
+async def open_sqlite(
+    path: Path, *, migrations: Sequence[Migration] = MIGRATIONS
+) -> SqliteDatabase:
     """Open (creating if needed) the database at ``path`` and migrate it.
 
     ``migrations`` is for tests; the program always uses MIGRATIONS.
     """
-    _check_migrations(migrations)
+    check_migrations(migrations)
     try:
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         connection = await aiosqlite.connect(path, isolation_level=None)
@@ -310,14 +76,16 @@ async def open_database(path: Path, *, migrations: Sequence[Migration] = MIGRATI
     except BaseException:
         await connection.close()
         raise
-    return Database(connection, path)
+    return SqliteDatabase(connection, path)
 
 
-class Database:
-    """An open database. Use ``open_database`` to get one; ``close()`` it."""
+class SqliteDatabase:
+    """An open SQLite store. Use ``open_store`` to get one; ``close()`` it."""
 
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
         self.path = path
+        self.location = str(path)
+        self.sql: SqlDialect = SqliteDialect()
         self._connection = connection
         self._lock = asyncio.Lock()
         self._lock_owner: asyncio.Task[object] | None = None
@@ -327,20 +95,20 @@ class Database:
         async with self._serialized():
             return await _execute(self._connection, sql, params)
 
-    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         async with self._serialized():
             return await _fetch_one(self._connection, sql, params)
 
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         async with self._serialized():
             return await _fetch_all(self._connection, sql, params)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         """``async with db.transaction() as tx``: commit at the end, roll back
         on any exception. Use ``tx``, not ``db``, for statements inside."""
         async with self._serialized():
-            tx = Transaction(self._connection)
+            tx = SqliteTransaction(self._connection)
             await _execute(self._connection, "BEGIN IMMEDIATE", ())
             try:
                 yield tx
@@ -393,7 +161,7 @@ class Database:
                 self._lock_owner = None
 
 
-class Transaction:
+class SqliteTransaction:
     """Statements inside ``Database.transaction()``; unusable after it ends."""
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
@@ -404,13 +172,17 @@ class Transaction:
         self._check_open()
         return await _execute(self._connection, sql, params)
 
-    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         self._check_open()
         return await _fetch_one(self._connection, sql, params)
 
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         self._check_open()
         return await _fetch_all(self._connection, sql, params)
+
+    async def lock(self, name: str) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already keeps every other writer out."""
+        self._check_open()
 
     def _check_open(self) -> None:
         if self.closed:
@@ -418,28 +190,31 @@ class Transaction:
 
 
 async def _execute(connection: aiosqlite.Connection, sql: str, params: Params) -> int:
-    async with connection.execute(sql, params) as cursor:
-        return cursor.rowcount
+    try:
+        async with connection.execute(sql, params) as cursor:
+            return cursor.rowcount
+    except sqlite3.IntegrityError as exc:
+        raise ConstraintError(str(exc)) from exc
 
 
 async def _fetch_one(
     connection: aiosqlite.Connection, sql: str, params: Params
-) -> sqlite3.Row | None:
-    async with connection.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+) -> Row | None:
+    try:
+        async with connection.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+    except sqlite3.IntegrityError as exc:
+        raise ConstraintError(str(exc)) from exc
 
 
 async def _fetch_all(
     connection: aiosqlite.Connection, sql: str, params: Params
-) -> list[sqlite3.Row]:
-    async with connection.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
-
-
-def _check_migrations(migrations: Sequence[Migration]) -> None:
-    versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):
-        raise ValueError(f"migration versions must be 1, 2, 3 ... in order, got {versions}")
+) -> list[Row]:
+    try:
+        async with connection.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+    except sqlite3.IntegrityError as exc:
+        raise ConstraintError(str(exc)) from exc
 
 
 async def _configure(connection: aiosqlite.Connection, path: Path) -> None:
@@ -451,7 +226,7 @@ async def _configure(connection: aiosqlite.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(
             f"{path}: cannot use this file as the database ({exc}); "
-            "is it an SQLite database? Move it away or point storage.database elsewhere"
+            "is it an SQLite database? Move it away or point [storage] url elsewhere"
         ) from exc
     mode = str(row[0]).lower() if row is not None else "unknown"
     if mode != "wal":
@@ -469,14 +244,14 @@ async def _schema_version(connection: aiosqlite.Connection) -> int:
 async def _migrate(
     connection: aiosqlite.Connection, path: Path, migrations: Sequence[Migration]
 ) -> None:
-    await _execute(connection, _CREATE_SCHEMA_TABLE, ())
+    await _execute(connection, CREATE_SCHEMA_TABLE, ())
     known = migrations[-1].version if migrations else 0
     current = await _schema_version(connection)
     if current > known:
         raise SchemaTooNewError(
             f"{path}: the database is at schema version {current} but this program knows "
             f"only versions up to {known}; run the newer program that wrote it, or point "
-            "storage.database at another file"
+            "[storage] url at another file"
         )
     for migration in migrations:
         if migration.version > current:

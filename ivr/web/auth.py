@@ -30,7 +30,6 @@ import logging
 import math
 import re
 import secrets
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ivr.database import Database
+from ivr.store import ConstraintError, Database, Row
 
 ROLES = ("operator", "admin")  # in rising order: admin can do everything an operator can
 SESSION_COOKIE = "ivr_session"
@@ -155,7 +154,7 @@ class Accounts:
                 "VALUES (?, ?, ?, ?, ?)",
                 (name, role, password_hash, sip_uri, now),
             )
-        except sqlite3.IntegrityError as exc:  # added meanwhile by another process
+        except ConstraintError as exc:  # added meanwhile by another process
             raise AuthError(f"user {name!r} already exists") from exc
         user = await self.user(name)
         assert user is not None
@@ -396,7 +395,7 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _user(row: sqlite3.Row) -> User:
+def _user(row: Row) -> User:
     return User(
         id=int(row["id"]),
         name=str(row["name"]),

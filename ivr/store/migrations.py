@@ -1,0 +1,284 @@
+"""The schema, as versioned migrations shared by both back ends.
+
+Each migration is written once, in SQLite's dialect; ``for_postgres`` turns a
+statement into PostgreSQL's (identity ids, BIGINT, DOUBLE PRECISION, a JSON
+check by cast).  Versions are 1, 2, 3 ... with no gaps, the same on SQLite
+and PostgreSQL, recorded in ``schema_migrations``; a database at a higher
+version than the program knows is refused (an older node never joins a newer
+cluster).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int  # 1, 2, 3 ... with no gaps
+    description: str
+    statements: tuple[str, ...]  # run one by one, in one transaction
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "calls: one record per call (path through the dial plan, queue, outcome)",
+        (
+            """
+            CREATE TABLE calls (
+                call_id      TEXT PRIMARY KEY NOT NULL,
+                caller       TEXT NOT NULL,
+                dialled      TEXT NOT NULL,
+                started_at   REAL NOT NULL,
+                answered_at  REAL,
+                ended_at     REAL,
+                path         TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(path)),
+                digits       TEXT NOT NULL DEFAULT '',
+                queue        TEXT,
+                operator     TEXT,
+                outcome      TEXT,
+                end_reason   TEXT,
+                codec        TEXT,
+                plan_version TEXT
+            )
+            """,
+            "CREATE INDEX calls_by_started_at ON calls (started_at)",
+            "CREATE INDEX calls_by_caller ON calls (caller, started_at)",
+        ),
+    ),
+    Migration(
+        2,
+        "tickets (工单) with their history and recordings; the work-order webhook outbox",
+        (
+            """
+            CREATE TABLE tickets (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                call_id     TEXT NOT NULL,
+                caller      TEXT NOT NULL,
+                status      TEXT NOT NULL DEFAULT 'open',
+                fields      TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(fields)),
+                transcript  TEXT NOT NULL DEFAULT '',
+                notes       TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(notes)),
+                emergency   TEXT,
+                created_at  REAL NOT NULL,
+                updated_at  REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX tickets_by_call ON tickets (call_id)",
+            "CREATE INDEX tickets_by_caller ON tickets (caller, created_at)",
+            """
+            CREATE TABLE ticket_history (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
+                at         REAL NOT NULL,
+                who        TEXT NOT NULL,
+                what       TEXT NOT NULL,
+                old_value  TEXT,
+                new_value  TEXT
+            )
+            """,
+            "CREATE INDEX ticket_history_by_ticket ON ticket_history (ticket_id, at)",
+            """
+            CREATE TABLE ticket_recordings (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
+                path       TEXT NOT NULL,
+                seconds    REAL NOT NULL,
+                ending     TEXT NOT NULL,
+                transcript TEXT,
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX ticket_recordings_by_ticket ON ticket_recordings (ticket_id)",
+            """
+            CREATE TABLE work_order_outbox (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id    INTEGER NOT NULL REFERENCES tickets (id),
+                payload      TEXT NOT NULL CHECK (json_valid(payload)),
+                attempts     INTEGER NOT NULL DEFAULT 0,
+                next_at      REAL NOT NULL,
+                last_error   TEXT,
+                delivered_at REAL,
+                created_at   REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX work_order_outbox_due ON work_order_outbox (delivered_at, next_at)",
+        ),
+    ),
+    Migration(
+        3,
+        "callbacks: the dropped-call callback queue (one open per number) and its transitions",
+        (
+            """
+            CREATE TABLE callbacks (
+                id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+                number               TEXT NOT NULL CHECK (number <> ''),
+                call_id              TEXT NOT NULL,
+                first_call_id        TEXT NOT NULL,
+                ticket_id            INTEGER,
+                reason               TEXT NOT NULL
+                    CHECK (reason IN ('abandoned', 'dropped', 'operator_failed')),
+                state                TEXT NOT NULL CHECK (state IN ('pending', 'dialing',
+                    'connected', 'no_answer', 'busy', 'failed', 'cancelled', 'done')),
+                priority             INTEGER NOT NULL,
+                elderly              INTEGER NOT NULL DEFAULT 0 CHECK (elderly IN (0, 1)),
+                emergency            INTEGER NOT NULL DEFAULT 0 CHECK (emergency IN (0, 1)),
+                urgency              TEXT CHECK (urgency IN ('紧急', '较急', '一般')),
+                original_enqueued_at REAL,
+                original_position    INTEGER,
+                attempts             INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+                next_at              REAL NOT NULL,
+                last_error           TEXT,
+                created_at           REAL NOT NULL,
+                updated_at           REAL NOT NULL
+            )
+            """,
+            """
+            CREATE UNIQUE INDEX callbacks_one_open_per_number ON callbacks (number)
+            WHERE state IN ('pending', 'dialing', 'connected', 'no_answer', 'busy')
+            """,
+            "CREATE INDEX callbacks_due ON callbacks (state, next_at)",
+            "CREATE INDEX callbacks_by_number ON callbacks (number, created_at)",
+            """
+            CREATE TABLE callback_events (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+                at          REAL NOT NULL,
+                from_state  TEXT,
+                to_state    TEXT NOT NULL,
+                detail      TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            "CREATE INDEX callback_events_by_callback ON callback_events (callback_id, id)",
+            "CREATE INDEX callback_events_attempts ON callback_events (to_state, at)",
+        ),
+    ),
+    Migration(
+        4,
+        "caller profiles: how the last call from a number ended (speed, dialect, ticket)",
+        (
+            """
+            CREATE TABLE caller_profiles (
+                number         TEXT PRIMARY KEY NOT NULL,
+                speed          REAL NOT NULL DEFAULT 1.0 CHECK (speed > 0 AND speed <= 1),
+                dialect        TEXT,
+                last_ticket_id INTEGER,
+                updated_at     REAL NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        5,
+        "caller profiles: 亲友代办 (whom a relative reports for) and whom to call back",
+        (
+            "ALTER TABLE caller_profiles ADD COLUMN beneficiary TEXT",  # JSON: name, phone, address
+            "ALTER TABLE caller_profiles ADD COLUMN callback_to TEXT",  # caller | beneficiary
+        ),
+    ),
+    Migration(
+        6,
+        "web console users (operator, admin) and their sessions",
+        (
+            """
+            CREATE TABLE users (
+                id            INTEGER PRIMARY KEY,
+                name          TEXT NOT NULL UNIQUE,
+                role          TEXT NOT NULL CHECK (role IN ('operator', 'admin')),
+                password_hash TEXT NOT NULL,
+                sip_uri       TEXT,          -- an operator's phone (their screen pops for it)
+                disabled      INTEGER NOT NULL DEFAULT 0,
+                created_at    REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE sessions (
+                token_hash TEXT PRIMARY KEY NOT NULL,  -- sha256 of the cookie's token
+                user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                csrf       TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX sessions_by_user ON sessions (user_id)",
+        ),
+    ),
+    Migration(
+        7,
+        "dial plan versions: every published plan, for history and rollback",
+        (
+            """
+            CREATE TABLE dialplan_versions (
+                id           INTEGER PRIMARY KEY,
+                version      TEXT NOT NULL,    -- first 12 hex digits of the source's sha256
+                source       TEXT NOT NULL,    -- the TOML as published
+                author       TEXT NOT NULL,
+                note         TEXT NOT NULL DEFAULT '',
+                published_at REAL NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        8,
+        "conversation recordings: the caller and the operator, one stereo WAV a bridged call",
+        (
+            """
+            CREATE TABLE conversation_recordings (
+                id         INTEGER PRIMARY KEY,
+                call_id    TEXT NOT NULL,
+                operator   TEXT NOT NULL,
+                path       TEXT NOT NULL,   -- '' once deleted by the retention period
+                started_at REAL NOT NULL,
+                seconds    REAL
+            )
+            """,
+            "CREATE INDEX conversation_recordings_by_call ON conversation_recordings (call_id)",
+            "CREATE INDEX conversation_recordings_by_start ON conversation_recordings (started_at)",
+        ),
+    ),
+    Migration(
+        9,
+        "ticket recordings: a transcript that reads as the recogniser's loop is marked unreliable",
+        (
+            # why the transcript is unreliable (ivr.speech.repetition); NULL: it reads as speech
+            "ALTER TABLE ticket_recordings ADD COLUMN transcript_unreliable TEXT",
+        ),
+    ),
+)
+
+
+CREATE_SCHEMA_TABLE = """
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+        version     INTEGER PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL,
+        applied_at  REAL NOT NULL
+    )
+"""
+
+_POSTGRES_REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"\bid(\s+)INTEGER PRIMARY KEY(?: AUTOINCREMENT)?"),
+        r"id\1BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    ),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    # SQLite's json_valid(x) check: PostgreSQL refuses text that does not cast
+    (re.compile(r"CHECK \(json_valid\((\w+)\)\)"), r"CHECK ((\1::jsonb) IS NOT NULL)"),
+)
+
+
+def for_postgres(statement: str) -> str:
+    """A migration statement (SQLite's dialect) in PostgreSQL's."""
+    for pattern, replacement in _POSTGRES_REWRITES:
+        statement = pattern.sub(replacement, statement)
+    return statement
+
+
+def check_migrations(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1, 2, 3 ... in order, got {versions}")
