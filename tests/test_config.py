@@ -87,6 +87,14 @@ def test_bundled_config_states_the_defaults(tmp_path: Path) -> None:
     )
 
 
+def test_storage_url_is_a_sqlite_file_or_a_postgresql_url(tmp_path: Path) -> None:
+    sqlite = load_settings(write_config(tmp_path, QUEUE + '[storage]\nurl = "db/x.sqlite3"\n'))
+    assert sqlite.storage.location == tmp_path / "db" / "x.sqlite3"
+    url = "postgresql://ivr:pw@db.example:5432/hotline"
+    shared = load_settings(write_config(tmp_path, QUEUE + f'[storage]\nurl = "{url}"\n'))
+    assert shared.storage.location == url and shared.storage.postgres_url == url
+
+
 def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None:
     text = (
         QUEUE + '[storage]\ndatabase = "db/calls.sqlite3"\n[prompts]\nvoices_dir = "/srv/voices"\n'
@@ -379,6 +387,34 @@ BAD_CONFIGS = [
         "database",
         "must not be empty",
         id="empty-path",
+    ),
+    pytest.param(
+        QUEUE + '[storage]\nurl = "postgresql://ivr@/ivr"\n',
+        "storage.url",
+        "url",
+        "names no host",
+        id="postgres-url-no-host",
+    ),
+    pytest.param(
+        QUEUE + '[storage]\nurl = "postgresql://ivr@db.example:5432"\n',
+        "storage.url",
+        "url",
+        "names no database",
+        id="postgres-url-no-database",
+    ),
+    pytest.param(
+        QUEUE + '[storage]\nurl = "postgresql://ivr@db:99999/ivr"\n',
+        "storage.url",
+        "url",
+        "not a valid PostgreSQL URL",
+        id="postgres-url-bad-port",
+    ),
+    pytest.param(
+        QUEUE + '[storage]\nurl = "a.sqlite3"\ndatabase = "b.sqlite3"\n',
+        "storage.url",
+        "url",
+        "not both",
+        id="sqlite-file-twice",
     ),
     pytest.param(
         QUEUE + '[dialects]\noffered = ["mandarin", "cantonese"]\n',

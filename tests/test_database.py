@@ -1,4 +1,5 @@
-"""ivr.store and ivr.call_records on a real SQLite file."""
+"""ivr.store and ivr.call_records on a real SQLite file and a real PostgreSQL
+server (the statements, transactions and call records on both)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ from ivr.store import (
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+async def db(store_location: str | Path) -> AsyncIterator[Database]:
+    database = await open_store(store_location)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await open_store(tmp_path / "var" / "ivr.sqlite3")
     try:
         yield database
@@ -66,10 +76,10 @@ async def test_reopen_is_idempotent(tmp_path: Path) -> None:
         assert await CallRecordStore(db).get("c1") is not None
 
 
-async def test_connection_settings(db: Database) -> None:
-    journal = await db.fetch_one("PRAGMA journal_mode")
-    foreign_keys = await db.fetch_one("PRAGMA foreign_keys")
-    busy_timeout = await db.fetch_one("PRAGMA busy_timeout")
+async def test_connection_settings(sqlite_db: Database) -> None:
+    journal = await sqlite_db.fetch_one("PRAGMA journal_mode")
+    foreign_keys = await sqlite_db.fetch_one("PRAGMA foreign_keys")
+    busy_timeout = await sqlite_db.fetch_one("PRAGMA busy_timeout")
 
     assert journal is not None and journal[0] == "wal"
     assert foreign_keys is not None and foreign_keys[0] == 1

@@ -12,7 +12,9 @@ Statements are written with ``?`` placeholders as for SQLite; they are
 rewritten to ``$1, $2 ...`` here (outside quoted text), once per statement.
 Each statement outside a transaction takes a connection from the pool for
 itself and autocommits; ``transaction()`` holds one connection until it
-commits or rolls back.
+commits or rolls back.  As with SQLite, one transaction runs at a time on a
+node (statements outside transactions run side by side); across nodes a
+decision that reads then writes shared rows takes ``tx.lock(name)``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ _CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     socket.gaierror,
     asyncpg.PostgresError,
     ValueError,
+)
+
+
+# what SQLite reports as a failed constraint: PostgreSQL's class 23, and class 22
+# for text refused by a check's cast (a JSON column given text that is not JSON)
+_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
 )
 
 
@@ -220,6 +230,10 @@ class PostgresDatabase:
         self._pool = pool
         self._statements = _Statements()
         self._in_transaction: set[asyncio.Task[Any]] = set()
+        # one transaction at a time on this node, as with SQLite: code that reads
+        # then writes inside a transaction sees no other task of this node meddle;
+        # across nodes, shared decisions take tx.lock(name) or lock their rows
+        self._transactions = asyncio.Lock()
         self._closed = False
 
     async def execute(self, sql: str, params: Params = ()) -> int:
@@ -243,7 +257,7 @@ class PostgresDatabase:
         on any exception. Use ``tx``, not ``db``, for statements inside."""
         self._check_outside_transaction()
         task = asyncio.current_task()
-        async with self._pool.acquire() as connection:
+        async with self._transactions, self._pool.acquire() as connection:
             tx = PostgresTransaction(connection, self._statements)
             if task is not None:
                 self._in_transaction.add(task)
@@ -348,7 +362,7 @@ class PostgresTransaction:
             status = await self._connection.execute(
                 self._statements.rewrite(sql), *_args(params)
             )
-        except asyncpg.IntegrityConstraintViolationError as exc:
+        except _REFUSED as exc:
             raise ConstraintError(str(exc)) from exc
         return _changed(str(status))
 
@@ -358,7 +372,7 @@ class PostgresTransaction:
             row: Row | None = await self._connection.fetchrow(
                 self._statements.rewrite(sql), *_args(params)
             )
-        except asyncpg.IntegrityConstraintViolationError as exc:
+        except _REFUSED as exc:
             raise ConstraintError(str(exc)) from exc
         return row
 
@@ -368,7 +382,7 @@ class PostgresTransaction:
             rows: list[Row] = await self._connection.fetch(
                 self._statements.rewrite(sql), *_args(params)
             )
-        except asyncpg.IntegrityConstraintViolationError as exc:
+        except _REFUSED as exc:
             raise ConstraintError(str(exc)) from exc
         return rows
 
