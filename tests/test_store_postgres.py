@@ -143,7 +143,7 @@ async def test_a_server_that_cannot_be_reached_is_named_with_its_password_hidden
 
 async def test_a_database_that_does_not_exist_is_named(postgres_server: PostgresServer) -> None:
     url = postgres_server.url("no_such_database")
-    with pytest.raises(DatabaseError, match="no_such_database.*cannot connect"):
+    with pytest.raises(DatabaseError, match=r"no_such_database.*cannot connect"):
         await open_store(url)
 
 
