@@ -248,6 +248,62 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE ticket_recordings ADD COLUMN transcript_unreliable TEXT",
         ),
     ),
+    Migration(
+        10,
+        "cluster: nodes and their heartbeats, the one waiting line, operators' states, "
+        "the node holding each call, leases on callbacks and work orders",
+        (
+            """
+            CREATE TABLE nodes (
+                node_id      TEXT PRIMARY KEY NOT NULL,
+                sip_address  TEXT NOT NULL DEFAULT '',
+                web_address  TEXT NOT NULL DEFAULT '',
+                started_at   REAL NOT NULL,
+                heartbeat_at REAL NOT NULL,   -- epoch s; silent for node_timeout = lost
+                state        TEXT NOT NULL DEFAULT 'up'
+                    CHECK (state IN ('up', 'draining', 'stopped', 'lost'))
+            )
+            """,
+            # every caller waiting for an operator, on any node: one line per queue,
+            # callers called back first (priority 1), then in the order they joined
+            """
+            CREATE TABLE queue_waiters (
+                id        INTEGER PRIMARY KEY AUTOINCREMENT,
+                call_id   TEXT NOT NULL UNIQUE,
+                queue     TEXT NOT NULL,
+                node      TEXT NOT NULL,
+                caller    TEXT NOT NULL,
+                skill     TEXT,
+                priority  INTEGER NOT NULL DEFAULT 0 CHECK (priority IN (0, 1)),
+                joined_at REAL NOT NULL,
+                ringing   TEXT,                  -- the operator being rung for them now
+                skipped   TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(skipped))
+            )
+            """,
+            "CREATE INDEX queue_waiters_in_line ON queue_waiters (queue, priority, id)",
+            # an operator's phone: rung by one node at a time (node + state under the
+            # store's lock); a dead node's ringing/talking/wrap-up frees itself
+            """
+            CREATE TABLE operator_states (
+                uri         TEXT PRIMARY KEY NOT NULL,
+                state       TEXT NOT NULL DEFAULT 'free'
+                    CHECK (state IN ('free', 'ringing', 'talking', 'wrap_up')),
+                paused      INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+                call_id     TEXT,
+                node        TEXT,
+                free_at     REAL,                -- wrap-up: free from this time on
+                calls_taken INTEGER NOT NULL DEFAULT 0,
+                updated_at  REAL NOT NULL
+            )
+            """,
+            "ALTER TABLE calls ADD COLUMN node TEXT",  # the node that answered the call
+            "CREATE INDEX calls_by_node ON calls (node, ended_at)",
+            "ALTER TABLE callbacks ADD COLUMN lease_node TEXT",  # the node dialling it
+            "ALTER TABLE callbacks ADD COLUMN lease_until REAL",
+            "ALTER TABLE work_order_outbox ADD COLUMN lease_node TEXT",
+            "ALTER TABLE work_order_outbox ADD COLUMN lease_until REAL",
+        ),
+    ),
 )
 
 
