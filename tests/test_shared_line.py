@@ -54,7 +54,9 @@ def queue(*uris: str, skills: dict[str, frozenset[str]] | None = None) -> Queue:
     skills = skills or {}
     return Queue(
         name="general",
-        operators=[Operator(uri=u, queue="general", skills=skills.get(u, frozenset())) for u in uris],
+        operators=[
+            Operator(uri=u, queue="general", skills=skills.get(u, frozenset())) for u in uris
+        ],
         max_waiting=100,
         max_wait=60,
     )
