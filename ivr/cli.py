@@ -26,6 +26,7 @@ def _settings(path: Path) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr.dialplan.load import DialPlanError
+    from ivr.node import PidFile
     from ivr.prefill import PrefillDataError
     from ivr.server import serve
     from ivr.speech import SpeechModelError
@@ -34,7 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     log = setup_logging(settings.logging.level, settings.logging.format)
     try:
-        asyncio.run(serve(settings, log))
+        with PidFile(settings.node.pid_file):  # `ivr drain` finds this node by it
+            asyncio.run(serve(settings, log))
     except KeyboardInterrupt:
         return 0
     except DialPlanError as exc:
@@ -50,6 +52,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.error("ivr: %s", problem)
     print(f"ivr: {problem}", file=sys.stderr)
     return 2
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from ivr.node import drain
+
+    settings = _settings(args.config)
+    wait = None if args.no_wait else settings.node.drain_timeout + 30.0
+    return drain(settings.node.pid_file, wait=wait, say=print)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -377,6 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the IVR")
     serve.set_defaults(func=cmd_serve)
+
+    draining = sub.add_parser(
+        "drain",
+        help="drain the node `ivr serve` runs with this config: new calls and OPTIONS "
+        "get 503, calls in progress finish, then it exits",
+    )
+    draining.add_argument(
+        "--no-wait", action="store_true", help="return at once instead of waiting for the exit"
+    )
+    draining.set_defaults(func=cmd_drain)
 
     call = sub.add_parser("call", help="place a trial call (a test caller)")
     call.add_argument("target", help="SIP URI, e.g. sip:12345@127.0.0.1:5060")

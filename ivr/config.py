@@ -228,6 +228,16 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class NodeSettings:
+    """This process as one node of the hotline (docs/cluster.md)."""
+
+    # `ivr serve` writes its pid here and holds a lock on it; `ivr drain` signals that pid
+    pid_file: Path = Path("var/ivr.pid")
+    # seconds a draining node (SIGTERM, `ivr drain`) waits for its calls before ending them
+    drain_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     queues: Mapping[str, QueueSettings]  # read-only, by queue name, in file order
     sip: SipSettings = field(default_factory=SipSettings)
@@ -244,6 +254,7 @@ class Settings:
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     elderly: ElderlySettings = field(default_factory=ElderlySettings)
     dialects: DialectSettings = field(default_factory=DialectSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     # the file these settings were read from (load_settings sets it; a reload reads it again)
     source: Path | None = field(default=None, compare=False)
 
@@ -678,6 +689,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     callbacks = _callbacks(root.table("callbacks"), queues)
     elderly = _elderly(root.table("elderly"), queues)
     dialects = _dialects(root.table("dialects"), prompts, queues)
+    node = _node(root.table("node"), base)
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -695,7 +707,16 @@ def _settings(root: _Table, base: Path) -> Settings:
         callbacks=callbacks,
         elderly=elderly,
         dialects=dialects,
+        node=node,
     )
+
+
+def _node(t: _Table, base: Path) -> NodeSettings:
+    d = NodeSettings()
+    pid_file = t.path("pid_file", d.pid_file, base)
+    drain_timeout = t.number("drain_timeout", d.drain_timeout, 0, 86400, low_open=False)
+    t.reject_unknown()
+    return NodeSettings(pid_file=pid_file, drain_timeout=drain_timeout)
 
 
 def _elderly(t: _Table, queues: Mapping[str, QueueSettings]) -> ElderlySettings:
@@ -1208,6 +1229,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "callbacks.max_dialing",
         "callbacks.queue",
         "logging.level",
+        "node.drain_timeout",
     }
 )
 _SECRET_KEYS = frozenset({"callbacks.password"})

@@ -40,6 +40,7 @@ from ivr.media.clock import MediaClock
 from ivr.media.inband_dtmf import InbandDtmfDetector
 from ivr.media.ports import PortsExhausted, RtpPorts
 from ivr.media.rtp import MediaSources, RtpStream
+from ivr.node import wait_for_calls
 from ivr.operators import (
     ELDERLY_SKILL,
     OperatorDesk,
@@ -171,6 +172,7 @@ class Hotline:
         self._reloading = asyncio.Lock()  # one reload (config, plan) at a time
         self._console: ConsoleParts | None = None
         self.stopped = asyncio.Event()
+        self.drain_cut = asyncio.Event()  # set: a drain ends the calls left at once
 
     # -- start / reload / stop -------------------------------------------------
     def _load_plan(self, settings: Settings | None = None) -> DialPlan:
@@ -476,15 +478,28 @@ class Hotline:
         return (await self.reload()).to_json()
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
-        """Stop taking calls, let current calls finish, then close."""
+        """Drain, then close: INVITEs and OPTIONS get 503 (Kamailio sends new calls to
+        other nodes), no new callback is dialled, calls in progress (callbacks too) go
+        on for up to ``drain_timeout`` s or until ``drain_cut`` is set, then those left
+        are ended (ivr/node.py)."""
         self.endpoint.accepting = False
         self.endpoint.refuse_reason = "Shutting Down"
-        if self.calls:
-            self.log.info("ivr: shutting down, waiting for %d call(s)", len(self.calls))
-            tasks = set(self._call_tasks)
-            _, pending = (
-                await asyncio.wait(tasks, timeout=drain_timeout) if tasks else (set(), set())
+        dialler = self.callback_dialler
+        if dialler is not None:
+            dialler.stop_claiming()
+        tasks = set(self._call_tasks) | (dialler.attempts if dialler is not None else set())
+        if self.calls or tasks:
+            self.log.info(
+                "ivr: draining: waiting up to %.0f s for %d call(s)", drain_timeout, len(self.calls)
             )
+            await wait_for_calls(
+                tasks,
+                timeout=drain_timeout,
+                cut=self.drain_cut,
+                left=lambda: len(self.calls),
+                log=self.log,
+            )
+            pending = {task for task in tasks if not task.done()}
             for call in list(self.calls.values()):
                 call.end(EndReason.SHUTDOWN)
             if pending:
@@ -986,8 +1001,9 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop`` is set); SIGHUP reloads config.toml
-    and the dial plan (Hotline.reload)."""
+    """Run until SIGINT/SIGTERM (or ``stop`` is set), then drain ([node]
+    drain_timeout; a second SIGINT/SIGTERM ends the calls left at once); SIGHUP
+    reloads config.toml and the dial plan (Hotline.reload)."""
     hotline = Hotline(settings, log)
     try:
         await hotline.start()
@@ -1014,10 +1030,15 @@ async def serve(
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    def on_stop() -> None:
+        if stop_requested.is_set():
+            hotline.drain_cut.set()  # asked again: do not wait for the calls
+        stop_requested.set()
+
     handled: list[signal.Signals] = []
     for signum, handler in (
-        (signal.SIGINT, stop_requested.set),
-        (signal.SIGTERM, stop_requested.set),
+        (signal.SIGINT, on_stop),
+        (signal.SIGTERM, on_stop),
         (signal.SIGHUP, on_sighup),
     ):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -1029,7 +1050,7 @@ async def serve(
         await stop_requested.wait()
         if reloads:
             await asyncio.wait(reloads, timeout=30.0)
-        await hotline.stop()
+        await hotline.stop(drain_timeout=hotline.settings.node.drain_timeout)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)

@@ -90,6 +90,8 @@ quiet_hours = ""
 customer_first = true
 max_dialing = 1
 """,
+        # the two callers still wait for the operator at the end: no drain then
+        extra="[node]\ndrain_timeout = 1.0",
     )
     sip_port = load_settings(config).sip.port
     await operator.start()

@@ -80,6 +80,16 @@ class CallbackDialler:
     def wake(self) -> None:
         self._wake.set()
 
+    def stop_claiming(self) -> None:
+        """Dial no new callback (a draining node); those ringing or connected go on."""
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def attempts(self) -> set[asyncio.Task[None]]:
+        """The callbacks being dialled or in a call now."""
+        return set(self._attempts)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
