@@ -8,63 +8,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from socket import SOCK_DGRAM, SOCK_STREAM
-from typing import Any
 
 from aiohttp import web_request
 
-from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
-from ivr.call_records import CallRecord, CallRecordStore
-from ivr.callbacks import CallbackQueue, should_call_back
+from ivr.call import EndReason
+from ivr.call_records import CallRecordStore
+from ivr.call_session import (
+    CallParts,
+    answer,
+    call_back,
+    callback_queue_name,
+    record_conversation,
+    watch_media,
+)
+from ivr.callbacks import CallbackQueue
 from ivr.callbacks.dialling import CallbackDialler
-from ivr.callbacks.model import Callback
 from ivr.callbacks.settings import policy_from
-from ivr.caller_profiles import CallerProfile, CallerProfiles
+from ivr.caller_profiles import CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
-from ivr.conversation_recorder import ConversationRecording
-from ivr.store import Database, DatabaseError, open_store
-from ivr.dialer import OperatorLine, SipDialer
+from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
-from ivr.dialplan.run import run_dialplan
-from ivr.intake import Emergency, Intake
+from ivr.intake import Intake
 from ivr.live_call import LiveCall
-from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
-from ivr.media.inband_dtmf import InbandDtmfDetector
-from ivr.media.ports import PortsExhausted, RtpPorts
-from ivr.media.rtp import MediaSources, RtpStream
+from ivr.media.ports import RtpPorts
 from ivr.node import wait_for_calls
 from ivr.operators import (
     ELDERLY_SKILL,
     OperatorDesk,
-    OperatorLeg,
     QueueConfig,
-    WaitingCaller,
-    WaitingMusic,
 )
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.prompts import (
-    CALLBACK_GREETING_KEY,
     PromptLibrary,
-    PromptSet,
     plan_prompt_keys,
     plan_prompt_texts,
 )
 from ivr.recordings import purge_conversations, purge_recordings
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
-from ivr.sip.sdp import build_answer, choose
 from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import ListenSettings
 from ivr.startup import Listener, StartupError, check_listeners, listen_failure
+from ivr.store import Database, DatabaseError, open_store
 from ivr.ticket_events import TicketEvents
 from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
@@ -136,7 +130,6 @@ class Hotline:
             wrap_up=settings.operators.wrap_up,
             log=log.getChild("operators"),
         )
-        self.desk.on_bridged = self._record_conversation
         self.plan: DialPlan | None = None
         self.db: Database | None = None
         self.plan_store: PlanStore | None = None
@@ -171,6 +164,7 @@ class Hotline:
         self._watchdog: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()  # one reload (config, plan) at a time
         self._console: ConsoleParts | None = None
+        self._call_parts: CallParts | None = None  # built at start, once the stores are open
         self.stopped = asyncio.Event()
         self.drain_cut = asyncio.Event()  # set: a drain ends the calls left at once
 
@@ -299,13 +293,13 @@ class Hotline:
             log=self.log.getChild("intake"),
         )
         self.intake.transcriber = self.transcriber
-        await self._start_callbacks()
+        parts = await self._start_calls()
         self.endpoint.on_invite = self._on_invite
         try:
             await self.endpoint.start()
         except OSError as exc:
             raise listen_failure(self._listeners()[0], exc, source) from exc
-        self._watchdog = asyncio.ensure_future(self._watch_media())
+        self._watchdog = asyncio.ensure_future(watch_media(parts))
         self._housekeeping = asyncio.ensure_future(self._purge_recordings_forever())
         self.log.info(
             "ivr: ready on sip:%s:%d, plan %s version %s, %d queue(s)",
@@ -523,288 +517,62 @@ class Hotline:
         self.stopped.set()
         self.log.info("ivr: stopped")
 
-    # -- calls ---------------------------------------------------------------------
+    # -- calls (their life: ivr/call_session.py) -----------------------------------
     def _on_invite(self, invite: IncomingInvite) -> None:
-        log = CallLog(self.log.getChild("call"), {"call_id": invite.call_id})
-        if len(self.calls) >= self.settings.sip.max_calls:
-            log.warning("refusing call: %d calls up (max_calls)", len(self.calls))
-            invite.reject(503, warning="too many calls")
+        assert self._call_parts is not None  # on_invite is set once they are built
+        call = answer(self._call_parts, invite)
+        if call is None:  # refused at once
             return
-        chosen = choose(invite.offer, tuple(self.settings.sip.codecs))
-        if chosen is None:
-            offered = (
-                ", ".join(f"{name}/{pt}" for pt, name in invite.offer.codecs) or "none we know"
-            )
-            log.warning("488: no shared codec (offered: %s)", offered)
-            invite.reject(
-                488, warning=f"no shared codec; we take {'/'.join(self.settings.sip.codecs)}"
-            )
-            return
-        task = asyncio.ensure_future(self._answer_and_run(invite, chosen, log))
+        task = asyncio.ensure_future(call)
         self._call_tasks.add(task)
         task.add_done_callback(self._call_tasks.discard)
 
-    async def _answer_and_run(self, invite: IncomingInvite, chosen: object, log: CallLog) -> None:
-        from ivr.sip.sdp import Negotiated
-
-        assert isinstance(chosen, Negotiated) and self.plan is not None and self.records
-        plan = self.plan  # this call keeps this version even if the plan is reloaded
-        prompts = self.prompts.current()  # ... and the prompts built with it
-        stream = RtpStream(self.clock, log)
-        try:
-            await stream.open(self.ports)
-        except PortsExhausted as exc:
-            log.error("503: %s", exc)
-            invite.reject(503, warning="no media ports")
-            return
-        delay = self.settings.sip.answer_delay
-        if delay > 0:
-            invite.ringing()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(invite.cancelled), delay)
-        if invite.cancelled.done():
-            log.info("caller cancelled before answer")
-            stream.close()
-            await self.records.update(
-                CallRecord(
-                    call_id=invite.call_id,
-                    caller=invite.caller,
-                    dialled=invite.dialled,
-                    started_at=time.time(),
-                    ended_at=time.time(),
-                    outcome="cancelled",
-                    end_reason=EndReason.CANCELLED.value,
-                    plan_version=plan.version,
-                )
-            )
-            return
-        offer = invite.offer
-        stream.set_remote(
-            (offer.address, offer.port), chosen.codec, chosen.payload_type, chosen.dtmf_pt
-        )
-        stream.latch_on_first_source(  # symmetric RTP (comedia): docs/decisions.md
-            MediaSources((invite.addr[0],), self.settings.sip.trunk_networks)
-        )
-        stream.on_hold = offer.on_hold
-        sdp = build_answer(
-            offer,
-            chosen,
-            self.media_host,
-            stream.local_port,
-            session_id=int(time.time()),
-            version=int(time.time()),
-        )
-        dialog = invite.answer(sdp)
-        stream.start_sending()
-        record = CallRecord(
-            call_id=invite.call_id,
-            caller=invite.caller,
-            dialled=invite.dialled,
-            started_at=time.time(),
-            answered_at=time.time(),
-            codec=chosen.codec,
-            plan_version=plan.version,
-        )
-
-        def reoffer(new_offer: object) -> None:
-            from ivr.sip.sdp import MediaOffer
-
-            assert isinstance(new_offer, MediaOffer)
-            stream.on_hold = new_offer.on_hold
-            if not new_offer.on_hold:
-                stream.new_sdp_address((new_offer.address, new_offer.port))
-            log.info("re-INVITE: %s", "hold" if new_offer.on_hold else "resume")
-
-        dialog.on_reoffer = reoffer
+    async def _start_calls(self) -> CallParts:
+        """The parts every call is built from (the callback queue among them),
+        the desk's conversation recording, then the callback dialler."""
+        assert self.db is not None and self.records is not None
+        assert self.tickets is not None and self.profiles is not None
         assert self.intake is not None
-        intake = self.intake.for_call(invite.call_id, invite.caller, log)
-        call = LiveCall(
-            dialog=dialog,
-            stream=stream,
-            record=record,
-            transfer=self._transfer,
-            log=log,
-            # tones in the audio are listened for only from phones that cannot send
-            # RFC 4733 events (their offer has no telephone-event): the others send keys
-            # as events, and the detector is a tenth of the media path's CPU
-            inband_detector=InbandDtmfDetector()
-            if self.settings.sip.inband_dtmf and chosen.dtmf_pt is None
-            else None,
-            intake=intake,
-            screen_pop_wait=self.settings.tickets.screen_pop_wait,
-            elderly=self.settings.elderly,
-            dialect=self.settings.prompts.dialect,
-        )
-        self.calls[call.call_id] = call
-        log.info("call from %s to %s answered (%s)", invite.caller, invite.dialled, chosen.codec)
-        profile = await self.profiles.get(invite.caller) if self.profiles else None
-        self._apply_profile(call, profile)  # as they chose last time, from the first prompt
-        if self.callback_queue is not None:
-            place = await self.callback_queue.caller_dialled_in(
-                invite.caller, now=self.wall_clock(), call_id=invite.call_id
-            )
-            if place is not None:  # they rang again: no callback; they keep their place
-                call.priority = True
-                intake.ticket_id = place.ticket_id
-                log.info("caller rang again: callback %d cancelled", place.callback_id)
-        await self.records.start(record)
-        try:
-            outcome = await self._run_plan(plan, prompts, call, intake.emergency, log)
-            if record.outcome is None or record.outcome == "waiting":
-                record.outcome = outcome
-        except CallEnded as ended:
-            if record.outcome == "waiting":
-                record.outcome = "abandoned"
-            elif record.outcome is None:
-                record.outcome = f"ended_in_{record.path[-1]}" if record.path else "ended"
-            log.info("call ended in the plan: %s", ended.reason.value)
-        except Exception:
-            log.exception("dial plan failed; hanging up")
-            record.outcome = "error"
-            call.end(EndReason.IVR_HANGUP)
-        finally:
-            await self._call_over(call, remembered=profile is not None)
-
-    async def _call_over(self, call: LiveCall, *, remembered: bool) -> None:
-        """Every call, answered or called back, ends here: both legs down, the
-        record stored, the caller's profile kept, a callback asked for if due."""
-        assert self.records is not None
-        record = call.record
-        if not call.gone.done():
-            call.end(EndReason.IVR_HANGUP)
-        call.stream.close()
-        self.calls.pop(call.call_id, None)
-        await self.records.update(record)
-        try:
-            await self._remember(call, remembered=remembered)
-        except Exception:
-            call.log.exception("caller profile not saved")
-        try:
-            await self._after_call(call)
-        except Exception:
-            call.log.exception("callback request failed")
-        call.log.info(
-            "call over: %s, %s, path %s, digits %r",
-            record.outcome,
-            record.end_reason,
-            ">".join(record.path),
-            record.digits,
-        )
-        if call.intake is not None:
-            await call.intake.close()  # transcriptions still running fill the ticket
-
-    def _apply_profile(self, call: LiveCall, profile: CallerProfile | None) -> None:
-        """Start the call the way the caller's last one ended."""
-        if profile is None:
-            return
-        if profile.speed < 1.0:
-            rendered = profile.speed in self.settings.elderly.speeds
-            call.enter_elderly_mode(profile.speed if rendered else None)
-        if profile.dialect and profile.dialect in self.settings.dialects.offered:
-            call.set_dialect(profile.dialect)
-        if profile.callback_to:
-            call.callback_person = profile.callback_to
-        if profile.beneficiary and call.intake is not None:
-            call.intake.known_beneficiary = dict(profile.beneficiary)
-
-    async def _remember(self, call: LiveCall, *, remembered: bool) -> None:
-        """Keep the caller's choices for their next call (if there is something
-        to keep, or something kept before that this call may have changed)."""
-        if self.profiles is None:
-            return
-        ticket_id = call.intake.ticket_id if call.intake is not None else None
-        beneficiary: dict[str, str] = {}
-        if ticket_id is not None and self.tickets is not None:
-            ticket = await self.tickets.get(ticket_id)
-            if ticket is not None and ticket.value("proxy"):
-                for part in ("name", "phone", "address"):
-                    value = ticket.value(f"beneficiary_{part}")
-                    if value:
-                        beneficiary[part] = value
-        chose = (
-            call.speed < 1.0
-            or call.dialect != self.settings.prompts.dialect
-            or bool(beneficiary)
-            or call.callback_person != "caller"
-        )
-        if not (chose or remembered):
-            return
-        await self.profiles.remember(
-            call.caller,
-            speed=call.speed,
-            dialect=call.dialect,
-            last_ticket_id=ticket_id,
-            beneficiary=beneficiary or None,
-            callback_to=call.callback_person,
-        )
-
-    async def _run_plan(
-        self,
-        plan: DialPlan,
-        prompts: PromptSet,
-        call: LiveCall,
-        emergency: asyncio.Future[Emergency],
-        log: CallLog,
-    ) -> str:
-        """Run the dial plan; words of an emergency interrupt it at once and
-        send the caller to 110 / 119 / 120 (unless already with an operator)."""
-        walk = asyncio.ensure_future(
-            run_dialplan(plan, call, prompts, log, self.listen, clock=self.wall_clock)
-        )
-        watched: set[asyncio.Future[Any]] = {walk, emergency}
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        if walk.done():
-            return walk.result()
-        found = emergency.result()
-        uri = self.settings.emergency.uri_for(found.service)
-        if not uri or call.record.outcome == "bridged":
-            if not uri:
-                log.error(
-                    "emergency %s: no [emergency] endpoint for %s configured",
-                    found.kind,
-                    found.service,
-                )
-            return await walk
-        walk.cancel()
-        with contextlib.suppress(asyncio.CancelledError, CallEnded):
-            await walk
-        if call.gone.done():
-            raise CallEnded(call.gone.result())
-        log.warning("emergency %s: transferring to %s (%s)", found.kind, found.service, uri)
-        call.stream.stop_playback()
-        call.mark(f"emergency_{found.service}")
-        call.note_transfer(f"emergency_{found.service}", None, "waiting")
-        result = await self.desk.connect_direct(
-            call, uri, f"emergency_{found.service}", ring_timeout=60.0
-        )
-        if result.outcome is TransferOutcome.BRIDGED:
-            return "emergency_bridged"
-        log.error("emergency %s: %s did not answer", found.kind, uri)
-        return await run_dialplan(plan, call, prompts, log, self.listen, clock=self.wall_clock)
-
-    # -- callbacks ------------------------------------------------------------
-    def _callback_queue_name(self) -> str:
-        return self.settings.callbacks.queue or next(iter(self.settings.queues))
-
-    async def _start_callbacks(self) -> None:
-        assert self.db is not None
         cb = self.settings.callbacks
         policy = policy_from(cb)
         self.callback_queue = CallbackQueue(self.db, policy)
+        parts = self._call_parts = CallParts(
+            settings=lambda: self.settings,
+            listen=lambda: self.listen,
+            plan=lambda: self.plan,
+            prompts=self.prompts,
+            clock=self.clock,
+            ports=self.ports,
+            media_host=self.media_host,
+            desk=self.desk,
+            records=self.records,
+            tickets=self.tickets,
+            profiles=self.profiles,
+            intake=self.intake,
+            callback_queue=self.callback_queue,
+            wake_callbacks=self._wake_callbacks,
+            calls=self.calls,
+            wall_clock=self.wall_clock,
+            log=self.log,
+        )
+        self.desk.on_bridged = lambda call, leg, operator: record_conversation(
+            parts, call, leg, operator
+        )
         if not cb.enabled:
-            return
+            return parts
         self.callback_dialler = CallbackDialler(
             queue=self.callback_queue,
             dialer=self.dialer,
             settings=cb,
-            free_operators=lambda: self.desk.free_operators(self._callback_queue_name()),
-            start_call=self._run_callback_call,
+            free_operators=lambda: self.desk.free_operators(callback_queue_name(self.settings)),
+            start_call=lambda line, callback: call_back(parts, line, callback),
             flag_ticket=self._flag_ticket,
             clock=self.wall_clock,
             log=self.log.getChild("callbacks"),
         )
         self.desk.on_operator_free.append(self.callback_dialler.wake)
         await self.callback_dialler.start()
+        return parts
 
     def _wake_callbacks(self) -> None:
         if self.callback_dialler is not None:
@@ -816,107 +584,6 @@ class Hotline:
             ticket = await self.tickets.get(ticket_id)
             if ticket is not None:
                 self.events.publish("updated", ticket.to_json())
-
-    async def _after_call(self, call: LiveCall) -> None:
-        """Ask for a callback if the call was abandoned or dropped."""
-        record = call.record
-        queue = self.callback_queue
-        if queue is None or not self.settings.callbacks.enabled:
-            return
-        if record.dialled == "callback" and record.outcome == "abandoned":
-            return  # they answered our callback and hung up in the queue: their choice
-        reason = should_call_back(
-            record, no_callback=call.no_callback, started_greeting=bool(record.path)
-        )
-        if reason is None:
-            return
-        urgency: str | None = None
-        emergency = False
-        ticket_id = call.intake.ticket_id if call.intake is not None else None
-        if ticket_id is not None and self.tickets is not None:
-            ticket = await self.tickets.get(ticket_id)
-            if ticket is not None:
-                urgency = ticket.value("urgency")
-                emergency = ticket.emergency is not None
-        number = record.caller
-        if call.callback_person == "beneficiary" and ticket_id is not None and self.tickets:
-            ticket = await self.tickets.get(ticket_id)
-            phone = ticket.value("beneficiary_phone") if ticket is not None else None
-            if phone:
-                number = phone  # 亲友代办: the caller asked us to call the person back
-            else:
-                call.log.warning("callback to the beneficiary asked, but no number heard")
-        callback = await queue.request(
-            number,
-            call_id=record.call_id,
-            reason=reason,
-            now=self.wall_clock(),
-            ticket_id=ticket_id,
-            urgency=urgency if urgency in ("紧急", "较急", "一般") else None,
-            emergency=emergency,
-            enqueued_at=call.queued_at,
-            position=call.queue_position,
-        )
-        call.log.info("callback %d requested (%s)", callback.id, reason.value)
-        if self.callback_dialler is not None:
-            self.callback_dialler.wake()
-
-    async def _run_callback_call(self, line: OperatorLine, callback: Callback) -> None:
-        """An answered callback: the greeting, then an operator with the old ticket."""
-        assert self.records is not None and self.intake is not None
-        call_id = line.dialog.call_id
-        log = CallLog(self.log.getChild("call"), {"call_id": call_id})
-        record = CallRecord(
-            call_id=call_id,
-            caller=callback.number,
-            dialled="callback",
-            started_at=time.time(),
-            answered_at=time.time(),
-            codec=line.stream.codec,
-            plan_version=self.plan.version if self.plan else None,
-        )
-        intake = self.intake.for_call(call_id, callback.number, log)
-        intake.ticket_id = callback.ticket_id
-        call = LiveCall(
-            dialog=line.dialog,
-            stream=line.stream,
-            record=record,
-            transfer=self._transfer,
-            log=log,
-            intake=intake,
-            screen_pop_wait=0.0,
-            elderly=self.settings.elderly,
-            dialect=self.settings.prompts.dialect,
-        )
-        call.priority = True
-        profile = await self.profiles.get(callback.number) if self.profiles else None
-        self._apply_profile(call, profile)  # the greeting in their dialect, at their speed
-        self.calls[call_id] = call
-        await self.records.start(record)
-        log.info("callback %d answered by %s", callback.id, callback.number)
-        try:
-            call.mark("callback")
-            greeting = self.prompts.get(CALLBACK_GREETING_KEY, call.speed, call.dialect)
-            await call.play(greeting, barge_in=False)
-            hold = None
-            if self.plan is not None:
-                holds = [
-                    n.hold_prompt
-                    for n in self.plan.nodes.values()
-                    if isinstance(n, TransferNode) and n.hold_prompt
-                ]
-                hold = (
-                    self.prompts.get(holds[0], call.speed, call.dialect)
-                    if holds and holds[0]
-                    else None
-                )
-            result = await call.transfer(self._callback_queue_name(), hold_prompt=hold)
-            record.outcome = record.outcome or result.outcome.value
-        except CallEnded:
-            if record.outcome == "waiting":
-                record.outcome = "abandoned"
-        finally:
-            await self._call_over(call, remembered=profile is not None)
 
     async def _purge_recordings_forever(self) -> None:
         while True:
@@ -932,47 +599,6 @@ class Hotline:
                 except Exception:
                     self.log.exception("conversations: purge failed")
             await asyncio.sleep(RECORDING_PURGE_EVERY_S)
-
-    async def _record_conversation(
-        self, call: WaitingCaller, leg: OperatorLeg, operator: str
-    ) -> Callable[[], Awaitable[None]] | None:
-        """Start recording a bridged conversation (storage.record_conversations);
-        what finishes it when the call is over."""
-        records = self.records
-        if not self.settings.storage.record_conversations or records is None:
-            return None
-        started = time.time()
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", call.call_id)[:80]
-        day = time.strftime("%Y-%m-%d", time.localtime(started))
-        path = self.settings.storage.recordings_dir / "calls" / day / f"{name}-{int(started)}.wav"
-        live = self.calls.get(call.call_id)
-        log = live.log if live is not None else self.log
-        recording = ConversationRecording(path, call.stream, leg.stream, log)
-        recording_id = await records.add_conversation(call.call_id, operator, str(path), started)
-
-        async def finish() -> None:
-            seconds = await recording.close()
-            await records.conversation_done(recording_id, seconds)
-
-        return finish
-
-    async def _transfer(self, call: LiveCall, queue: str, music: WaitingMusic) -> TransferResult:
-        return await self.desk.connect(call, queue, music)
-
-    async def _watch_media(self) -> None:
-        """Dead-call detection: no RTP from the caller for rtp_timeout seconds."""
-        loop = asyncio.get_running_loop()
-        while True:
-            timeout = self.settings.sip.rtp_timeout  # may change on a reload
-            await asyncio.sleep(min(1.0, timeout / 4))
-            now = loop.time()
-            for call in list(self.calls.values()):
-                stream = call.stream
-                if stream.on_hold or call.gone.done():
-                    continue
-                if now - stream.last_rx > timeout:
-                    call.log.warning("no RTP for %.1f s: ending the call", now - stream.last_rx)
-                    call.end(EndReason.RTP_TIMEOUT)
 
 
 def _queue_configs(settings: Settings) -> dict[str, QueueConfig]:
