@@ -1,5 +1,5 @@
 """The work-order webhook: tickets posted as JSON to the city's work-order
-system, through an outbox in SQLite so that nothing is lost.
+system, through an outbox in the store so that nothing is lost.
 
 A ticket to post is first written to work_order_outbox (in the database,
 so it survives a crash or restart), then delivered by one background task.
@@ -10,6 +10,13 @@ retry schedule, then every last delay, until the webhook takes it.
 The URL, timeout and retry schedule may change while it runs (config.toml
 reloaded): the next delivery uses them; with no URL nothing is posted and
 what waits in the outbox waits for one.
+
+In a cluster every node runs an outbox over the one store: a node leases the
+entries it is about to post (lease_node, lease_until = now + timeout + a
+margin, under the store's lock ``outbox``), so no entry is posted by two nodes
+at once; an entry leased by a node that died is posted by another once the
+lease expires.  Delivery is at least once (a node may die after the webhook
+took the entry and before it wrote so): the payload's ticket id identifies it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +34,9 @@ from typing import Any
 import aiohttp
 
 from ivr.store import Database
+
+LEASE_MARGIN_S = 5.0  # a lease outlives the post's timeout by this much
+LEASED_AT_ONCE = 20  # entries one node takes for one round
 
 
 @dataclass(frozen=True)
@@ -47,8 +58,11 @@ class WorkOrderOutbox:
         timeout: float,
         retry_delays: Sequence[float],
         log: logging.Logger,
+        node: str | None = None,
     ) -> None:
         self._db = db
+        # whose leases these are: the node, else this outbox alone
+        self._node = node or f"outbox-{uuid.uuid4().hex[:12]}"
         self._url = url
         self._timeout = timeout
         self._delays = tuple(retry_delays) or (60.0,)
@@ -98,6 +112,14 @@ class WorkOrderOutbox:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        try:  # what this outbox leased and did not post: for another node at once
+            await self._db.execute(
+                "UPDATE work_order_outbox SET lease_until = NULL "
+                "WHERE lease_node = ? AND delivered_at IS NULL",
+                (self._node,),
+            )
+        except Exception as exc:
+            self._log.warning("work-order outbox: leases not given back (%s)", exc)
 
     async def entries(self, ticket_id: int | None = None) -> list[OutboxEntry]:
         where, params = ("WHERE ticket_id = ?", (ticket_id,)) if ticket_id is not None else ("", ())
@@ -135,11 +157,20 @@ class WorkOrderOutbox:
     async def _deliver_due(self) -> float:
         """Try every due entry; the seconds until the next one is due."""
         now = time.time()
-        rows = await self._db.fetch_all(
-            "SELECT id, ticket_id, payload, attempts FROM work_order_outbox "
-            "WHERE delivered_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT 50",
-            (now,),
-        )
+        lease_until = now + self._timeout + LEASE_MARGIN_S
+        async with self._db.transaction() as tx:
+            await tx.lock("outbox")
+            rows = await tx.fetch_all(
+                "SELECT id, ticket_id, payload, attempts FROM work_order_outbox "
+                "WHERE delivered_at IS NULL AND next_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?",
+                (now, now, LEASED_AT_ONCE),
+            )
+            for row in rows:
+                await tx.execute(
+                    "UPDATE work_order_outbox SET lease_node = ?, lease_until = ? WHERE id = ?",
+                    (self._node, lease_until + len(rows) * self._timeout, int(row["id"])),
+                )
         for row in rows:
             if not self.enabled:
                 break  # the URL was taken out meanwhile
@@ -147,7 +178,9 @@ class WorkOrderOutbox:
                 int(row["id"]), int(row["ticket_id"]), row["payload"], int(row["attempts"])
             )
         nxt = await self._db.fetch_one(
-            "SELECT MIN(next_at) AS at FROM work_order_outbox WHERE delivered_at IS NULL"
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_at "
+            "THEN lease_until ELSE next_at END) AS at "
+            "FROM work_order_outbox WHERE delivered_at IS NULL"
         )
         if nxt is None or nxt["at"] is None:
             return 3600.0
@@ -174,15 +207,16 @@ class WorkOrderOutbox:
         now = time.time()
         if error is None:
             await self._db.execute(
-                "UPDATE work_order_outbox SET attempts = ?, delivered_at = ?, last_error = NULL "
-                "WHERE id = ?",
+                "UPDATE work_order_outbox SET attempts = ?, delivered_at = ?, last_error = NULL, "
+                "lease_until = NULL WHERE id = ?",
                 (attempts, now, entry_id),
             )
             self._log.info("work order for ticket %d delivered (attempt %d)", ticket_id, attempts)
             return
         delay = self._delays[min(attempts - 1, len(self._delays) - 1)]
         await self._db.execute(
-            "UPDATE work_order_outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+            "UPDATE work_order_outbox SET attempts = ?, next_at = ?, last_error = ?, "
+            "lease_until = NULL WHERE id = ?",
             (attempts, now + delay, error, entry_id),
         )
         self._log.warning(

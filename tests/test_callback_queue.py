@@ -653,3 +653,24 @@ async def test_request_refuses_bad_input(db: Database) -> None:
     with pytest.raises(ValueError, match="call_id"):
         await ask(queue, call_id="")
     assert await queue.list() == []
+
+
+async def test_a_node_takes_back_only_its_own_dials(store_location: str | Path) -> None:
+    """In a cluster a node recovers the callbacks it (or a lost node) was
+    dialling, never those another live node is dialling now."""
+    async with await open_store(store_location) as one, await open_store(store_location) as two:
+        a = CallbackQueue(one, policy(), node="node-a")
+        b = CallbackQueue(two, policy(), node="node-b")
+        first = await ask(a, "13800000001")
+        second = await ask(a, "13800000002")
+        (on_a,) = await a.claim_due(now=NOON, free_operators=5, limit=1)
+        (on_b,) = await b.claim_due(now=NOON, free_operators=5, limit=1)
+        assert {on_a.id, on_b.id} == {first.id, second.id}
+        assert await b.recover(now=NOON + 10, node="node-b") == 1  # b restarted
+        mine = await b.get(on_b.id)
+        theirs = await b.get(on_a.id)
+        assert mine is not None and mine.state is CallbackState.PENDING
+        assert theirs is not None and theirs.state is CallbackState.DIALING  # a dials on
+        assert await a.recover(now=NOON + 20, node="node-a") == 1  # a lost: a survivor
+        back = await a.get(on_a.id)
+        assert back is not None and back.state is CallbackState.PENDING

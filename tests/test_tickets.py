@@ -191,6 +191,62 @@ async def test_webhook_down_then_slow_then_up_loses_nothing(
     assert hook.received == [{"ticket_id": ticket.id, "emergency": "fire"}]
 
 
+async def test_two_nodes_post_each_work_order_once(
+    store_location: str | Path, webhook: tuple[Webhook, str]
+) -> None:
+    hook, url = webhook
+    hook.behaviour = "up"
+    one, two = await open_store(store_location), await open_store(store_location)
+    try:
+        store = TicketStore(one)
+        a = WorkOrderOutbox(one, url=url, timeout=1, retry_delays=(0.2,), log=LOG, node="a")
+        b = WorkOrderOutbox(two, url=url, timeout=1, retry_delays=(0.2,), log=LOG, node="b")
+        ids = []
+        for n in range(12):
+            ticket = await store.create(f"call-{n}", "13800138000")
+            ids.append(ticket.id)
+            await (a if n % 2 else b).post(ticket.id, {"ticket_id": ticket.id})
+        a.start()
+        b.start()
+
+        async def all_in() -> bool:
+            return len(hook.received) >= 12
+
+        await wait_for(all_in)
+        await asyncio.sleep(0.5)  # time for a second post, were there one
+        await a.stop()
+        await b.stop()
+        assert sorted(r["ticket_id"] for r in hook.received) == ids  # each once
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_work_order_leased_by_a_dead_node_is_posted_by_another(
+    db: Database, webhook: tuple[Webhook, str]
+) -> None:
+    hook, url = webhook
+    hook.behaviour = "up"
+    ticket = await TicketStore(db).create("call-9", "13800138000")
+    dead = WorkOrderOutbox(db, url=url, timeout=1, retry_delays=(0.2,), log=LOG, node="dead")
+    await dead.post(ticket.id, {"ticket_id": ticket.id})
+    # the node leased it for its post, then died (no stop: its lease stays)
+    await db.execute(
+        "UPDATE work_order_outbox SET lease_node = 'dead', lease_until = ?", (time.time() + 1.5,)
+    )
+    alive = WorkOrderOutbox(db, url=url, timeout=1, retry_delays=(0.2,), log=LOG, node="alive")
+    alive.start()
+    await asyncio.sleep(0.8)
+    assert hook.received == []  # the lease holds
+
+    async def posted() -> bool:
+        return len(hook.received) == 1
+
+    await wait_for(posted)
+    await alive.stop()
+    assert hook.received == [{"ticket_id": ticket.id}]
+
+
 async def test_api_serves_tickets_and_streams_events(db: Database) -> None:
     store = TicketStore(db)
     events = TicketEvents()

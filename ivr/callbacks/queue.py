@@ -90,9 +90,12 @@ class CallbackStateError(CallbackError, ValueError):
 class CallbackQueue:
     """Callbacks in the database, dialled per ``policy``."""
 
-    def __init__(self, db: Database, policy: CallbackPolicy) -> None:
+    def __init__(self, db: Database, policy: CallbackPolicy, *, node: str | None = None) -> None:
         self._db = db
         self.policy = policy
+        # the node this queue dials from (a cluster): its claims carry its name, so
+        # a survivor can take back the callbacks of a node that died mid-dial
+        self.node = node
 
     # ------------------------------------------------------------ asking
 
@@ -326,8 +329,9 @@ class CallbackQueue:
                 continue
             attempt = candidate.attempts + 1
             await tx.execute(
-                "UPDATE callbacks SET state = ?, attempts = ?, updated_at = ? WHERE id = ?",
-                (CallbackState.DIALING.value, attempt, now, candidate.id),
+                "UPDATE callbacks SET state = ?, attempts = ?, updated_at = ?, lease_node = ? "
+                "WHERE id = ?",
+                (CallbackState.DIALING.value, attempt, now, self.node, candidate.id),
             )
             await _event(
                 tx,
@@ -416,17 +420,22 @@ class CallbackQueue:
                 )
             return await _set_state(tx, cb, CallbackState.DONE, now, detail or "call over")
 
-    async def recover(self, *, now: float) -> int:
-        """At start: callbacks the last process left ``dialing`` (or
-        ``connected``: its calls died with it) go back to ``pending``, due at
-        once.  Returns how many.  Run it only while no other process is dialling
-        callbacks from this database."""
+    async def recover(self, *, now: float, node: str | None = None) -> int:
+        """Callbacks a dead process left ``dialing`` (or ``connected``: its calls
+        died with it) go back to ``pending``, due at once.  Returns how many.
+
+        ``node``: only those that node claimed (at start, a node takes back its
+        own; a survivor those of a node that stopped heartbeating), and those
+        claimed before nodes had names.  None: every one (one machine, run only
+        while no other process dials callbacks from this database)."""
         _check_time("now", now)
+        which = "" if node is None else " AND (lease_node = ? OR lease_node IS NULL)"
+        params: tuple[object, ...] = (CallbackState.DIALING.value, CallbackState.CONNECTED.value)
+        if node is not None:
+            params += (node,)
         async with self._db.transaction() as tx:
-            rows = await tx.fetch_all(
-                f"{_SELECT} WHERE state IN (?, ?) ORDER BY id",
-                (CallbackState.DIALING.value, CallbackState.CONNECTED.value),
-            )
+            await tx.lock("callbacks.claim")
+            rows = await tx.fetch_all(f"{_SELECT} WHERE state IN (?, ?){which} ORDER BY id", params)
             for cb in (_callback(r) for r in rows):
                 detail = RECOVERED
                 if cb.state is CallbackState.CONNECTED:
