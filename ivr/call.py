@@ -29,6 +29,7 @@ class EndReason(enum.StrEnum):
     CANCELLED = "cancelled"  # caller cancelled before we answered
     REJECTED = "rejected"  # we refused the call (no shared codec, shutting down...)
     SHUTDOWN = "shutdown"
+    NODE_LOST = "node_lost"  # the node holding the call died (ended by a survivor)
 
 
 class CallEnded(Exception):

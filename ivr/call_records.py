@@ -36,6 +36,7 @@ class CallRecord:
     end_reason: str | None = None  # an ivr.call.EndReason value
     codec: str | None = None  # "PCMU" / "PCMA"
     plan_version: str | None = None  # version of the dial plan the call ran
+    node: str | None = None  # the node that answered and holds the call (a cluster)
 
 
 class CallRecordError(ValueError):
@@ -173,6 +174,7 @@ def _from_row(row: Row) -> CallRecord:
         end_reason=_str_or_none(values["end_reason"]),
         codec=_str_or_none(values["codec"]),
         plan_version=_str_or_none(values["plan_version"]),
+        node=_str_or_none(values["node"]),
     )
 
 

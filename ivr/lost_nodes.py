@@ -1,0 +1,149 @@
+"""What the survivors do when a node stops heartbeating (killed, frozen, cut
+off): within seconds one of them, and only one, takes the lost node over:
+
+* its calls still open in the store end with reason ``node_lost``;
+* callers who were past the greeting are queued for a callback (their tickets
+  stay as they were: the callback rings with them);
+* its callers leave the one waiting line and its operators' rings are freed;
+* the callbacks it was dialling go back to pending, for a live node to dial.
+
+Which survivor: the one whose UPDATE turns the node's state from up/draining
+to ``lost`` (one statement, so two survivors never both take it over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ivr.call import EndReason
+from ivr.callbacks import CallbackQueue
+from ivr.callbacks.model import CallbackReason
+from ivr.node_roster import NodeRoster
+from ivr.shared_line import SharedLine
+from ivr.store import Database
+
+WATCH_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    node: str
+    calls_ended: int
+    callbacks_queued: int
+    callbacks_recovered: int
+
+
+class LostNodeWatch:
+    def __init__(
+        self,
+        db: Database,
+        roster: NodeRoster,
+        line: SharedLine,
+        callbacks: Callable[[], CallbackQueue | None],
+        *,
+        on_callbacks: Callable[[], None] = lambda: None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.db = db
+        self.roster = roster
+        self.line = line
+        self._callbacks = callbacks
+        self._on_callbacks = on_callbacks
+        self._log = log or logging.getLogger("ivr.nodes")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, every: float = WATCH_EVERY_S) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._watch_forever(every))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _watch_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            if not self.roster.healthy:
+                continue  # this node cannot reach the store: it is not the one to judge
+            try:
+                await self.sweep()
+            except Exception:
+                self._log.exception("lost-node watch: round failed")
+
+    async def sweep(self) -> list[TakenOver]:
+        """Take over every node that stopped heartbeating; what was done."""
+        done: list[TakenOver] = []
+        for node in await self.roster.lost():
+            won = await self.db.execute(
+                "UPDATE nodes SET state = 'lost' WHERE node_id = ? "
+                "AND state IN ('up', 'draining') AND heartbeat_at < ?",
+                (node, self.roster.alive_since()),
+            )
+            if won:
+                done.append(await self._take_over(node))
+        return done
+
+    async def _take_over(self, node: str) -> TakenOver:
+        now = self.roster.clock()
+        queue = self._callbacks()
+        rows = await self.db.fetch_all(
+            "SELECT call_id, caller, path, digits, answered_at FROM calls "
+            "WHERE node = ? AND ended_at IS NULL ORDER BY started_at",
+            (node,),
+        )
+        ended = queued = 0
+        for row in rows:
+            call_id, caller = str(row["call_id"]), str(row["caller"])
+            changed = await self.db.execute(
+                "UPDATE calls SET ended_at = ?, end_reason = ?, "
+                "outcome = COALESCE(outcome, 'node_lost') WHERE call_id = ? AND ended_at IS NULL",
+                (now, EndReason.NODE_LOST.value, call_id),
+            )
+            ended += changed
+            if not changed or queue is None or not caller.strip():
+                continue
+            try:
+                path = json.loads(str(row["path"]))
+            except ValueError:
+                path = []
+            past_greeting = row["answered_at"] is not None and (
+                len(path) >= 2 or bool(row["digits"])
+            )
+            if not past_greeting:
+                continue
+            ticket = await self.db.fetch_one(
+                "SELECT id FROM tickets WHERE call_id = ? ORDER BY id DESC LIMIT 1", (call_id,)
+            )
+            try:
+                await queue.request(
+                    caller,
+                    call_id=call_id,
+                    reason=CallbackReason.DROPPED,
+                    now=now,
+                    ticket_id=int(ticket["id"]) if ticket is not None else None,
+                )
+                queued += 1
+            except (ValueError, LookupError) as exc:
+                self._log.warning("node %s lost: no callback for call %s: %s", node, call_id, exc)
+        await self.line.forget_node(node)
+        recovered = 0
+        if queue is not None:
+            recovered = await queue.recover(now=now, node=node)
+        if queued or recovered:
+            self._on_callbacks()
+        self._log.warning(
+            "node %s lost (no heartbeat for %.0f s): %d call(s) ended as node_lost, "
+            "%d callback(s) queued, %d callback dial(s) taken back",
+            node,
+            self.roster.timeout,
+            ended,
+            queued,
+            recovered,
+        )
+        return TakenOver(node, ended, queued, recovered)
