@@ -52,7 +52,8 @@ async def nodes(store_location: str | Path) -> AsyncIterator[tuple[Node, Node, N
         db = await open_store(store_location)
         roster = NodeRoster(db, name, clock=clock, timeout=5.0)
         await roster.join()
-        made.append(Node(db, roster, SharedLine(db, roster), CallbackQueue(db, policy(), node=name)))
+        callbacks = CallbackQueue(db, policy(), node=name)
+        made.append(Node(db, roster, SharedLine(db, roster), callbacks))
     yield made[0], made[1], made[2], clock
     for node in made:
         await node.db.close()
