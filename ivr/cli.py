@@ -59,7 +59,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     settings = _settings(args.config)
     wait = None if args.no_wait else settings.node.drain_timeout + 30.0
-    return drain(settings.node.pid_file, wait=wait, say=print)
+    sip = (settings.sip.host, settings.sip.port)
+    return drain(settings.node.pid_file, sip=sip, wait=wait, now=args.now, say=print)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -395,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     draining.add_argument(
         "--no-wait", action="store_true", help="return at once instead of waiting for the exit"
+    )
+    draining.add_argument(
+        "--now", action="store_true", help="end the node's calls at once instead of waiting"
     )
     draining.set_defaults(func=cmd_drain)
 

@@ -5,6 +5,9 @@
 is held, so a file left by a node that was killed never makes it signal some other
 process that got the same pid, and sends the node SIGTERM, as systemd's stop does.
 
+`ivr drain` on a node already draining (it answers OPTIONS 503) only waits;
+`ivr drain --now` ends the node's calls at once (a second SIGTERM).
+
 Draining (Hotline.stop): the SIP endpoint answers OPTIONS and new INVITEs with 503,
 so Kamailio's dispatcher takes the node out and sends new calls to the others;
 calls in progress go on, callbacks already ringing too, no new callback is claimed;
@@ -18,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
+import secrets
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -147,37 +153,87 @@ async def wait_for_calls(
         cutting.cancel()
 
 
-def drain(pid_file: Path, *, wait: float | None, say: Callable[[str], None]) -> int:
-    """Send the node holding ``pid_file`` SIGTERM; with ``wait``, wait up to that
-    many seconds for it to exit. The exit status for `ivr drain`."""
+def options_status(addr: tuple[str, int], timeout: float = 1.0) -> int | None:
+    """The status a SIP OPTIONS to ``addr`` gets (200 taking calls, 503 draining),
+    None when nothing answers."""
+    host = addr[0]
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "127.0.0.1" if ipaddress.ip_address(host).version == 4 else "::1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    branch = "z9hG4bK" + secrets.token_hex(8)
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect((host, addr[1]))
+            own_host, own_port = sock.getsockname()[:2]
+            sock.send(
+                (
+                    f"OPTIONS sip:{host}:{addr[1]} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {own_host}:{own_port};branch={branch};rport\r\n"
+                    f"From: <sip:drain@{own_host}>;tag={secrets.token_hex(4)}\r\n"
+                    f"To: <sip:{host}:{addr[1]}>\r\nCall-ID: {secrets.token_hex(8)}\r\n"
+                    "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                ).encode()
+            )
+            first = sock.recv(65535).split(b"\r\n", 1)[0].split()
+    except OSError:
+        return None
+    return int(first[1]) if len(first) > 1 and first[1].isdigit() else None
+
+
+def drain(
+    pid_file: Path,
+    *,
+    sip: tuple[str, int],
+    wait: float | None,
+    now: bool = False,
+    say: Callable[[str], None],
+) -> int:
+    """Send the node holding ``pid_file`` SIGTERM, unless it is draining already
+    (its SIP address ``sip`` answers OPTIONS 503); ``now``: end its calls at once
+    (a second SIGTERM). With ``wait``, wait up to that many seconds for it to exit.
+    The exit status for `ivr drain`."""
     pid = running_pid(pid_file)
     if pid is None:
         say(f"ivr drain: no `ivr serve` holds {pid_file} ([node] pid_file): nothing to drain")
         return 1
+    draining = options_status(sip) == 503
+    signals = 0 if draining else 1
+    if now:
+        signals += 1
     try:
-        os.kill(pid, signal.SIGTERM)
+        for n in range(signals):
+            if n:
+                time.sleep(0.3)  # the first one handled: the second cuts the drain short
+            os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         say(f"ivr drain: pid {pid} from {pid_file} has just exited")
         return 0
     except PermissionError:
         say(f"ivr drain: not allowed to signal pid {pid}: run as the user `ivr serve` runs as")
         return 2
-    say(
-        f"ivr drain: node pid {pid} is draining: OPTIONS and new calls are answered 503, "
-        "its calls in progress go on"
-    )
+    if now:
+        say(f"ivr drain: node pid {pid} is ending its calls now and exiting")
+    elif draining:
+        say(f"ivr drain: node pid {pid} is draining already (OPTIONS answered 503)")
+    else:
+        say(
+            f"ivr drain: node pid {pid} is draining: OPTIONS and new calls are answered 503, "
+            "its calls in progress go on"
+        )
     if wait is None:
         return 0
     deadline = time.monotonic() + wait
     next_note = time.monotonic() + 30.0
     while running_pid(pid_file) == pid:
-        now = time.monotonic()
-        if now >= deadline:
+        moment = time.monotonic()
+        if moment >= deadline:
             say(f"ivr drain: pid {pid} still running after {wait:.0f} s")
             return 3
-        if now >= next_note:
+        if moment >= next_note:
             say(f"ivr drain: pid {pid} still has calls, waiting")
-            next_note = now + 30.0
+            next_note = moment + 30.0
         time.sleep(0.2)
     say(f"ivr drain: pid {pid} has finished its calls and exited")
     return 0

@@ -5,6 +5,7 @@ the call in progress goes on to its end, then the node stops; `ivr drain` finds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -88,59 +89,93 @@ async def test_drain_cut_ends_the_calls_at_once(start_hotline: StartHotline) -> 
     assert result.ended_by == "ivr", result
 
 
-async def test_ivr_drain_drains_the_running_serve(tmp_path: Path, prompt_cache: Path) -> None:
-    config = write_config(
-        tmp_path, operators=["sip:nobody@127.0.0.1:9"], prompt_cache=prompt_cache, dialplan=PLAN
-    )
-    settings = load_settings(config)
-    port = settings.sip.port
-    command = [sys.executable, "-m", "ivr.cli", "--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with (tmp_path / "serve.log").open("ab") as log:
-        server = await asyncio.create_subprocess_exec(
-            *command, "serve", cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        for _ in range(300):
-            if running_pid(settings.node.pid_file) == server.pid:
-                try:
-                    if await answer_to(port, options(1, port)) == 200:
-                        break
-                except TimeoutError:
-                    pass
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError((tmp_path / "serve.log").read_text()[-3000:])
-        # a second node with the same pid file refuses to start, and says why
-        second = await asyncio.create_subprocess_exec(
-            *command, "serve", cwd=ROOT, stderr=subprocess.PIPE, env=env
-        )
-        _, err = await asyncio.wait_for(second.communicate(), 60)
-        assert second.returncode == 2
-        assert f"another `ivr serve` (pid {server.pid})" in err.decode()
+class Serve:
+    """`ivr serve` in a subprocess, and `ivr drain` for it."""
 
-        call = asyncio.ensure_future(place_call(trial(port, duration=4.0), LOG))
-        await asyncio.sleep(1.5)
-        drain = await asyncio.create_subprocess_exec(
-            *command, "drain", cwd=ROOT, stdout=subprocess.PIPE, env=env
+    def __init__(self, tmp_path: Path, prompt_cache: Path) -> None:
+        self.config = write_config(
+            tmp_path, operators=["sip:nobody@127.0.0.1:9"], prompt_cache=prompt_cache, dialplan=PLAN
         )
-        out, _ = await asyncio.wait_for(drain.communicate(), 60)
-        said = out.decode()
+        self.settings = load_settings(self.config)
+        self.port = self.settings.sip.port
+        self.log = tmp_path / "serve.log"
+        self.command = [sys.executable, "-m", "ivr.cli", "--config", str(self.config)]
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> asyncio.subprocess.Process:
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.command, "serve", cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        for _ in range(300):
+            if running_pid(self.settings.node.pid_file) == self.proc.pid:
+                with contextlib.suppress(TimeoutError):
+                    if await answer_to(self.port, options(1, self.port)) == 200:
+                        return self.proc
+            await asyncio.sleep(0.2)
+        raise AssertionError(self.log.read_text()[-3000:])
+
+    async def ivr(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *self.command,
+            *args,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode() + err.decode()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def test_ivr_drain_drains_the_running_serve(tmp_path: Path, prompt_cache: Path) -> None:
+    serve = Serve(tmp_path, prompt_cache)
+    server = await serve.start()
+    try:
+        # a second node with the same pid file refuses to start, and says why
+        code, said = await serve.ivr("serve")
+        assert code == 2 and f"another `ivr serve` (pid {server.pid})" in said
+
+        call = asyncio.ensure_future(place_call(trial(serve.port, duration=5.0), LOG))
+        await asyncio.sleep(1.5)
+        drain = asyncio.ensure_future(serve.ivr("drain"))
+        await asyncio.sleep(1.0)
+        # asked again while it drains: no second SIGTERM (that would end the call)
+        code, said = await serve.ivr("drain", "--no-wait")
+        assert code == 0 and "is draining already" in said, said
+        code, said = await drain
         result = await call
-        assert drain.returncode == 0, said
+        assert code == 0, said
         assert f"node pid {server.pid} is draining" in said
         assert "finished its calls and exited" in said
         assert result.status == 200 and result.ended_by == "caller", result
         assert await asyncio.wait_for(server.wait(), 10) == 0
-        assert not settings.node.pid_file.exists()
-        again = await asyncio.create_subprocess_exec(
-            *command, "drain", cwd=ROOT, stdout=subprocess.PIPE, env=env
-        )
-        out, _ = await asyncio.wait_for(again.communicate(), 60)
-        assert again.returncode == 1 and "nothing to drain" in out.decode()
+        assert not serve.settings.node.pid_file.exists()
+        code, said = await serve.ivr("drain")
+        assert code == 1 and "nothing to drain" in said
     finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
-    served = (tmp_path / "serve.log").read_text()
+        await serve.kill()
+    served = serve.log.read_text()
     assert "ivr: draining: waiting up to 600 s for 1 call(s)" in served
+
+
+async def test_ivr_drain_now_ends_the_calls(tmp_path: Path, prompt_cache: Path) -> None:
+    serve = Serve(tmp_path, prompt_cache)
+    server = await serve.start()
+    try:
+        call = asyncio.ensure_future(place_call(trial(serve.port, duration=30.0), LOG))
+        await asyncio.sleep(1.5)
+        code, said = await serve.ivr("drain", "--now")
+        assert code == 0 and "ending its calls now" in said, said
+        result = await asyncio.wait_for(call, 10)
+        assert result.status == 200 and result.ended_by == "ivr", result
+        assert await asyncio.wait_for(server.wait(), 10) == 0
+    finally:
+        await serve.kill()
+    assert "drain cut short: ending 1 call(s) now" in serve.log.read_text()
