@@ -235,5 +235,5 @@ def drain(
             say(f"ivr drain: pid {pid} still has calls, waiting")
             next_note = moment + 30.0
         time.sleep(0.2)
-    say(f"ivr drain: pid {pid} has finished its calls and exited")
+    say(f"ivr drain: pid {pid} has " + ("exited" if now else "finished its calls and exited"))
     return 0
