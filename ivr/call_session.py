@@ -82,6 +82,7 @@ class CallParts:
     calls: dict[str, LiveCall]  # the calls in progress by Call-ID, shared with the hotline
     wall_clock: Callable[[], float]  # wall time for the callback queue (tests may set it)
     log: logging.Logger
+    node: str | None = None  # this node's name (its calls carry it; a survivor ends them)
 
 
 def callback_queue_name(settings: Settings) -> str:
@@ -268,6 +269,7 @@ class CallSession:
             answered_at=time.time(),
             codec=stream.codec,
             plan_version=plan.version if plan is not None else None,
+            node=parts.node,
         )
         intake = parts.intake.for_call(call_id, caller, log)
         intake.ticket_id = ticket_id

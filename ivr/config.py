@@ -235,6 +235,8 @@ class NodeSettings:
     pid_file: Path = Path("var/ivr.pid")
     # seconds a draining node (SIGTERM, `ivr drain`) waits for its calls before ending them
     drain_timeout: float = 600.0
+    # this node's name among the nodes sharing one store ("" = host name:SIP address:port)
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -715,8 +717,12 @@ def _node(t: _Table, base: Path) -> NodeSettings:
     d = NodeSettings()
     pid_file = t.path("pid_file", d.pid_file, base)
     drain_timeout = t.number("drain_timeout", d.drain_timeout, 0, 86400, low_open=False)
+    node_id = t.string("id", d.id, empty_ok=True)
+    if len(node_id) > 200:
+        t.fail("id", "must be at most 200 characters")
+        node_id = d.id
     t.reject_unknown()
-    return NodeSettings(pid_file=pid_file, drain_timeout=drain_timeout)
+    return NodeSettings(pid_file=pid_file, drain_timeout=drain_timeout, id=node_id)
 
 
 def _elderly(t: _Table, queues: Mapping[str, QueueSettings]) -> ElderlySettings:

@@ -35,11 +35,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import Playback, RtpStream, bridge, unbridge
+
+if TYPE_CHECKING:
+    from ivr.shared_line import SharedLine
 
 
 class OperatorState(enum.StrEnum):
@@ -53,6 +56,7 @@ class OperatorState(enum.StrEnum):
 OVERFLOW_AFTER_S = 30.0  # default wait for a skilled seat before any operator may answer
 ELDERLY_OVERFLOW_AFTER_S = 20.0  # default wait for the elderly seat
 WAKE_EVERY_S = 1.0  # a waiting caller looks at the line at least this often
+REFRESH_EVERY_S = 0.25  # the desk reads the shared line and operators' states this often
 HANDLED_KEPT = 20  # the last calls a queue's estimated wait is averaged over
 ELDERLY_SKILL = "elderly"  # operators on the elderly seat (老年人专席)
 
@@ -145,7 +149,7 @@ class Waiter:
     call_id: str
     caller: str
     skill: str | None  # None: any operator
-    joined: float  # time.monotonic() when they joined this queue
+    joined: float  # time.time() when they joined this queue
     skipped: set[str] = field(default_factory=set)  # operators who did not answer them
     ringing: str | None = None  # the operator being rung for them now
     overflowed: bool = False  # waited overflow_after for a skilled seat (logged once)
@@ -314,7 +318,95 @@ class OperatorDesk:
         # operators taken out of every queue by a reload while on a call: they
         # finish it (their screen still shows it), then are forgotten
         self._leaving: dict[str, Operator] = {}
+        # the line and the operators' states every node shares (the store); None
+        # until attach(): then this desk's Queue/Operator objects are a view of it,
+        # refreshed every REFRESH_EVERY_S, and every claim is decided in the store
+        self.shared: SharedLine | None = None
+        self._local_calls: set[str] = set()  # callers this node holds in a line
+        self._refresher: asyncio.Task[None] | None = None
+        self._writes = asyncio.Lock()  # this desk's writes to the store, in order
         self.reconfigure(queues, ring_timeout=ring_timeout, wrap_up=wrap_up)
+
+    async def attach(self, shared: SharedLine) -> None:
+        """Share the line and the operators' states with every other node."""
+        self.shared = shared
+        await shared.add_operators(self._operators)
+        await self.refresh()
+        self._refresher = asyncio.ensure_future(self._refresh_forever())
+
+    async def detach(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY_S)
+            try:
+                await self.refresh()
+            except Exception as exc:  # the store is away: keep the view, calls go on
+                self._log.warning("cannot read the shared line: %s", exc)
+
+    async def refresh(self) -> None:
+        """Bring this desk's view up to the store: every node's callers in line
+        (place in line counts them all) and every operator's state."""
+        shared = self.shared
+        if shared is None:
+            return
+        entries = await shared.line(self.queues)
+        states = await shared.operators()
+        moved = False
+        for uri, operator in {**self._leaving, **self._operators}.items():
+            row = states.get(uri)
+            if row is None:
+                continue
+            changed = (operator.state, operator.paused) != (row.state, row.paused)
+            moved = moved or changed
+            operator.state, operator.paused = row.state, row.paused
+            operator.calls_taken = row.calls_taken
+            operator.call_id = row.call_id
+            if changed and row.state is OperatorState.FREE:
+                for listener in list(self.on_operator_free):
+                    listener()
+        by_queue: dict[str, list[str]] = {}
+        for entry in entries:
+            by_queue.setdefault(entry.queue, []).append(entry.call_id)
+        for name, queue in self.queues.items():
+            line = by_queue.get(name, [])
+            seen = set(line)
+            # a caller of this node who joined after the store was read keeps a place
+            line += [cid for cid in queue.line if cid in self._local_calls and cid not in seen]
+            for entry in entries:
+                if entry.queue != name or entry.call_id in self._local_calls:
+                    continue
+                queue.waiting[entry.call_id] = Waiter(
+                    call_id=entry.call_id,
+                    caller=entry.caller,
+                    skill=entry.skill,
+                    joined=entry.joined_at,
+                    skipped=set(entry.skipped),
+                    ringing=entry.ringing,
+                )
+            for cid in [c for c in queue.waiting if c not in line]:
+                del queue.waiting[cid]
+            queue.priority = {e.call_id for e in entries if e.queue == name and e.priority}
+            if line != queue.line or moved:
+                queue.line = line
+                queue.notify()
+
+    async def _store(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
+        """A write to the store, after this desk's earlier ones; a failure is
+        logged (the call goes on; the state frees itself by time or node loss)."""
+        async with self._writes:
+            try:
+                await coro
+            except Exception:
+                self._log.exception("shared line: %s failed", what)
+
+    def _write(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
+        """A write to the store from code that cannot wait for it (in order)."""
+        self._background(self._store(what, coro))
 
     @staticmethod
     def check(queues: Mapping[str, QueueConfig]) -> dict[str, frozenset[str]]:
@@ -404,6 +496,8 @@ class OperatorDesk:
                 self._log.info("queue %s removed", name)
         for queue in self.queues.values():
             queue.notify()  # waiting callers look at the (new) operators again
+        if self.shared is not None:
+            self._write("new operators", self.shared.add_operators(list(operators)))
 
     def free_operators(self, queue: str) -> int:
         q = self.queues.get(queue)
@@ -415,7 +509,7 @@ class OperatorDesk:
     def snapshot(self) -> list[QueueSnapshot]:
         """Every queue now: its operators (state, skills, calls taken) and the
         callers waiting in line, head first, with how long each has waited."""
-        now = time.monotonic()
+        now = time.time()
         shots: list[QueueSnapshot] = []
         for queue in self.queues.values():
             waiting: list[WaiterSnapshot] = []
@@ -470,10 +564,19 @@ class OperatorDesk:
         if queue is None:
             self._log.error("transfer to unknown queue %r", queue_name)
             return TransferResult(TransferOutcome.NO_OPERATOR)
-        if len(queue.line) >= queue.max_waiting:
-            self._log.warning("queue %s full (%d waiting): overflow", queue.name, len(queue.line))
+        waiting = len(queue.line)
+        if self.shared is not None:
+            waiting = await self.shared.waiting(queue.name)  # callers of every node
+        if waiting >= queue.max_waiting:
+            self._log.warning("queue %s full (%d waiting): overflow", queue.name, waiting)
             call.note_transfer(queue.name, None, "queue_full")
             return TransferResult(TransferOutcome.QUEUE_FULL)
+        skill = call.skill
+        if self.shared is not None:
+            await self.shared.join(
+                queue.name, call.call_id, call.caller, skill, priority=call.priority
+            )
+        self._local_calls.add(call.call_id)
         if call.priority:
             # a caller called back, or ringing again after a drop, keeps their
             # place: ahead of everyone who joined since, behind earlier such callers
@@ -482,10 +585,7 @@ class OperatorDesk:
             queue.priority.add(call.call_id)
         else:
             queue.line.append(call.call_id)
-        skill = call.skill
-        waiter = Waiter(
-            call_id=call.call_id, caller=call.caller, skill=skill, joined=time.monotonic()
-        )
+        waiter = Waiter(call_id=call.call_id, caller=call.caller, skill=skill, joined=time.time())
         queue.waiting[call.call_id] = waiter
         if skill is not None and not any(skill in op.skills for op in queue.operators):
             if waiter.overflow_after(queue) is None:
@@ -516,6 +616,9 @@ class OperatorDesk:
             call.note_transfer(queue.name, None, "no_operator")
             return TransferResult(TransferOutcome.NO_OPERATOR)
         finally:
+            self._local_calls.discard(call.call_id)
+            if self.shared is not None:
+                self._write("leave the line", self.shared.leave(call.call_id))
             if call.call_id in queue.line:
                 queue.line.remove(call.call_id)
             queue.priority.discard(call.call_id)
@@ -528,10 +631,16 @@ class OperatorDesk:
         if call.gone.done():
             await leg.hangup()
             self._freed(operator)
+            if self.shared is not None:
+                self._write("release", self.shared.release(operator.uri))
             queue.notify()
             raise CallEnded(call.gone.result())
         operator.state = OperatorState.TALKING
         operator.calls_taken += 1
+        if self.shared is not None:
+            await self._store(
+                "talking", self.shared.rang(call.call_id, operator.uri, answered=True)
+            )
         await self._talk(call, leg, operator, queue)
         return TransferResult(TransferOutcome.BRIDGED, operator=operator.uri)
 
@@ -541,7 +650,7 @@ class OperatorDesk:
             if call.gone.done():
                 raise CallEnded(call.gone.result())
             changed = queue.changed  # taken before looking: no change goes unseen
-            now = time.monotonic()
+            now = time.time()
             overflow_after = waiter.overflow_after(queue)
             overflow_at = (
                 None
@@ -556,7 +665,7 @@ class OperatorDesk:
                     now - waiter.joined,
                     waiter.skill,
                 )
-            mine = queue.assignment(now).get(call.call_id)
+            mine = await self._claim(queue, call.call_id, now)
             if mine is not None:
                 operator, start_over = mine
                 if start_over:
@@ -577,6 +686,23 @@ class OperatorDesk:
             finally:
                 woken.cancel()
 
+    async def _claim(
+        self, queue: Queue, call_id: str, now: float
+    ) -> tuple[Operator, bool] | None:
+        """The free operator this caller gets now: decided by the store for every
+        node when shared (the operator is marked ringing for this node), else by
+        this desk alone."""
+        if self.shared is None:
+            return queue.assignment(now).get(call_id)
+        claim = await self.shared.claim(queue, call_id)
+        if claim is None:
+            return None
+        operator = self._operators.get(claim.operator)
+        if operator is None:  # taken out of config.toml since: give it back
+            self._write("release", self.shared.release(claim.operator))
+            return None
+        return operator, claim.start_over
+
     async def _until_answered(
         self, call: WaitingCaller, queue: Queue
     ) -> tuple[Operator, OperatorLeg]:
@@ -589,6 +715,7 @@ class OperatorDesk:
             except asyncio.CancelledError:
                 waiter.ringing = None
                 self._freed(operator)
+                self._release_shared(operator)
                 raise
             except Exception:
                 self._log.exception("screen pop for %s failed; ringing without it", operator.uri)
@@ -605,6 +732,7 @@ class OperatorDesk:
             except asyncio.CancelledError:  # max_wait, or the caller was taken elsewhere
                 waiter.ringing = None
                 self._freed(operator)
+                self._release_shared(operator)
                 raise
             except Exception:
                 self._log.exception("dialing operator %s failed", operator.uri)
@@ -613,10 +741,18 @@ class OperatorDesk:
             if leg is not None:
                 return operator, leg  # no await from here to _talk
             self._freed(operator)
+            if self.shared is not None:
+                await self._store(
+                    "no answer", self.shared.rang(call.call_id, operator.uri, answered=False)
+                )
             waiter.skipped.add(operator.uri)
             queue.notify()
             if call.gone.done():
                 raise CallEnded(call.gone.result())
+
+    def _release_shared(self, operator: Operator) -> None:
+        if self.shared is not None:
+            self._write("release", self.shared.release(operator.uri))
 
     async def _hold(self, call: WaitingCaller, queue: Queue, music: WaitingMusic) -> None:
         """Hold music while the caller waits, broken every ``music.every`` s (and
@@ -720,6 +856,8 @@ class OperatorDesk:
                 self._release_later(operator, queue)
 
     def _release_later(self, operator: Operator, queue: Queue) -> None:
+        if self.shared is not None:
+            self._write("call over", self.shared.talked(operator.uri, wrap_up=self._wrap_up))
         if self._wrap_up <= 0:
             self._freed(operator)
             queue.notify()
@@ -760,6 +898,8 @@ class OperatorDesk:
         """Ready (True) or paused (False), from the operator's screen; a call in
         progress goes on. False when ``uri`` is no operator of any queue."""
         found = self.operators_named(uri)
+        if found and self.shared is not None:
+            self._write("pause", self.shared.set_paused(uri, not available))
         for operator in found:
             operator.paused = not available
             if not available and operator.state is OperatorState.FREE:

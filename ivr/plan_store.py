@@ -108,6 +108,7 @@ class PlanStore:
         validate: Callable[[str], DialPlan],
         reload: Callable[[], Awaitable[bool]],
         clock: Callable[[], float] = time.time,
+        log: logging.Logger | None = None,
     ) -> None:
         """``validate`` parses a TOML source with every check the server makes and
         raises DialPlanError; ``reload`` makes the server load the plan file again
@@ -117,9 +118,61 @@ class PlanStore:
         self._validate = validate
         self._reload = reload
         self._clock = clock
+        self._log = log or logging.getLogger("ivr.plans")
         self._lock = asyncio.Lock()  # one publish at a time
         self._seed_lock = asyncio.Lock()
         self._seeded = False
+        self._followed = 0  # the newest history row this node runs or gave up on
+
+    # -- other nodes ---------------------------------------------------------
+    async def follow(self) -> PlanVersion | None:
+        """A cluster: the newest plan published on any node becomes this node's
+        too (validated, written, reloaded; the next calls get it). The version
+        taken, or None when there is nothing new or it cannot be loaded here
+        (logged; this node keeps its plan and does not try that version again)."""
+        row = await self.db.fetch_one(
+            "SELECT id, version, author, note, published_at, source FROM dialplan_versions "
+            "ORDER BY id DESC LIMIT 1"
+        )
+        if row is None or int(row["id"]) <= self._followed:
+            return None
+        async with self._lock:
+            entry = _entry(row)
+            self._followed = max(self._followed, entry.id)
+            data = await self._read_file()
+            if data is not None and version_of(data) == entry.version:
+                return None  # running it already (published here, or the same file)
+            source = str(row["source"])
+            try:
+                await asyncio.to_thread(self._validate, source)
+            except Exception as exc:
+                self._log.error(
+                    "dial plan %s published by %s cannot run on this node: %s",
+                    entry.version,
+                    entry.author,
+                    exc,
+                )
+                return None
+            await asyncio.to_thread(_write_atomically, self.plan_file, source.encode("utf-8"))
+            try:
+                loaded = await self._reload()
+            except Exception:
+                loaded = False
+            if not loaded:
+                restored = await self._restore(data)
+                self._log.error(
+                    "dial plan %s published by %s did not load on this node; %s",
+                    entry.version,
+                    entry.author,
+                    "the previous plan runs again" if restored else "check the plan file",
+                )
+                return None
+            self._log.info(
+                "dial plan %s published by %s on another node: running it for the next calls",
+                entry.version,
+                entry.author,
+            )
+            return entry
 
     # -- reading -----------------------------------------------------------
     async def current(self) -> PublishedPlan:
@@ -205,7 +258,9 @@ class PlanStore:
             raise PublishError(
                 f"plan {plan.version} not loaded: {reason}; {again}", restored=restored
             )
-        return await self._insert(plan.version, source, author, note)
+        entry = await self._insert(plan.version, source, author, note)
+        self._followed = max(self._followed, entry.id)
+        return entry
 
     async def _restore(self, previous: bytes | None) -> bool:
         try:

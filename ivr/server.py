@@ -35,11 +35,14 @@ from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reloa
 from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
+from ivr.event_relay import EventRelay
 from ivr.intake import Intake
 from ivr.live_call import LiveCall
+from ivr.lost_nodes import LostNodeWatch
 from ivr.media.clock import MediaClock
 from ivr.media.ports import RtpPorts
 from ivr.node import wait_for_calls
+from ivr.node_roster import NodeRoster, default_node_id
 from ivr.operators import (
     ELDERLY_SKILL,
     OperatorDesk,
@@ -53,6 +56,7 @@ from ivr.prompts import (
     plan_prompt_texts,
 )
 from ivr.recordings import purge_conversations, purge_recordings
+from ivr.shared_line import SharedLine
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.speech.transcriber import Transcriber
@@ -69,6 +73,7 @@ from ivr.web.console import ConsoleParts, console_routes
 from ivr.work_orders import WorkOrderOutbox
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
+PLAN_FOLLOW_EVERY_S = 2.0  # how often a node looks for a plan published on another node
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class Hotline:
         )
         self.plan: DialPlan | None = None
         self.db: Database | None = None
+        self.roster: NodeRoster | None = None
+        self.lost_nodes: LostNodeWatch | None = None
         self.plan_store: PlanStore | None = None
         self.accounts: Accounts | None = None
         self.ticket_search: TicketSearch | None = None
@@ -157,6 +164,8 @@ class Hotline:
             records=lambda: self.records,
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self._plan_follower: asyncio.Task[None] | None = None
+        self.event_relay: EventRelay | None = None
         self.callback_queue: CallbackQueue | None = None
         self.callback_dialler: CallbackDialler | None = None
         self.calls: dict[str, LiveCall] = {}
@@ -226,10 +235,24 @@ class Hotline:
             self.db = await open_store(self.settings.storage.location)
         except DatabaseError as exc:
             where = f" in {source}" if source is not None else ""
-            raise StartupError(f"{exc}; change [storage] database{where}") from exc
+            raise StartupError(f"{exc}; change [storage] url{where}") from exc
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
         self.profiles = CallerProfiles(self.db)
+        sip = self.settings.sip
+        self.roster = NodeRoster(
+            self.db,
+            self.settings.node.id or default_node_id(sip.host, self.endpoint.port),
+            sip_address=f"{sip.host}:{self.endpoint.port}",
+            log=self.log.getChild("nodes"),
+        )
+        await self.roster.join()
+        self.roster.start()
+        await self.desk.attach(SharedLine(self.db, self.roster))
+        self.event_relay = EventRelay(
+            self.db, self.roster, self.events, log=self.log.getChild("events")
+        )
+        self.event_relay.start()  # screen pops of calls on other nodes reach these screens
         wo = self.settings.work_orders
         self.work_orders = WorkOrderOutbox(
             self.db,
@@ -237,6 +260,7 @@ class Hotline:
             timeout=wo.timeout,
             retry_delays=wo.retry,
             log=self.log.getChild("work_orders"),
+            node=self.roster.node_id,
         )
         self.work_orders.start()
         plan_file = self.settings.dialplan.file
@@ -260,6 +284,7 @@ class Hotline:
                 speeds=self.settings.elderly.speeds,
             ),
             reload=reload_published,
+            log=self.log.getChild("plans"),
         )
 
         async def admin(request: web_request.Request) -> str:
@@ -301,6 +326,7 @@ class Hotline:
             raise listen_failure(self._listeners()[0], exc, source) from exc
         self._watchdog = asyncio.ensure_future(watch_media(parts))
         self._housekeeping = asyncio.ensure_future(self._purge_recordings_forever())
+        self._plan_follower = asyncio.ensure_future(self._follow_published_plans())
         self.log.info(
             "ivr: ready on sip:%s:%d, plan %s version %s, %d queue(s)",
             self.endpoint.public_host,
@@ -478,6 +504,8 @@ class Hotline:
         are ended (ivr/node.py)."""
         self.endpoint.accepting = False
         self.endpoint.refuse_reason = "Shutting Down"
+        if self.roster is not None:
+            self.roster.state = "draining"  # the next heartbeat says so
         dialler = self.callback_dialler
         if dialler is not None:
             dialler.stop_claiming()
@@ -502,6 +530,8 @@ class Hotline:
             self._watchdog.cancel()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self._plan_follower is not None:
+            self._plan_follower.cancel()
         await asyncio.sleep(0.1)  # let final BYEs leave
         if self.callback_dialler is not None:
             await self.callback_dialler.stop()
@@ -512,6 +542,13 @@ class Hotline:
             self.transcriber.close()
         self.endpoint.close()
         self.clock.stop()
+        await self.desk.detach()
+        if self.event_relay is not None:
+            await self.event_relay.stop()
+        if self.lost_nodes is not None:
+            await self.lost_nodes.stop()
+        if self.roster is not None:
+            await self.roster.stop()
         if self.db is not None:
             await self.db.close()
         self.stopped.set()
@@ -535,7 +572,8 @@ class Hotline:
         assert self.intake is not None
         cb = self.settings.callbacks
         policy = policy_from(cb)
-        self.callback_queue = CallbackQueue(self.db, policy)
+        node = self.roster.node_id if self.roster is not None else None
+        self.callback_queue = CallbackQueue(self.db, policy, node=node)
         parts = self._call_parts = CallParts(
             settings=lambda: self.settings,
             listen=lambda: self.listen,
@@ -554,7 +592,18 @@ class Hotline:
             calls=self.calls,
             wall_clock=self.wall_clock,
             log=self.log,
+            node=node,
         )
+        if self.roster is not None:
+            self.lost_nodes = LostNodeWatch(
+                self.db,
+                self.roster,
+                SharedLine(self.db, self.roster),
+                lambda: self.callback_queue,
+                on_callbacks=self._wake_callbacks,
+                log=self.log.getChild("nodes"),
+            )
+            self.lost_nodes.start()
         self.desk.on_bridged = lambda call, leg, operator: record_conversation(
             parts, call, leg, operator
         )
@@ -577,6 +626,17 @@ class Hotline:
     def _wake_callbacks(self) -> None:
         if self.callback_dialler is not None:
             self.callback_dialler.wake()
+
+    async def _follow_published_plans(self) -> None:
+        """A plan published on another node is run here too, for the next calls."""
+        while True:
+            await asyncio.sleep(PLAN_FOLLOW_EVERY_S)
+            if self.plan_store is None:
+                continue
+            try:
+                await self.plan_store.follow()
+            except Exception as exc:  # the store is away: keep the running plan
+                self.log.warning("published plans not read: %s", exc)
 
     async def _flag_ticket(self, ticket_id: int, text: str) -> None:
         if self.tickets is not None:

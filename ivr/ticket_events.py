@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,17 @@ class TicketEvents:
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[TicketEvent | None]] = set()
         self._ids = itertools.count(1)
+        # told of each event published here (the relay to the other nodes)
+        self.on_publish: list[Callable[[str, dict[str, Any]], None]] = []
 
     def publish(self, kind: str, ticket: dict[str, Any]) -> None:
+        """An event of this node: to this node's screens and to the other nodes."""
+        self.deliver(kind, ticket)
+        for listener in list(self.on_publish):
+            listener(kind, ticket)
+
+    def deliver(self, kind: str, ticket: dict[str, Any]) -> None:
+        """An event to this node's screens (one of this node, or relayed)."""
         event = TicketEvent(next(self._ids), kind, ticket)
         for queue in list(self._subscribers):
             if queue.qsize() >= QUEUE_LIMIT:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -523,3 +523,52 @@ async def test_without_dot_the_graph_is_still_sent_and_says_why(
                 assert why in body["graph"]["svg_error"]
         finally:
             await server.close()
+
+
+async def test_a_plan_published_on_one_node_runs_on_every_node(
+    tmp_path: Path, store_location: str | Path
+) -> None:
+    """Two nodes, each with its own plan file, share one store: a publish on A
+    is written and reloaded on B by follow(); a plan B cannot load leaves B on
+    its plan (and is not tried again)."""
+    files = {name: tmp_path / f"{name}.toml" for name in ("a", "b")}
+    for path in files.values():
+        path.write_text(OLD)
+    reloads: dict[str, list[str]] = {"a": [], "b": []}
+
+    def reloader(name: str) -> Callable[[], Awaitable[bool]]:
+        async def reload() -> bool:
+            reloads[name].append(files[name].read_text())
+            return "不能加载" not in files[name].read_text()
+
+        return reload
+
+    one, two = await open_store(store_location), await open_store(store_location)
+    try:
+        a = PlanStore(one, files["a"], _store_validate, reloader("a"))
+        b = PlanStore(two, files["b"], _store_validate, reloader("b"))
+        assert await b.follow() is None  # nothing published yet
+        published = await a.publish(NEW, author="admin-on-a")
+        assert await a.follow() is None  # A runs it already
+        taken = await b.follow()
+        assert taken is not None and taken.id == published.id
+        assert files["b"].read_text() == NEW and reloads["b"] == [NEW]
+        assert await b.follow() is None  # once
+
+        await a.publish(OLD, author="admin-on-a")
+        await a.publish(NEW, author="admin-on-a")  # back to what B runs: nothing to do
+        assert await b.follow() is None and reloads["b"] == [NEW]
+
+        broken = NEW.replace("再见。", "再见。不能加载")  # valid, but B's server refuses it
+        assert broken != NEW
+        await two.execute(
+            "INSERT INTO dialplan_versions (version, source, author, note, published_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (version_of(broken.encode()), broken, "admin-on-c", "", 1.0),
+        )
+        assert await b.follow() is None  # did not load on B: the previous plan again
+        assert files["b"].read_text() == NEW and reloads["b"] == [NEW, broken, NEW]
+        assert await b.follow() is None and len(reloads["b"]) == 3  # not tried again
+    finally:
+        await one.close()
+        await two.close()

@@ -90,4 +90,4 @@ def test_a_database_that_cannot_open_stops_the_start_after_the_model_loaded(
     done = _serve(config)
     assert done.returncode == 2, done.stderr
     assert f"{folder}: cannot open the database" in done.stderr
-    assert "[storage] database" in done.stderr
+    assert "[storage] url" in done.stderr

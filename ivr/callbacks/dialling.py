@@ -70,7 +70,8 @@ class CallbackDialler:
         self.dialled: list[tuple[int, float]] = []  # (callback id, when the INVITE left)
 
     async def start(self) -> None:
-        recovered = await self.queue.recover(now=self._clock())
+        # its own dials only: another node's are its own, a lost node's its survivor's
+        recovered = await self.queue.recover(now=self._clock(), node=self.queue.node)
         if recovered:
             self._log.warning(
                 "callbacks: %d left dialling by a previous run are pending again", recovered

@@ -304,6 +304,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE work_order_outbox ADD COLUMN lease_until REAL",
         ),
     ),
+    Migration(
+        11,
+        "cluster: console events relayed between nodes (a screen pop on every node)",
+        (
+            """
+            CREATE TABLE console_events (
+                id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                at      REAL NOT NULL,
+                node    TEXT NOT NULL,
+                kind    TEXT NOT NULL,
+                payload TEXT NOT NULL CHECK (json_valid(payload))
+            )
+            """,
+            "CREATE INDEX console_events_by_time ON console_events (at)",
+        ),
+    ),
 )
 
 

@@ -217,6 +217,12 @@ class _Console:
         if body["call"] and body["call"].get("ticket_id"):
             found = await self._store().get(int(body["call"]["ticket_id"]))
             ticket = found.to_json() if found is not None else None
+        elif call_id:  # a call another node holds: its ticket is in the store
+            tickets = await self._store().for_call(call_id)
+            if tickets:
+                ticket = tickets[-1].to_json()
+                body["call"]["ticket_id"] = tickets[-1].id
+                body["call"]["caller"] = tickets[-1].caller
         body["ticket"] = ticket
         return _json(body)
 
