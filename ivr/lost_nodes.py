@@ -8,7 +8,9 @@ off): within seconds one of them, and only one, takes the lost node over:
 * the callbacks it was dialling go back to pending, for a live node to dial.
 
 Which survivor: the one whose UPDATE turns the node's state from up/draining
-to ``lost`` (one statement, so two survivors never both take it over).
+to ``lost`` (one statement, so two survivors never both take it over).  A node
+alone (one machine) that was killed does the same for itself when it starts
+again: its callers are called back after the restart.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ class LostNodeWatch:
             if won:
                 done.append(await self._take_over(node))
         return done
+
+    async def take_over_own_past(self, crashed: bool) -> TakenOver | None:
+        """At start, when this node's last run ended without saying so (killed,
+        power cut: ``crashed``, from ``NodeRoster.join``) and no survivor took it
+        over (a node alone): do what a survivor would have done, for its calls."""
+        if not crashed:
+            return None
+        return await self._take_over(self.roster.node_id)
 
     async def _take_over(self, node: str) -> TakenOver:
         now = self.roster.clock()

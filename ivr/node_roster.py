@@ -72,7 +72,12 @@ class NodeRoster:
         """Heartbeats after this time count as alive."""
         return self.clock() - self.timeout
 
-    async def join(self) -> None:
+    async def join(self) -> bool:
+        """Say this node is up. True when its last run ended without saying so
+        (its row still up or draining: killed, not stopped) and no survivor
+        took it over."""
+        row = await self.db.fetch_one("SELECT state FROM nodes WHERE node_id = ?", (self.node_id,))
+        crashed = row is not None and str(row[0]) in LIVE_STATES
         now = self.clock()
         await self.db.execute(
             """
@@ -85,6 +90,7 @@ class NodeRoster:
             (self.node_id, self.sip_address, self.web_address, now, now),
         )
         self.state = "up"
+        return crashed
 
     async def beat(self) -> None:
         await self.db.execute(

@@ -139,6 +139,7 @@ class Hotline:
         self.db: Database | None = None
         self.roster: NodeRoster | None = None
         self.lost_nodes: LostNodeWatch | None = None
+        self._crashed_before = False
         self.plan_store: PlanStore | None = None
         self.accounts: Accounts | None = None
         self.ticket_search: TicketSearch | None = None
@@ -246,7 +247,7 @@ class Hotline:
             sip_address=f"{sip.host}:{self.endpoint.port}",
             log=self.log.getChild("nodes"),
         )
-        await self.roster.join()
+        self._crashed_before = await self.roster.join()
         self.roster.start()
         await self.desk.attach(SharedLine(self.db, self.roster))
         self.event_relay = EventRelay(
@@ -599,11 +600,13 @@ class Hotline:
                 self.db,
                 self.roster,
                 SharedLine(self.db, self.roster),
-                lambda: self.callback_queue,
+                lambda: self.callback_queue if self.settings.callbacks.enabled else None,
                 on_callbacks=self._wake_callbacks,
                 log=self.log.getChild("nodes"),
             )
             self.lost_nodes.start()
+            if self._crashed_before:  # killed last time, and alone: its callers called back now
+                await self.lost_nodes.take_over_own_past(crashed=True)
         self.desk.on_bridged = lambda call, leg, operator: record_conversation(
             parts, call, leg, operator
         )

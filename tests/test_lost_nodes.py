@@ -20,6 +20,9 @@ from ivr.operators import Operator, OperatorState, Queue
 from ivr.shared_line import SharedLine
 from ivr.store import Database, open_store
 from ivr.tickets import TicketStore
+from tests.conftest import StartHotline
+from tests.peers import free_udp_port
+from tests.test_callbacks_live import callbacks_config
 
 NOON = 1_796_450_400.0  # any time: these callbacks keep no quiet hours
 
@@ -130,3 +133,42 @@ async def test_one_survivor_takes_a_lost_node_over(
     assert await c.line.line() == []
     assert (await c.line.operators())["sip:op1@x"].state is OperatorState.FREE
     assert [n.state for n in await c.roster.nodes()] == ["lost", "up", "up"]
+
+
+async def test_a_node_alone_calls_back_after_a_kill_the_callers_it_held(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """One machine, killed mid-call (its row still says up): at the next start
+    it does what a survivor would have done for the call it held."""
+    db = await open_store(tmp_path / "ivr.sqlite3")  # the file write_config names
+    try:
+        await db.execute(
+            "INSERT INTO nodes (node_id, started_at, heartbeat_at, state) VALUES (?, ?, ?, 'up')",
+            ("solo", NOON - 100, NOON - 10),
+        )
+        await CallRecordStore(db).start(
+            CallRecord(
+                call_id="held-when-killed",
+                caller="13812345678",
+                dialled="12345",
+                started_at=NOON - 40,
+                answered_at=NOON - 39,
+                path=["welcome", "main"],
+                digits="1",
+                node="solo",
+            )
+        )
+        ticket = await TicketStore(db).create("held-when-killed", "13812345678")
+    finally:
+        await db.close()
+    hotline = await start_hotline(
+        ["sip:op@127.0.0.1:5999"],
+        callbacks=callbacks_config(free_udp_port(), retry="[60]"),  # not dialled in this test
+        extra='[node]\nid = "solo"\n',
+    )
+    assert hotline.records is not None and hotline.callback_queue is not None
+    record = await hotline.records.get("held-when-killed")
+    assert record is not None and record.end_reason == "node_lost"
+    callback = await hotline.callback_queue.open_for("13812345678")
+    assert callback is not None and callback.ticket_id == ticket.id
+    assert callback.reason is CallbackReason.DROPPED
