@@ -91,3 +91,21 @@ def test_a_database_that_cannot_open_stops_the_start_after_the_model_loaded(
     assert done.returncode == 2, done.stderr
     assert f"{folder}: cannot open the database" in done.stderr
     assert "[storage] url" in done.stderr
+
+
+def test_a_postgresql_server_that_cannot_be_reached_stops_the_start_naming_the_url(
+    tmp_path: Path, prompt_cache: Path
+) -> None:
+    """A cluster node whose [storage] url names no running server does not start:
+    status 2, the URL (password hidden) and the key to change."""
+    config = write_config(tmp_path, operators=["sip:op@127.0.0.1:5999"], prompt_cache=prompt_cache)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])  # nothing listens there once closed
+    url = f"postgresql://ivr:secret-pw@127.0.0.1:{closed}/hotline"
+    config.write_text(re.sub(r'(?m)^database = ".*"$', f'url = "{url}"', config.read_text()))
+    done = _serve(config)
+    assert done.returncode == 2, done.stderr
+    assert f"postgresql://ivr:***@127.0.0.1:{closed}/hotline" in done.stderr
+    assert "cannot connect to the database" in done.stderr and "[storage] url" in done.stderr
+    assert "secret-pw" not in done.stderr
