@@ -126,7 +126,9 @@ class StorageSettings:
         return self.postgres_url or self.database
 
 
-SPEECH_ENGINES: tuple[str, ...] = ("auto", "whisper", "vosk")
+# "scripted" recognises nothing: it hands out [speech] script's texts in turn
+# (ivr/speech/scripted_engine.py), for tests and trials only
+SPEECH_ENGINES: tuple[str, ...] = ("auto", "whisper", "vosk", "scripted")
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class SpeechSettings:
     vad_aggressiveness: int = 2
     end_silence: float = 1.2
     pre_roll: float = 0.3
+    # engine = "scripted" only: the texts utterances are heard as, in turn ("" after the last)
+    script: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -920,10 +924,31 @@ def _speech(t: _Table, base: Path) -> SpeechSettings:
     vad = t.integer("vad_aggressiveness", d.vad_aggressiveness, 0, 3)
     end_silence = t.number("end_silence", d.end_silence, 0.3, 5.0, low_open=False)
     pre_roll = t.number("pre_roll", d.pre_roll, 0.0, 2.0, low_open=False)
+    script = _speech_script(t, engine)
     t.reject_unknown()
     return SpeechSettings(
-        engine, models_dir, language, workers, threads, vad, end_silence, pre_roll
+        engine, models_dir, language, workers, threads, vad, end_silence, pre_roll, script
     )
+
+
+def _speech_script(t: _Table, engine: str) -> tuple[str, ...]:
+    """[speech] script: an array of texts (repeats and "" allowed), read by the
+    scripted recogniser only."""
+    value = t.raw("script")
+    if value is None:
+        return ()
+    if engine != "scripted":
+        if t.ok("engine"):
+            t.fail("script", 'is read only by engine = "scripted" (tests and trials); remove it')
+        return ()
+    if not isinstance(value, list):
+        t.fail("script", f'must be an array of texts like ["我叫王芳", "人工"], not {_kind(value)}')
+        return ()
+    for item in value:
+        if not isinstance(item, str):
+            t.fail("script", f"must contain only strings; {_show(item)} is {_kind(item)}")
+            return ()
+    return tuple(str(item) for item in value)
 
 
 def _tickets(t: _Table, base: Path) -> TicketSettings:

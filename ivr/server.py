@@ -205,6 +205,7 @@ class Hotline:
             workers=speech.workers,
             threads=speech.threads,
             language=speech.language,
+            script=speech.script,
         )
         if self.intake is not None:
             self.intake.transcriber = self.transcriber

@@ -6,11 +6,14 @@
 ``auto`` takes Whisper base when it is installed in the models folder, else
 the first Vosk model found there. Loading checks the model and really loads
 it, so a missing or damaged model stops the start with a message naming the
-file and the fix, never a call later.
+file and the fix, never a call later. ``scripted`` (tests and trials only)
+loads no model and recognises nothing: it hands out the texts of ``script``
+in turn (ivr.speech.scripted_engine).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ivr.speech.engine import (
@@ -41,7 +44,7 @@ __all__ = [
     "unreliable_reason",
 ]
 
-ENGINE_CHOICES = ("auto", "whisper", "vosk")
+ENGINE_CHOICES = ("auto", "whisper", "vosk", "scripted")
 
 
 def load_engine(
@@ -51,10 +54,14 @@ def load_engine(
     language: str = "zh",
     threads: int = 1,
     workers: int = 1,
+    script: Sequence[str] = (),
 ) -> SpeechEngine:
     """Load the engine ``choice`` ("auto", "whisper" or "vosk") from the
-    models in ``models_dir``. ``threads`` is Whisper's CPU threads per
-    transcription; ``workers`` how many transcriptions Whisper runs at once
+    models in ``models_dir``, or the scripted recogniser ("scripted", for
+    tests and trials: no model, ``script``'s texts in turn, one per
+    utterance; ``script`` is ignored by the other engines). ``threads`` is
+    Whisper's CPU threads per transcription; ``workers`` how many
+    transcriptions Whisper runs at once
     (CTranslate2 model replicas, ~30 MB each: with 1, concurrent calls take
     turns on one core). Pass the size of the thread pool that calls
     ``transcribe``. Vosk decodes each utterance on its caller's thread and
@@ -63,6 +70,10 @@ def load_engine(
         raise ValueError(
             f"unknown speech engine {choice!r}: choose one of {', '.join(ENGINE_CHOICES)}"
         )
+    if choice == "scripted":
+        from ivr.speech.scripted_engine import ScriptedEngine
+
+        return ScriptedEngine(script)
     whisper_dir = whisper_base_dir(models_dir)
     if choice == "whisper" or (choice == "auto" and whisper_dir.exists()):
         from ivr.speech.whisper_engine import WhisperEngine

@@ -27,15 +27,28 @@ class Transcriber:
 
     @classmethod
     async def load(
-        cls, choice: str, models_dir: Path, *, workers: int, threads: int, language: str = "zh"
+        cls,
+        choice: str,
+        models_dir: Path,
+        *,
+        workers: int,
+        threads: int,
+        language: str = "zh",
+        script: Sequence[str] = (),
     ) -> Transcriber:
         """Load the model in a thread (seconds for Whisper); SpeechModelError
-        when none is installed or it is corrupt."""
+        when none is installed or it is corrupt. ``script``: the texts of the
+        scripted recogniser (choice "scripted", tests and trials only)."""
         loop = asyncio.get_running_loop()
         engine = await loop.run_in_executor(
             None,
             lambda: load_engine(
-                choice, models_dir, language=language, threads=threads, workers=workers
+                choice,
+                models_dir,
+                language=language,
+                threads=threads,
+                workers=workers,
+                script=script,
             ),
         )
         return cls(engine, workers=workers)
