@@ -25,6 +25,7 @@ from ivr.store.base import (
     Row,
     SchemaTooNewError,
     SqlDialect,
+    StoreUnavailableError,
     Transaction,
 )
 from ivr.store.migrations import MIGRATIONS, Migration
@@ -40,6 +41,7 @@ __all__ = [
     "Row",
     "SchemaTooNewError",
     "SqlDialect",
+    "StoreUnavailableError",
     "Transaction",
     "is_postgres_url",
     "open_store",

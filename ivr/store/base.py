@@ -22,6 +22,12 @@ class SchemaTooNewError(DatabaseError):
     """The database was written by a newer version of this program."""
 
 
+class StoreUnavailableError(DatabaseError):
+    """The store was open but cannot be reached now (server stopped, network
+    lost, connection cut): what was asked was not done; the same may work
+    once the store is back."""
+
+
 class ConstraintError(DatabaseError):
     """A statement broke a constraint (unique, check, foreign key); nothing changed."""
 

@@ -23,8 +23,8 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +40,7 @@ from ivr.store.base import (
     Row,
     SchemaTooNewError,
     SqlDialect,
+    StoreUnavailableError,
 )
 from ivr.store.migrations import (
     CREATE_SCHEMA_TABLE,
@@ -63,6 +64,23 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.PostgresConnectionError,
 )
+
+# what a store that was reached before and is lost now raises: the above, and a
+# server shutting down under the statement (pg_ctl stop, a crash)
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+@contextmanager
+def _reaching(location: str) -> Iterator[None]:
+    """A lost server, a cut connection: StoreUnavailableError naming the store."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise _lost(location, exc) from exc
 
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (
@@ -238,18 +256,27 @@ class PostgresDatabase:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         self._check_outside_transaction()
-        async with self._pool.acquire() as connection:
-            return await PostgresTransaction(connection, self._statements).execute(sql, params)
+        with _reaching(self.location):
+            async with self._pool.acquire() as connection:
+                return await PostgresTransaction(
+                    connection, self._statements, self.location
+                ).execute(sql, params)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         self._check_outside_transaction()
-        async with self._pool.acquire() as connection:
-            return await PostgresTransaction(connection, self._statements).fetch_one(sql, params)
+        with _reaching(self.location):
+            async with self._pool.acquire() as connection:
+                return await PostgresTransaction(
+                    connection, self._statements, self.location
+                ).fetch_one(sql, params)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         self._check_outside_transaction()
-        async with self._pool.acquire() as connection:
-            return await PostgresTransaction(connection, self._statements).fetch_all(sql, params)
+        with _reaching(self.location):
+            async with self._pool.acquire() as connection:
+                return await PostgresTransaction(
+                    connection, self._statements, self.location
+                ).fetch_all(sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
@@ -257,17 +284,20 @@ class PostgresDatabase:
         on any exception. Use ``tx``, not ``db``, for statements inside."""
         self._check_outside_transaction()
         task = asyncio.current_task()
-        async with self._transactions, self._pool.acquire() as connection:
-            tx = PostgresTransaction(connection, self._statements)
-            if task is not None:
-                self._in_transaction.add(task)
-            try:
-                async with connection.transaction():
-                    yield tx
-            finally:
-                tx.closed = True
+        # a lost server while connecting, beginning, committing or rolling back
+        # is said as StoreUnavailableError too (statements inside say it themselves)
+        with _reaching(self.location):
+            async with self._transactions, self._pool.acquire() as connection:
+                tx = PostgresTransaction(connection, self._statements, self.location)
                 if task is not None:
-                    self._in_transaction.discard(task)
+                    self._in_transaction.add(task)
+                try:
+                    async with connection.transaction():
+                        yield tx
+                finally:
+                    tx.closed = True
+                    if task is not None:
+                        self._in_transaction.discard(task)
 
     async def schema_version(self) -> int:
         row = await self.fetch_one("SELECT MAX(version) FROM schema_migrations")
@@ -351,9 +381,10 @@ class PostgresDatabase:
 class PostgresTransaction:
     """Statements on one connection (inside ``transaction()``, or one alone)."""
 
-    def __init__(self, connection: Any, statements: _Statements) -> None:
+    def __init__(self, connection: Any, statements: _Statements, location: str = "") -> None:
         self._connection = connection
         self._statements = statements
+        self._location = location
         self.closed = False
 
     async def execute(self, sql: str, params: Params = ()) -> int:
@@ -364,6 +395,8 @@ class PostgresTransaction:
             )
         except _REFUSED as exc:
             raise ConstraintError(str(exc)) from exc
+        except _UNREACHABLE as exc:
+            raise _lost(self._location, exc) from exc
         return _changed(str(status))
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
@@ -374,6 +407,8 @@ class PostgresTransaction:
             )
         except _REFUSED as exc:
             raise ConstraintError(str(exc)) from exc
+        except _UNREACHABLE as exc:
+            raise _lost(self._location, exc) from exc
         return row
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
@@ -384,6 +419,8 @@ class PostgresTransaction:
             )
         except _REFUSED as exc:
             raise ConstraintError(str(exc)) from exc
+        except _UNREACHABLE as exc:
+            raise _lost(self._location, exc) from exc
         return rows
 
     async def lock(self, name: str) -> None:
@@ -393,3 +430,9 @@ class PostgresTransaction:
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError("the transaction is over; open a new one")
+
+
+def _lost(location: str, exc: BaseException) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"{location}: the database cannot be reached ({type(exc).__name__}: {exc})"
+    )
