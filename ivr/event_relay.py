@@ -19,6 +19,7 @@ from typing import Any
 
 from ivr.node_roster import NodeRoster
 from ivr.store import Database
+from ivr.store_watch import FailingRounds
 from ivr.ticket_events import TicketEvents
 
 RELAY_EVERY_S = 0.2
@@ -82,6 +83,7 @@ class EventRelay:
 
     async def _relay_forever(self) -> None:
         rounds = 0
+        failing = FailingRounds(self._log, "console events of other nodes not read")
         while True:
             await asyncio.sleep(self.every)
             try:
@@ -91,8 +93,10 @@ class EventRelay:
                     await self.db.execute(
                         "DELETE FROM console_events WHERE at < ?", (self.roster.clock() - KEEP_S,)
                     )
-            except Exception as exc:
-                self._log.warning("console events of other nodes not read: %s", exc)
+            except Exception as exc:  # the store is away: said once, not every round
+                failing.failed(exc)
+            else:
+                failing.worked()
 
     async def relay(self) -> int:
         """Hand the other nodes' new events to this node's screens; how many."""

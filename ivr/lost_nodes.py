@@ -27,6 +27,7 @@ from ivr.callbacks.model import CallbackReason
 from ivr.node_roster import NodeRoster
 from ivr.shared_line import SharedLine
 from ivr.store import Database
+from ivr.store_watch import FailingRounds
 
 WATCH_EVERY_S = 1.0
 
@@ -69,14 +70,19 @@ class LostNodeWatch:
             self._task = None
 
     async def _watch_forever(self, every: float) -> None:
+        failing = FailingRounds(self._log, "lost-node watch: round failed")
         while True:
             await asyncio.sleep(every)
-            if not self.roster.healthy:
-                continue  # this node cannot reach the store: it is not the one to judge
+            if not self.roster.may_judge():
+                # this node cannot reach the store, or reaches it again only since
+                # less than the timeout: the others' heartbeats may not be back yet
+                continue
             try:
                 await self.sweep()
-            except Exception:
-                self._log.exception("lost-node watch: round failed")
+            except Exception as exc:  # the store is away: said once, not every round
+                failing.failed(exc, with_traceback=True)
+            else:
+                failing.worked()
 
     async def sweep(self) -> list[TakenOver]:
         """Take over every node that stopped heartbeating; what was done."""

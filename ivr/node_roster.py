@@ -65,6 +65,10 @@ class NodeRoster:
         self.clock = clock
         self.state = "up"
         self.healthy = True  # the last heartbeat reached the store
+        # when the heartbeat reached the store again after failing (None: it never
+        # failed): until every node had a timeout's time to beat again, nobody
+        # is judged lost by this node (they were all cut off from the store too)
+        self.healthy_again_at: float | None = None
         self._log = log or logging.getLogger("ivr.nodes")
         self._task: asyncio.Task[None] | None = None
 
@@ -156,4 +160,13 @@ class NodeRoster:
             else:
                 if not self.healthy:
                     self._log.warning("node %s: heartbeat reaches the store again", self.node_id)
+                    self.healthy_again_at = self.clock()
                 self.healthy = True
+
+    def may_judge(self) -> bool:
+        """This node may judge others lost: its heartbeat reaches the store, and
+        has for at least the timeout since it last failed."""
+        if not self.healthy:
+            return False
+        again = self.healthy_again_at
+        return again is None or self.clock() - again >= self.timeout

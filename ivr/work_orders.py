@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from ivr.store import Database
+from ivr.store_watch import FailingRounds
 
 LEASE_MARGIN_S = 5.0  # a lease outlives the post's timeout by this much
 LEASED_AT_ONCE = 20  # entries one node takes for one round
@@ -141,6 +142,7 @@ class WorkOrderOutbox:
         ]
 
     async def _deliver_forever(self) -> None:
+        failing = FailingRounds(self._log, "work-order outbox: delivery round failed")
         while True:
             self._wake.clear()
             if not self.enabled:  # the URL was taken out by a reload: wait for one
@@ -148,9 +150,11 @@ class WorkOrderOutbox:
                 continue
             try:
                 wait = await self._deliver_due()
-            except Exception:
-                self._log.exception("work-order outbox: delivery round failed")
+            except Exception as exc:  # the store is away: said once, not every round
+                failing.failed(exc, with_traceback=True)
                 wait = 5.0
+            else:
+                failing.worked()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 

@@ -27,6 +27,7 @@ from ivr.callbacks.queue import CallbackQueue
 from ivr.config import CallbackSettings
 from ivr.dialer import OperatorLine, SipDialer
 from ivr.sip.outgoing import Failed
+from ivr.store_watch import FailingRounds
 
 BUSY = frozenset({486, 600})
 NO_ANSWER = frozenset({408, 480, 487})
@@ -102,15 +103,18 @@ class CallbackDialler:
             await asyncio.wait(self._attempts, timeout=5)
 
     async def _run(self) -> None:
+        failing = FailingRounds(self._log, "callbacks: claiming due callbacks failed")
         while True:
             self._wake.clear()
             try:
                 claimed = await self.queue.claim_due(
                     now=self._clock(), free_operators=self._free_operators()
                 )
-            except Exception:
-                self._log.exception("callbacks: claiming due callbacks failed")
+            except Exception as exc:  # the store is away: said once, not every round
+                failing.failed(exc, with_traceback=True)
                 claimed = []
+            else:
+                failing.worked()
             for callback in claimed:
                 task = asyncio.ensure_future(self._attempt(callback))
                 self._attempts.add(task)
