@@ -25,12 +25,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ivr.call import CallEnded, EndReason, TransferOutcome
 from ivr.call_records import CallRecord, CallRecordStore
 from ivr.callbacks import CallbackQueue, should_call_back
-from ivr.callbacks.model import Callback
+from ivr.callbacks.model import Callback, CallbackReason
 from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import Settings
 from ivr.conversation_recorder import ConversationRecording
@@ -50,9 +50,11 @@ from ivr.sip.dialog import Dialog
 from ivr.sip.incoming import IncomingInvite
 from ivr.sip.sdp import MediaOffer, Negotiated, build_answer, choose
 from ivr.speech.utterance import ListenSettings
+from ivr.store_watch import PendingWrites, StoreWatch, local_time
 from ivr.tickets import TicketStore
 
 FinishRecording = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,45 @@ class CallParts:
     wall_clock: Callable[[], float]  # wall time for the callback queue (tests may set it)
     log: logging.Logger
     node: str | None = None  # this node's name (its calls carry it; a survivor ends them)
+    # the store lost while running (ivr/store_watch.py): whether it answers, and
+    # what calls could not write, kept to write when it is back
+    watch: StoreWatch | None = None
+    pending: PendingWrites | None = None
+
+    async def write(self, what: str, content: str, write: Callable[[], Awaitable[object]]) -> None:
+        """Write now, or keep it for when the store is back."""
+        if self.pending is None:
+            await write()
+        else:
+            await self.pending.write(what, content, write)
+
+    async def read(
+        self, what: str, read: Callable[[], Awaitable[T]], log: CallLog, *, default: T
+    ) -> T:
+        """A read the call can do without: ``default`` while the store is away."""
+        watch = self.watch
+        if watch is not None and not watch.up:
+            log.info("%s not read: the store is unreachable", what)
+            return default
+        try:
+            return await read()
+        except Exception as exc:
+            if watch is None or not watch.failed(exc):
+                raise
+            log.warning("%s not read: %s", what, exc)
+            return default
+
+
+def record_content(record: CallRecord) -> str:
+    """A call record as a log line shows it (numbers masked by the log)."""
+    ended = local_time(record.ended_at) if record.ended_at is not None else "-"
+    return (
+        f"caller {record.caller}, dialled {record.dialled}, "
+        f"started {local_time(record.started_at)}, ended {ended}, "
+        f"outcome {record.outcome}, end {record.end_reason}, "
+        f"path {'>'.join(record.path)}, digits {record.digits!r}, queue {record.queue}, "
+        f"operator {record.operator}, node {record.node}"
+    )
 
 
 def callback_queue_name(settings: Settings) -> str:
@@ -130,17 +171,20 @@ async def _answer_and_run(
     if invite.cancelled.done():
         log.info("caller cancelled before answer")
         stream.close()
-        await parts.records.update(
-            CallRecord(
-                call_id=invite.call_id,
-                caller=invite.caller,
-                dialled=invite.dialled,
-                started_at=time.time(),
-                ended_at=time.time(),
-                outcome="cancelled",
-                end_reason=EndReason.CANCELLED.value,
-                plan_version=plan.version,
-            )
+        cancelled = CallRecord(
+            call_id=invite.call_id,
+            caller=invite.caller,
+            dialled=invite.dialled,
+            started_at=time.time(),
+            ended_at=time.time(),
+            outcome="cancelled",
+            end_reason=EndReason.CANCELLED.value,
+            plan_version=plan.version,
+        )
+        await parts.write(
+            f"call record {invite.call_id}",
+            record_content(cancelled),
+            lambda: parts.records.update(cancelled),
         )
         return
     settings = parts.settings()  # again: a reload may have come while it rang
@@ -188,9 +232,24 @@ async def _answer_and_run(
         else None,
         screen_pop_wait=settings.tickets.screen_pop_wait,
     )
-    place = await parts.callback_queue.caller_dialled_in(
-        invite.caller, now=parts.wall_clock(), call_id=invite.call_id
+    now = parts.wall_clock()
+    place = await parts.read(
+        "the caller's callback",
+        lambda: parts.callback_queue.caller_dialled_in(
+            invite.caller, now=now, call_id=invite.call_id
+        ),
+        log,
+        default=None,
     )
+    if parts.watch is not None and not parts.watch.up and parts.settings().callbacks.enabled:
+        # their callback (if any) is cancelled when the store is back: they rang again
+        await parts.write(
+            f"callback cancel for {invite.caller}",
+            f"caller {invite.caller} rang again (call {invite.call_id})",
+            lambda: parts.callback_queue.caller_dialled_in(
+                invite.caller, now=now, call_id=invite.call_id
+            ),
+        )
     if place is not None:  # they rang again: no callback; they keep their place
         session.call.priority = True
         session.intake.ticket_id = place.ticket_id
@@ -287,7 +346,9 @@ class CallSession:
         )
         call.priority = priority
         parts.calls[call_id] = call
-        profile = await parts.profiles.get(caller)
+        profile = await parts.read(
+            "caller profile", lambda: parts.profiles.get(caller), log, default=None
+        )
         session = cls(parts, call, intake, plan=plan, prompts=prompts, profile=profile)
         session._apply_profile()
         return session
@@ -313,7 +374,7 @@ class CallSession:
         """A dialled-in call: the dial plan to its end (words of an emergency
         cut it short), then ``end``."""
         call, record = self.call, self.call.record
-        await self._parts.records.start(record)
+        await self._start_record()
         try:
             outcome = await self._walk_plan()
             if record.outcome is None or record.outcome == "waiting":
@@ -377,7 +438,7 @@ class CallSession:
         """A callback the caller answered: the callback greeting, then the
         callback queue with the plan's hold prompt; then ``end``."""
         call, record = self.call, self.call.record
-        await self._parts.records.start(record)
+        await self._start_record()
         call.log.info("callback %d answered by %s", callback.id, callback.number)
         try:
             call.mark("callback")
@@ -404,6 +465,20 @@ class CallSession:
         finally:
             await self.end()
 
+    async def _start_record(self) -> None:
+        """The call's record as it begins; while the store is away only the
+        record at the end is written (it holds all of it)."""
+        parts, call = self._parts, self.call
+        if parts.watch is not None and not parts.watch.up:
+            call.log.info("call record not started: the store is unreachable (kept at the end)")
+            return
+        try:
+            await parts.records.start(call.record)
+        except Exception as exc:
+            if parts.watch is None or not parts.watch.failed(exc):
+                raise
+            call.log.warning("call record not started: %s (kept at the end)", exc)
+
     # -- end -------------------------------------------------------------------
     async def end(self) -> None:
         """Every call, answered or called back, ends here: both legs down, the
@@ -414,13 +489,33 @@ class CallSession:
             call.end(EndReason.IVR_HANGUP)
         call.stream.close()
         parts.calls.pop(call.call_id, None)
-        await parts.records.update(record)
         try:
-            await self._remember()
+            await parts.write(
+                f"call record {record.call_id}",
+                record_content(record),
+                lambda: parts.records.update(record),
+            )
+        except Exception:
+            call.log.exception("call record not stored: %s", record_content(record))
+        try:
+            if self._may_remember():
+                await self.intake.write_after_ticket(
+                    f"caller profile of {call.caller}",
+                    f"speed {call.speed}, dialect {call.dialect}, "
+                    f"callback to {call.callback_person}",
+                    self._remember,
+                )
         except Exception:
             call.log.exception("caller profile not saved")
         try:
-            await self._after_call()
+            reason = self._callback_reason()
+            if reason is not None:
+                await self.intake.write_after_ticket(
+                    f"callback request for {record.caller}",
+                    f"call {record.call_id} ({reason.value}), number {record.caller}, "
+                    f"callback to {call.callback_person}",
+                    lambda: self._request_callback(reason),
+                )
         except Exception:
             call.log.exception("callback request failed")
         call.log.info(
@@ -431,6 +526,18 @@ class CallSession:
             record.digits,
         )
         await self.intake.close()  # transcriptions still running fill the ticket
+
+    def _may_remember(self) -> bool:
+        """Something to keep for the caller's next call, or kept before."""
+        call, settings = self.call, self._parts.settings()
+        return (
+            self.profile is not None
+            or call.speed < 1.0
+            or call.dialect != settings.prompts.dialect
+            or call.callback_person != "caller"
+            or self.intake.about_beneficiary
+            or bool(self.intake.known_beneficiary)
+        )
 
     async def _remember(self) -> None:
         """Keep the caller's choices for their next call (if there is something
@@ -462,19 +569,22 @@ class CallSession:
             callback_to=call.callback_person,
         )
 
-    async def _after_call(self) -> None:
-        """Ask for a callback if the call was abandoned or dropped."""
+    def _callback_reason(self) -> CallbackReason | None:
+        """Why the caller is to be called back (abandoned, dropped), if they are."""
         parts, call = self._parts, self.call
         record = call.record
         if not parts.settings().callbacks.enabled:
-            return
+            return None
         if record.dialled == "callback" and record.outcome == "abandoned":
-            return  # they answered our callback and hung up in the queue: their choice
-        reason = should_call_back(
+            return None  # they answered our callback and hung up in the queue: their choice
+        return should_call_back(
             record, no_callback=call.no_callback, started_greeting=bool(record.path)
         )
-        if reason is None:
-            return
+
+    async def _request_callback(self, reason: CallbackReason) -> None:
+        """Ask for a callback (the ticket's urgency and whom to call read now)."""
+        parts, call = self._parts, self.call
+        record = call.record
         urgency: str | None = None
         emergency = False
         ticket_id = self.intake.ticket_id
@@ -524,11 +634,37 @@ async def record_conversation(
     live = parts.calls.get(call.call_id)
     log = live.log if live is not None else parts.log
     recording = ConversationRecording(path, call.stream, leg.stream, log)
-    recording_id = await records.add_conversation(call.call_id, operator, str(path), started)
+    recording_id: int | None = None
+    if parts.watch is None or parts.watch.up:
+        try:
+            recording_id = await records.add_conversation(
+                call.call_id, operator, str(path), started
+            )
+        except Exception as exc:
+            if parts.watch is None or not parts.watch.failed(exc):
+                raise
+    if recording_id is None:
+        log.warning("conversation recorded to %s; its row is kept until the store is back", path)
 
     async def finish() -> None:
         seconds = await recording.close()
-        await records.conversation_done(recording_id, seconds)
+        if recording_id is not None:
+            await parts.write(
+                f"conversation recording {recording_id} of call {call.call_id}",
+                f"{path}, {seconds:.1f} s",
+                lambda: records.conversation_done(recording_id, seconds),
+            )
+            return
+
+        async def add() -> None:
+            added = await records.add_conversation(call.call_id, operator, str(path), started)
+            await records.conversation_done(added, seconds)
+
+        await parts.write(
+            f"conversation recording of call {call.call_id}",
+            f"{path}, operator {operator}, {seconds:.1f} s",
+            add,
+        )
 
     return finish
 

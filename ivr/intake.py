@@ -16,9 +16,10 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +29,13 @@ from ivr.prefill import Prefill, Prefiller
 from ivr.speech import Transcript, unreliable_reason
 from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import RATE, Utterance, UtteranceEnd
+from ivr.store_watch import PendingWrites, StoreWatch, Write
 from ivr.ticket_events import TicketEvents
 from ivr.tickets import UNRELIABLE_NOTICE, Ticket, TicketStore
+from ivr.unwritten_ticket import TicketChanges, UnwrittenTicket
 from ivr.work_orders import WorkOrderOutbox
+
+T = TypeVar("T")
 
 # Whisper's well-known inventions on silence and noise (subtitle credits):
 # a transcript made only of these is no speech at all.
@@ -46,7 +51,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 class Emergency:
     kind: str  # fire, gas_leak, violence, medical, help
     service: str  # 110, 119, 120
-    ticket_id: int
+    ticket_id: int  # 0: the ticket is kept in memory (the store is away)
     words: str
 
 
@@ -76,6 +81,16 @@ class Intake:
         self.api_base = api_base  # e.g. http://127.0.0.1:8080, for Call-Info
         self.transcriber: Transcriber | None = None
         self.log = log
+        # set by the server: whether the store answers, and what is kept while not
+        self.watch: StoreWatch | None = None
+        self.pending: PendingWrites | None = None
+
+    async def write(self, what: str, content: str, write: Write) -> None:
+        """Write now, or keep it for when the store is back (PendingWrites)."""
+        if self.pending is None:
+            await write()
+        else:
+            await self.pending.write(what, content, write)
 
     @property
     def transcriber_ready(self) -> bool:
@@ -104,15 +119,57 @@ class CallIntake:
         self._pending: set[asyncio.Task[None]] = set()
         self._ticket_lock = asyncio.Lock()
         self.emergency: asyncio.Future[Emergency] = asyncio.get_running_loop().create_future()
+        # the ticket while the store is away (ivr/unwritten_ticket.py): from the
+        # first change the store could not take until the call is over
+        self._unwritten: UnwrittenTicket | None = None
+        self._opened_unwritten = False  # a ticket was opened in memory
+        self._after_ticket: list[tuple[str, Write]] = []  # writes waiting for it
+
+    @property
+    def unwritten(self) -> bool:
+        """The ticket (or some of its changes) is kept in memory, not in the store."""
+        return self._unwritten is not None
+
+    @property
+    def about_beneficiary(self) -> bool:
+        """Something was said about a person reported for (亲友代办)."""
+        return "beneficiary" in self._about
+
+    async def _tickets(self, change: Callable[[TicketChanges], Awaitable[T]]) -> T:
+        """``change`` made in the store; once the store is away, to the ticket
+        kept in memory (for the rest of the call)."""
+        if self._unwritten is None:
+            watch = self._intake.watch
+            if watch is None or watch.up:
+                try:
+                    return await change(self._intake.tickets)
+                except Exception as exc:
+                    if watch is None or not watch.failed(exc):
+                        raise
+            self._unwritten = UnwrittenTicket(self.call_id, self.caller, self.ticket_id)
+            self.log.warning(
+                "store unreachable: the call's ticket%s is kept in memory until the call "
+                "is over, then written when the store takes it",
+                f" {self.ticket_id}" if self.ticket_id is not None else "",
+            )
+        return await change(self._unwritten)
+
+    def _publish(self, kind: str, ticket: Ticket) -> None:
+        """An event for the screens, for a ticket the store has (an emergency always)."""
+        if ticket.id > 0 or kind == "emergency":
+            self._intake.events.publish(kind, ticket.to_json())
 
     # -- the ticket ---------------------------------------------------------
     async def ticket(self) -> int:
-        """The call's ticket id (made on first use, prefilled with the caller ID)."""
+        """The call's ticket id (made on first use, prefilled with the caller ID);
+        0 for a ticket opened in memory while the store is away."""
         async with self._ticket_lock:
-            if self.ticket_id is None:
-                store = self._intake.tickets
-                ticket = await store.create(self.call_id, self.caller)
-                self.ticket_id = ticket.id
+            if self.ticket_id is None and not self._opened_unwritten:
+                ticket = await self._tickets(lambda s: s.create(self.call_id, self.caller))
+                if ticket.id > 0:
+                    self.ticket_id = ticket.id
+                else:
+                    self._opened_unwritten = True
                 prefill = self._intake.prefiller.prefill("", caller_id=self.caller)
                 fields = _fields(prefill)
                 for part, value in self.known_beneficiary.items():
@@ -121,15 +178,29 @@ class CallIntake:
                         "evidence": [],
                         "source": "profile",  # said on an earlier call from this number
                     }
-                ticket = await store.apply_prefill(ticket.id, fields, "", None)
-                self._intake.events.publish("created", ticket.to_json())
-                self.log.info("ticket %d opened", ticket.id)
-            return self.ticket_id
+                opened = ticket.id
+                ticket = await self._tickets(lambda s: s.apply_prefill(opened, fields, "", None))
+                self._publish("created", ticket)
+                if ticket.id > 0:
+                    self.log.info("ticket %d opened", ticket.id)
+                else:
+                    self.log.info("ticket opened in memory (the store is unreachable)")
+            return self.ticket_id or 0
 
     async def note(self, text: str) -> None:
         ticket_id = await self.ticket()
-        await self._intake.tickets.add_note(ticket_id, text)
+        await self._tickets(lambda s: s.add_note(ticket_id, text))
         self.log.info("ticket %d note: %s", ticket_id, text)
+
+    async def write_after_ticket(self, what: str, content: str, write: Write) -> None:
+        """A write that names the call's ticket (a callback request, the caller's
+        profile): now, or kept for when the store is back; when the ticket itself
+        is kept in memory, right after it is written."""
+        if self._unwritten is None:
+            await self._intake.write(what, content, write)
+            return
+        self._after_ticket.append((what, write))
+        self.log.info("%s waits for the call's ticket (kept in memory): %s", what, content)
 
     # -- utterances -----------------------------------------------------------
     async def describe(self, utterance: Utterance, *, about: str = "caller") -> None:
@@ -148,8 +219,9 @@ class CallIntake:
         path = self._recording_path(index)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _write_wav, path, utterance.pcm)
-        recording_id = await self._intake.tickets.add_recording(
-            ticket_id, path, utterance.seconds, utterance.end.value
+        seconds, ending = utterance.seconds, utterance.end.value
+        recording_id = await self._tickets(
+            lambda s: s.add_recording(ticket_id, path, seconds, ending)
         )
         if utterance.end is UtteranceEnd.MAX_LENGTH:
             await self.note(
@@ -200,15 +272,15 @@ class CallIntake:
     async def screen_pop(self) -> dict[str, str]:
         """SIP headers for the INVITE to the operator: the ticket goes with the call."""
         ticket_id = await self.ticket()
-        ticket = await self._intake.tickets.get(ticket_id)
+        ticket = await self._tickets(lambda s: s.get(ticket_id))
         assert ticket is not None
-        headers = {
-            "X-Ticket-Id": str(ticket.id),
-            "X-Ticket-Summary": _header_text(ticket.summary()),
-        }
-        if self._intake.api_base:
-            headers["Call-Info"] = f"<{self._intake.api_base}/api/tickets/{ticket.id}>;purpose=info"
-        self._intake.events.publish("screen_pop", ticket.to_json())
+        headers = {"X-Ticket-Summary": _header_text(ticket.summary())}
+        if ticket.id > 0:  # a ticket only in memory has no id yet, nor a page
+            headers["X-Ticket-Id"] = str(ticket.id)
+            if self._intake.api_base:
+                api = self._intake.api_base
+                headers["Call-Info"] = f"<{api}/api/tickets/{ticket.id}>;purpose=info"
+        self._publish("screen_pop", ticket)
         return headers
 
     async def close(self) -> None:
@@ -217,6 +289,28 @@ class CallIntake:
         await self.settled(timeout=120.0)
         for task in list(self._pending):
             task.cancel()
+        unwritten = self._unwritten
+        if unwritten is not None:
+            await self._intake.write(
+                f"ticket of call {self.call_id}", unwritten.content(), self._write_unwritten
+            )
+
+    async def _write_unwritten(self) -> None:
+        """The ticket kept in memory goes to the store (made, or its changes
+        applied), then the writes that waited for it."""
+        unwritten = self._unwritten
+        assert unwritten is not None
+        intake = self._intake
+        self.ticket_id = await unwritten.write_to(intake.tickets, intake.work_orders)
+        ticket = await intake.tickets.get(self.ticket_id)
+        if ticket is not None:
+            intake.events.publish("created", ticket.to_json())
+        self.log.info("ticket %d written from memory", self.ticket_id)
+        while self._after_ticket:
+            what, write = self._after_ticket[0]
+            await write()
+            self._after_ticket.pop(0)
+            self.log.info("%s written after the ticket", what)
 
     # -- internals --------------------------------------------------------------
     def _recording_path(self, index: int) -> Path:
@@ -250,7 +344,9 @@ class CallIntake:
         # a loop of the recogniser (一一一零零零..., one phrase again and again):
         # kept with the recording, flagged, and left out of the ticket
         unreliable = (transcript.unreliable or unreliable_reason(text)) if text else None
-        await intake.tickets.set_recording_transcript(recording_id, text, unreliable=unreliable)
+        await self._tickets(
+            lambda s: s.set_recording_transcript(recording_id, text, unreliable=unreliable)
+        )
         if unreliable is not None:
             self.log.warning(
                 "recording %d: transcript unreliable (%s), not used for the ticket",
@@ -261,24 +357,27 @@ class CallIntake:
                 f"recording {index + 1}: {UNRELIABLE_NOTICE} ({unreliable}); "
                 "its words are not used for the ticket"
             )
-            flagged = await intake.tickets.get(ticket_id)
+            flagged = await self._tickets(lambda s: s.get(ticket_id))
             if flagged is not None:  # the screens show the recording flagged
-                intake.events.publish("prefilled", flagged.to_json())
+                self._publish("prefilled", flagged)
             return
         self._texts[index] = text
         said = [t for t, who in zip(self._texts, self._about, strict=True) if t and who == "caller"]
         full = "，".join(said)
         if self._about[index] == "beneficiary":
             prefill = await self._beneficiary_prefill()
-            ticket = await intake.tickets.get(ticket_id)
+            ticket = await self._tickets(lambda s: s.get(ticket_id))
             full = ticket.transcript if ticket is not None else full
             fields = _beneficiary_fields(prefill)
         else:
             prefill = intake.prefiller.prefill(full, caller_id=self.caller)
             fields = _fields(prefill)
         kind = prefill.emergency.value if prefill.emergency is not None else None
-        ticket = await intake.tickets.apply_prefill(ticket_id, fields, full, kind)
-        intake.events.publish("prefilled", ticket.to_json())
+        said_all = full
+        ticket = await self._tickets(
+            lambda s: s.apply_prefill(ticket_id, fields, said_all, kind)
+        )
+        self._publish("prefilled", ticket)
         if prefill.emergency is not None and prefill.emergency_service:
             await self._raise_emergency(ticket, prefill)
 
@@ -296,13 +395,29 @@ class CallIntake:
             ticket.id,
             words,
         )
-        self._intake.events.publish("emergency", ticket.to_json())
+        self._publish("emergency", ticket)
         if self._intake.work_orders.enabled:
-            await self._intake.work_orders.post(ticket.id, _work_order(ticket, prefill))
+            await self._post_work_order(ticket, _work_order(ticket, prefill))
         if not self.emergency.done():
             self.emergency.set_result(
                 Emergency(prefill.emergency.value, prefill.emergency_service, ticket.id, words)
             )
+
+
+    async def _post_work_order(self, ticket: Ticket, payload: dict[str, Any]) -> None:
+        """Into the outbox (the store), or with the ticket kept in memory."""
+        if self._unwritten is None and ticket.id > 0:
+            watch = self._intake.watch
+            try:
+                await self._intake.work_orders.post(ticket.id, payload)
+                return
+            except Exception as exc:
+                if watch is None or not watch.failed(exc):
+                    raise
+            self._unwritten = UnwrittenTicket(self.call_id, self.caller, self.ticket_id)
+        assert self._unwritten is not None
+        self._unwritten.work_orders.append(payload)
+        self.log.warning("store unreachable: the work order is kept with the ticket in memory")
 
 
 def _fields(prefill: Prefill) -> dict[str, Any]:
