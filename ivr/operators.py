@@ -40,9 +40,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ivr.call import CallEnded, EndReason, TransferOutcome, TransferResult
 from ivr.media.prompt_audio import PromptAudio
 from ivr.media.rtp import Playback, RtpStream, bridge, unbridge
+from ivr.store import StoreUnavailableError
 
 if TYPE_CHECKING:
-    from ivr.shared_line import SharedLine
+    from ivr.shared_line import HeldOperator, SharedLine
+    from ivr.store_watch import StoreWatch
 
 
 class OperatorState(enum.StrEnum):
@@ -209,19 +211,24 @@ class Queue:
             return None
         return position * statistics.fmean(self.handled) / staffed
 
-    def assignment(self, now: float) -> dict[str, tuple[Operator, bool]]:
+    def assignment(
+        self, now: float, only: set[str] | None = None
+    ) -> dict[str, tuple[Operator, bool]]:
         """Who gets which free operator now: call id -> (operator, start over).
 
         Callers are served in line order, each taking the best free operator
         they may take that no one ahead of them took; they skip operators who
         did not answer them, unless they skipped every one they may take
         (start over: ``True``). Callers whose operator is ringing are passed over.
+        ``only``: the line is these callers (a desk deciding alone: its own).
         """
         free = [op for op in self.operators if op.state is OperatorState.FREE]
         plan: dict[str, tuple[Operator, bool]] = {}
         for call_id in self.line:
             if not free:
                 break
+            if only is not None and call_id not in only:
+                continue
             waiter = self.waiting.get(call_id)
             if waiter is None or waiter.ringing is not None:
                 continue
@@ -233,6 +240,10 @@ class Queue:
             plan[call_id] = (operator, not untried)
             free.remove(operator)
         return plan
+
+
+# states in which an operator is held by the node that rang them
+_HELD = (OperatorState.RINGING, OperatorState.TALKING, OperatorState.WRAP_UP)
 
 
 @dataclass(frozen=True)
@@ -325,6 +336,15 @@ class OperatorDesk:
         self._local_calls: set[str] = set()  # callers this node holds in a line
         self._refresher: asyncio.Task[None] | None = None
         self._writes = asyncio.Lock()  # this desk's writes to the store, in order
+        # the store lost while running: the desk decides alone from its own view
+        # (its callers, the operators as last seen) from ``alone_since`` until
+        # the store is back; then it writes back what it did (ivr/store_watch.py)
+        self.watch: StoreWatch | None = None
+        self.alone_since: float | None = None
+        # operators this desk rings, talks to or wraps up: uri -> wrap-up end
+        # (None while ringing or talking), written back after deciding alone
+        self._mine: dict[str, float | None] = {}
+        self._paused_alone: dict[str, bool] = {}  # pauses set while deciding alone
         self.reconfigure(queues, ring_timeout=ring_timeout, wrap_up=wrap_up)
 
     async def attach(self, shared: SharedLine) -> None:
@@ -343,10 +363,96 @@ class OperatorDesk:
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_EVERY_S)
+            alone = self.alone_since is not None
+            if alone and self.watch is not None and not self.watch.up:
+                continue  # the watch's probe says when the store is back
             try:
+                if alone:
+                    await self._write_back()
                 await self.refresh()
             except Exception as exc:  # the store is away: keep the view, calls go on
-                self._log.warning("cannot read the shared line: %s", exc)
+                if self._unreachable(exc):
+                    self._go_alone(exc)
+                else:
+                    self._log.warning("cannot read the shared line: %s", exc)
+            else:
+                if alone:
+                    self._back()
+
+    # -- the store lost while running ---------------------------------------------
+    @property
+    def _shared_usable(self) -> bool:
+        """Decisions are made in the store (it is attached and answers)."""
+        return (
+            self.shared is not None
+            and self.alone_since is None
+            and (self.watch is None or self.watch.up)
+        )
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        if self.watch is not None:
+            return self.watch.failed(exc)
+        return isinstance(exc, StoreUnavailableError)
+
+    def _go_alone(self, exc: BaseException | None = None) -> None:
+        """The shared line cannot be reached: decide alone (said once)."""
+        if self.alone_since is not None or self.shared is None:
+            return
+        self.alone_since = time.time()
+        mine = sum(1 for q in self.queues.values() for c in q.line if c in self._local_calls)
+        self._log.warning(
+            "shared line unreachable (%s): this node's desk decides alone from its own view "
+            "(its %d caller(s) in line, the operators as last seen) until the store is back; "
+            "meanwhile another node deciding alone could ring an operator this node rings",
+            exc if exc is not None else "the store is unreachable",
+            mine,
+        )
+
+    def _back(self) -> None:
+        assert self.alone_since is not None
+        self._log.warning(
+            "shared line reachable again after %.1f s: this node's callers in line and the "
+            "operators it holds are written back; claims are decided in the store again",
+            time.time() - self.alone_since,
+        )
+        self.alone_since = None
+        for queue in self.queues.values():
+            queue.notify()
+
+    async def _write_back(self) -> None:
+        """After deciding alone: the store's line and operators' states get this
+        node's truth (its callers in line, the operators it rings, talks to or
+        wraps up), in one transaction under the desk's lock."""
+        assert self.shared is not None
+        from ivr.shared_line import HeldOperator, LineEntry
+
+        waiters: list[LineEntry] = []
+        for name, queue in self.queues.items():
+            for call_id in queue.line:
+                waiter = queue.waiting.get(call_id)
+                if call_id not in self._local_calls or waiter is None:
+                    continue
+                waiters.append(
+                    LineEntry(
+                        call_id=call_id,
+                        queue=name,
+                        node=self.shared.node_id,
+                        caller=waiter.caller,
+                        skill=waiter.skill,
+                        priority=call_id in queue.priority,
+                        joined_at=waiter.joined,
+                        ringing=waiter.ringing,
+                        skipped=frozenset(waiter.skipped),
+                    )
+                )
+        held: list[HeldOperator] = []
+        for uri, free_at in self._mine.items():
+            operator = self._operators.get(uri) or self._leaving.get(uri)
+            if operator is None or operator.state not in _HELD:
+                continue
+            held.append(HeldOperator(uri, operator.state, operator.call_id, free_at))
+        await self.shared.write_back(waiters, held, dict(self._paused_alone))
+        self._paused_alone.clear()
 
     async def refresh(self) -> None:
         """Bring this desk's view up to the store: every node's callers in line
@@ -397,12 +503,22 @@ class OperatorDesk:
 
     async def _store(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
         """A write to the store, after this desk's earlier ones; a failure is
-        logged (the call goes on; the state frees itself by time or node loss)."""
+        logged (the call goes on; the state frees itself by time or node loss).
+        While the desk decides alone it is left out: the write-back when the
+        store is back says where things stand."""
         async with self._writes:
+            if not self._shared_usable:
+                coro.close()
+                self._go_alone()
+                self._log.debug("shared line: %s left for the write-back", what)
+                return
             try:
                 await coro
-            except Exception:
-                self._log.exception("shared line: %s failed", what)
+            except Exception as exc:
+                if self._unreachable(exc):
+                    self._go_alone(exc)
+                else:
+                    self._log.exception("shared line: %s failed", what)
 
     def _write(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
         """A write to the store from code that cannot wait for it (in order)."""
@@ -565,17 +681,33 @@ class OperatorDesk:
             self._log.error("transfer to unknown queue %r", queue_name)
             return TransferResult(TransferOutcome.NO_OPERATOR)
         waiting = len(queue.line)
-        if self.shared is not None:
-            waiting = await self.shared.waiting(queue.name)  # callers of every node
+        if self._shared_usable:
+            assert self.shared is not None
+            try:
+                waiting = await self.shared.waiting(queue.name)  # callers of every node
+            except Exception as exc:
+                if not self._unreachable(exc):
+                    raise
+                self._go_alone(exc)
+        if self.alone_since is not None:  # the others' callers as last seen are stale
+            waiting = sum(1 for cid in queue.line if cid in self._local_calls)
         if waiting >= queue.max_waiting:
             self._log.warning("queue %s full (%d waiting): overflow", queue.name, waiting)
             call.note_transfer(queue.name, None, "queue_full")
             return TransferResult(TransferOutcome.QUEUE_FULL)
         skill = call.skill
-        if self.shared is not None:
-            await self.shared.join(
-                queue.name, call.call_id, call.caller, skill, priority=call.priority
-            )
+        if self._shared_usable:
+            assert self.shared is not None
+            try:
+                await self.shared.join(
+                    queue.name, call.call_id, call.caller, skill, priority=call.priority
+                )
+            except Exception as exc:
+                if not self._unreachable(exc):
+                    raise
+                self._go_alone(exc)  # joins the store's line in the write-back
+        elif self.shared is not None:
+            self._go_alone()
         self._local_calls.add(call.call_id)
         if call.priority:
             # a caller called back, or ringing again after a drop, keeps their
@@ -691,17 +823,32 @@ class OperatorDesk:
     ) -> tuple[Operator, bool] | None:
         """The free operator this caller gets now: decided by the store for every
         node when shared (the operator is marked ringing for this node), else by
-        this desk alone."""
+        this desk alone (one machine; or the store lost: among this node's
+        callers only, with the operators as last seen)."""
         if self.shared is None:
             return queue.assignment(now).get(call_id)
-        claim = await self.shared.claim(queue, call_id)
-        if claim is None:
-            return None
-        operator = self._operators.get(claim.operator)
-        if operator is None:  # taken out of config.toml since: give it back
-            self._write("release", self.shared.release(claim.operator))
-            return None
-        return operator, claim.start_over
+        if self._shared_usable:
+            try:
+                claim = await self.shared.claim(queue, call_id)
+            except Exception as exc:
+                if not self._unreachable(exc):
+                    raise
+                self._go_alone(exc)
+            else:
+                if claim is None:
+                    return None
+                operator = self._operators.get(claim.operator)
+                if operator is None:  # taken out of config.toml since: give it back
+                    self._write("release", self.shared.release(claim.operator))
+                    return None
+                self._mine[operator.uri] = None
+                return operator, claim.start_over
+        else:
+            self._go_alone()
+        mine = queue.assignment(now, only=self._local_calls).get(call_id)
+        if mine is not None:
+            self._mine[mine[0].uri] = None
+        return mine
 
     async def _until_answered(
         self, call: WaitingCaller, queue: Queue
@@ -863,6 +1010,8 @@ class OperatorDesk:
             queue.notify()
             return
         operator.state = OperatorState.WRAP_UP
+        if operator.uri in self._mine:
+            self._mine[operator.uri] = time.time() + self._wrap_up
 
         async def release() -> None:
             await asyncio.sleep(self._wrap_up)
@@ -874,6 +1023,7 @@ class OperatorDesk:
     def _freed(self, operator: Operator) -> None:
         """``operator`` is free again: tell whoever waits for one (the callback dialler)."""
         operator.call_id = None
+        self._mine.pop(operator.uri, None)
         if self._leaving.get(operator.uri) is operator:
             del self._leaving[operator.uri]  # removed from config.toml: no new call
             operator.state = OperatorState.FREE
@@ -899,6 +1049,8 @@ class OperatorDesk:
         progress goes on. False when ``uri`` is no operator of any queue."""
         found = self.operators_named(uri)
         if found and self.shared is not None:
+            if not self._shared_usable:
+                self._paused_alone[uri] = not available  # for the write-back
             self._write("pause", self.shared.set_paused(uri, not available))
         for operator in found:
             operator.paused = not available

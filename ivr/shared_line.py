@@ -52,6 +52,16 @@ class OperatorRow:
 
 
 @dataclass(frozen=True)
+class HeldOperator:
+    """An operator a node rings, talks to or wraps up (for ``write_back``)."""
+
+    uri: str
+    state: OperatorState  # ringing, talking or wrap_up
+    call_id: str | None
+    free_at: float | None  # the end of a wrap-up
+
+
+@dataclass(frozen=True)
 class Claim:
     operator: str
     start_over: bool  # every operator the caller may take had been tried
@@ -198,6 +208,58 @@ class SharedLine:
             "UPDATE operator_states SET paused = ?, updated_at = ? WHERE uri = ?",
             (int(paused), self.roster.clock(), operator),
         )
+
+    async def write_back(
+        self,
+        waiters: list[LineEntry],
+        held: list[HeldOperator],
+        paused: Mapping[str, bool] | None = None,
+    ) -> None:
+        """After a node decided alone (the store was lost): its callers in line
+        and the operators it holds become the store's, replacing what the store
+        had from this node (callers since gone, rings since over), and the pauses
+        operators set on this node's screens meanwhile. An operator another node
+        rang meanwhile is taken by this one (the trade-off of deciding alone:
+        docs/decisions.md)."""
+        now = self.roster.clock()
+        async with self.db.transaction() as tx:
+            await tx.lock(DESK_LOCK)
+            await tx.execute("DELETE FROM queue_waiters WHERE node = ?", (self.node_id,))
+            for w in waiters:
+                await tx.execute(
+                    "DELETE FROM queue_waiters WHERE call_id = ?", (w.call_id,)
+                )
+                await tx.execute(
+                    "INSERT INTO queue_waiters (call_id, queue, node, caller, skill, priority, "
+                    "joined_at, ringing, skipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        w.call_id,
+                        w.queue,
+                        self.node_id,
+                        w.caller,
+                        w.skill,
+                        int(w.priority),
+                        w.joined_at,
+                        w.ringing,
+                        json.dumps(sorted(w.skipped)),
+                    ),
+                )
+            await tx.execute(
+                "UPDATE operator_states SET state = 'free', call_id = NULL, node = NULL, "
+                "free_at = NULL, updated_at = ? WHERE node = ?",
+                (now, self.node_id),
+            )
+            for op in held:
+                await tx.execute(
+                    "UPDATE operator_states SET state = ?, call_id = ?, node = ?, free_at = ?, "
+                    "updated_at = ? WHERE uri = ?",
+                    (op.state.value, op.call_id, self.node_id, op.free_at, now, op.uri),
+                )
+            for uri, is_paused in (paused or {}).items():
+                await tx.execute(
+                    "UPDATE operator_states SET paused = ?, updated_at = ? WHERE uri = ?",
+                    (int(is_paused), now, uri),
+                )
 
     async def forget_node(self, node: str) -> int:
         """A lost node's callers leave the line and its operators are freed; how
