@@ -63,6 +63,7 @@ from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import ListenSettings
 from ivr.startup import Listener, StartupError, check_listeners, listen_failure
 from ivr.store import Database, DatabaseError, open_store
+from ivr.store_watch import FailingRounds, PendingWrites, StoreWatch
 from ivr.ticket_events import TicketEvents
 from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
@@ -158,7 +159,7 @@ class Hotline:
         self.api = HotlineApi(
             tickets=lambda: self.tickets,
             events=self.events,
-            status=lambda: {"calls": len(self.calls)},
+            status=self._health,
             log=log.getChild("api"),
             callbacks=lambda: self.callback_queue,
             callbacks_changed=self._wake_callbacks,
@@ -175,6 +176,10 @@ class Hotline:
         self._reloading = asyncio.Lock()  # one reload (config, plan) at a time
         self._console: ConsoleParts | None = None
         self._call_parts: CallParts | None = None  # built at start, once the stores are open
+        # the store lost while running: whether it answers, and what calls keep
+        # for it meanwhile (ivr/store_watch.py)
+        self.store_watch: StoreWatch | None = None
+        self.pending_writes: PendingWrites | None = None
         self.stopped = asyncio.Event()
         self.drain_cut = asyncio.Event()  # set: a drain ends the calls left at once
 
@@ -241,6 +246,11 @@ class Hotline:
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
         self.profiles = CallerProfiles(self.db)
+        self.store_watch = StoreWatch(self.db, log=self.log.getChild("store"))
+        self.store_watch.start()
+        self.pending_writes = PendingWrites(self.store_watch, log=self.log.getChild("store"))
+        self.pending_writes.start()
+        self.desk.watch = self.store_watch
         sip = self.settings.sip
         self.roster = NodeRoster(
             self.db,
@@ -320,6 +330,8 @@ class Hotline:
             log=self.log.getChild("intake"),
         )
         self.intake.transcriber = self.transcriber
+        self.intake.watch = self.store_watch
+        self.intake.pending = self.pending_writes
         parts = await self._start_calls()
         self.endpoint.on_invite = self._on_invite
         try:
@@ -549,12 +561,36 @@ class Hotline:
             await self.event_relay.stop()
         if self.lost_nodes is not None:
             await self.lost_nodes.stop()
+        if self.pending_writes is not None:
+            await self.pending_writes.stop()  # a last try; what is left is logged
+        if self.store_watch is not None:
+            await self.store_watch.stop()
         if self.roster is not None:
             await self.roster.stop()
         if self.db is not None:
             await self.db.close()
         self.stopped.set()
         self.log.info("ivr: stopped")
+
+    def _health(self) -> dict[str, object]:
+        """GET /api/health: the node, its state, the store; ``degraded`` while
+        the store is unreachable (calls are still answered and put through)."""
+        watch, roster = self.store_watch, self.roster
+        store = watch.describe() if watch is not None else "not open"
+        health: dict[str, object] = {
+            "status": "degraded" if watch is not None and not watch.up else "ok",
+            "node": roster.node_id if roster is not None else self.settings.node.id,
+            "state": roster.state if roster is not None else "starting",
+            "store": store,
+            "calls": len(self.calls),
+        }
+        if watch is not None and watch.lost_at is not None:
+            health["store_lost_at"] = watch.lost_at
+        if self.pending_writes is not None:
+            health["kept_writes"] = len(self.pending_writes)
+        if self.desk.alone_since is not None:
+            health["desk"] = "deciding alone"
+        return health
 
     # -- calls (their life: ivr/call_session.py) -----------------------------------
     def _on_invite(self, invite: IncomingInvite) -> None:
@@ -595,6 +631,8 @@ class Hotline:
             wall_clock=self.wall_clock,
             log=self.log,
             node=node,
+            watch=self.store_watch,
+            pending=self.pending_writes,
         )
         if self.roster is not None:
             self.lost_nodes = LostNodeWatch(
@@ -633,14 +671,17 @@ class Hotline:
 
     async def _follow_published_plans(self) -> None:
         """A plan published on another node is run here too, for the next calls."""
+        failing = FailingRounds(self.log, "published plans not read")
         while True:
             await asyncio.sleep(PLAN_FOLLOW_EVERY_S)
             if self.plan_store is None:
                 continue
             try:
                 await self.plan_store.follow()
-            except Exception as exc:  # the store is away: keep the running plan
-                self.log.warning("published plans not read: %s", exc)
+            except Exception as exc:  # the store is away: keep the running plan (said once)
+                failing.failed(exc)
+            else:
+                failing.worked()
 
     async def _flag_ticket(self, ticket_id: int, text: str) -> None:
         if self.tickets is not None:

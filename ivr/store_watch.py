@@ -206,8 +206,10 @@ class PendingWrites:
             )
             return False
         self._items.append(PendingWrite(what, shown, write))
+        why = "store unreachable" if not self.watch.up else "earlier writes still kept"
         self._log.warning(
-            "store unreachable: %s kept in memory, to write when it is back (%d kept): %s",
+            "%s: %s kept in memory, to write when it is back (%d kept): %s",
+            why,
             what,
             len(self._items),
             shown,
