@@ -67,6 +67,18 @@ class CallRecordStore:
         """Store the record, replacing the one with the same call_id if any."""
         await self._db.execute(_UPSERT, _to_row(record))
 
+    async def progress(self, record: CallRecord) -> bool:
+        """Where a call in progress is (path, keys, queue, operator, outcome),
+        unless its row has ended; whether a row was updated."""
+        row = _to_row(record)
+        names = ("path", "digits", "queue", "operator", "outcome")
+        changed = await self._db.execute(
+            "UPDATE calls SET path = ?, digits = ?, queue = ?, operator = ?, outcome = ? "
+            "WHERE call_id = ? AND ended_at IS NULL",
+            (*(row[_COLUMNS.index(n)] for n in names), record.call_id),
+        )
+        return changed > 0
+
     async def get(self, call_id: str) -> CallRecord | None:
         row = await self._db.fetch_one(f"{_SELECT} WHERE call_id = ?", (call_id,))
         return _from_row(row) if row is not None else None

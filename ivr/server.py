@@ -18,6 +18,7 @@ from socket import SOCK_DGRAM, SOCK_STREAM
 from aiohttp import web_request
 
 from ivr.call import EndReason
+from ivr.call_progress import CallProgress
 from ivr.call_records import CallRecordStore
 from ivr.call_session import (
     CallParts,
@@ -140,6 +141,7 @@ class Hotline:
         self.db: Database | None = None
         self.roster: NodeRoster | None = None
         self.lost_nodes: LostNodeWatch | None = None
+        self.call_progress: CallProgress | None = None
         self._crashed_before = False
         self.plan_store: PlanStore | None = None
         self.accounts: Accounts | None = None
@@ -561,6 +563,8 @@ class Hotline:
             await self.event_relay.stop()
         if self.lost_nodes is not None:
             await self.lost_nodes.stop()
+        if self.call_progress is not None:
+            await self.call_progress.stop()
         if self.pending_writes is not None:
             await self.pending_writes.stop()  # a last try; what is left is logged
         if self.store_watch is not None:
@@ -634,6 +638,12 @@ class Hotline:
             watch=self.store_watch,
             pending=self.pending_writes,
         )
+        # calls in progress written as they go: whoever takes over after a kill
+        # (a survivor, or this node alone when it starts again) reads their path
+        self.call_progress = CallProgress(
+            self.records, lambda: self.calls, log=self.log.getChild("calls")
+        )
+        self.call_progress.start()
         if self.roster is not None:
             self.lost_nodes = LostNodeWatch(
                 self.db,
