@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from ivr.config import load_settings
 from tests.conftest import ROOT, write_config
-from tests.peers import free_udp_port, run_sipp
+from tests.peers import SIPP_PCAPS, free_udp_port, run_sipp
 from tests.sip_raw import RawPeer, options, status_of
 
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
@@ -292,35 +293,8 @@ async def sipp_callers(
 ) -> SippCalls:
     """sipp placing ``calls`` calls to 12345 through Kamailio from ``source``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    media = free_udp_port(even=True)
-    args = [
-        f"127.0.0.1:{kamailio_port}",
-        "-sf",
-        str(SIPP_DATA / scenario),
-        "-s",
-        "12345",
-        "-i",
-        source,
-        "-p",
-        str(_free_port_on(source)),
-        "-mi",
-        source,
-        "-mp",
-        str(media),
-        "-m",
-        str(calls),
-        "-r",
-        str(rate),
-        "-l",
-        str(limit),
-        "-d",
-        str(duration_ms),
-        "-trace_msg",
-        "-trace_err",
-        "-timeout",
-        f"{int(timeout)}s",
-        "-timeout_error",
-    ]
+    args = _caller_args(kamailio_port, scenario, source, calls, rate, limit, duration_ms)
+    args += ["-timeout", f"{int(timeout)}s", "-timeout_error"]
     result = await run_sipp(args, workdir, timeout=timeout + 10)
     messages = "".join(
         p.read_text(errors="replace") for p in sorted(workdir.glob("*_messages.log"))
@@ -335,6 +309,239 @@ async def sipp_callers(
         messages=messages,
         stdout=result.stdout,
     )
+
+
+def _caller_args(
+    kamailio_port: int,
+    scenario: str,
+    source: str,
+    calls: int,
+    rate: float,
+    limit: int,
+    duration_ms: int,
+) -> list[str]:
+    return [
+        f"127.0.0.1:{kamailio_port}",
+        "-sf",
+        str(SIPP_DATA / scenario),
+        "-s",
+        "12345",
+        "-i",
+        source,
+        "-p",
+        str(_free_port_on(source)),
+        "-mi",
+        source,
+        "-mp",
+        str(free_udp_port(even=True)),
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(limit),
+        "-d",
+        str(duration_ms),
+        "-trace_msg",
+        "-trace_err",
+    ]
+
+
+@dataclass
+class SippCaller:
+    """sipp calling 12345 through Kamailio (or straight to a node's port) as
+    ``number``, in the background: the test decides when it is over (a caller
+    whose node was killed never gets its BYE answered)."""
+
+    workdir: Path
+    port: int  # Kamailio's (or a node's) SIP port on 127.0.0.1
+    number: str
+    calls: int = 1
+    duration_ms: int = 60_000
+    rate: float = 10.0
+    limit: int = 100
+    source: str = "127.0.0.1"
+    proc: asyncio.subprocess.Process | None = None
+    stdout: str = ""
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        link = self.workdir / "pcap"
+        if not link.exists():
+            link.symlink_to(SIPP_PCAPS)
+        args = _caller_args(
+            self.port,
+            "uac_via_proxy_as.xml",
+            self.source,
+            self.calls,
+            self.rate,
+            self.limit,
+            self.duration_ms,
+        )
+        with (self.workdir / "screen.txt").open("wb") as screen:  # never a full pipe
+            self.proc = await asyncio.create_subprocess_exec(
+                "sipp",
+                *args,
+                "-key",
+                "caller",
+                self.number,
+                "-nostdin",
+                cwd=self.workdir,
+                stdout=screen,
+                stderr=subprocess.STDOUT,
+            )
+
+    def messages(self) -> str:
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_messages.log"))
+        )
+
+    def answered_by(self) -> list[int]:
+        """The SIP port of the node that answered each call so far."""
+        return parse_answers(self.messages())[0]
+
+    async def answered(self, count: int = 1, timeout: float = 15.0) -> list[int]:
+        """Wait until ``count`` calls were answered; the nodes' ports."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.answered_by()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.number}: {len(found)} of {count} calls answered")
+            await asyncio.sleep(0.05)
+        return found
+
+    async def finished(self, timeout: float = 60.0) -> SippCalls:
+        """Wait for sipp to end by itself; what it saw."""
+        assert self.proc is not None
+        await asyncio.wait_for(self.proc.wait(), timeout)
+        return self._result()
+
+    async def stop(self) -> SippCalls:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        return self._result()
+
+    def _result(self) -> SippCalls:
+        screen = self.workdir / "screen.txt"
+        self.stdout = screen.read_text(errors="replace") if screen.exists() else ""
+        messages = self.messages()
+        nodes, media_ports = parse_answers(messages)
+        return SippCalls(
+            returncode=self.proc.returncode or 0 if self.proc is not None else 0,
+            successful=_last_count("Successful call", self.stdout),
+            failed=_last_count("Failed call", self.stdout),
+            answered_by=nodes,
+            media_ports=media_ports,
+            messages=messages,
+            stdout=self.stdout,
+        )
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    """One SIP message of a sipp -trace_msg log."""
+
+    at: float  # epoch seconds sipp logged it
+    received: bool
+    first_line: str
+    headers: dict[str, str]  # lower-case name: the first value
+
+    @property
+    def method(self) -> str:
+        """INVITE, CANCEL... for a request; "" for a response."""
+        word = self.first_line.split(" ", 1)[0]
+        return "" if word.startswith("SIP/") else word
+
+    @property
+    def status(self) -> int:
+        parts = self.first_line.split(" ", 2)
+        return int(parts[1]) if self.first_line.startswith("SIP/") and len(parts) > 1 else 0
+
+    @property
+    def via_port(self) -> int:
+        found = re.search(r"SIP/2\.0/UDP [^:;\s]+:(\d+)", self.headers.get("via", ""))
+        return int(found.group(1)) if found else 0
+
+    @property
+    def from_user(self) -> str:
+        found = re.search(r"sip:([^@>;]+)@", self.headers.get("from", ""))
+        return found.group(1) if found else ""
+
+
+_TRACE_BLOCK = re.compile(
+    r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n"
+    r"UDP message (received|sent)[^\n]*\n\n",
+    re.MULTILINE,
+)
+
+
+def sip_messages(trace: str) -> list[SipMessage]:
+    """The messages of a sipp -trace_msg log, in the order sipp logged them."""
+    parts = _TRACE_BLOCK.split(trace)
+    out: list[SipMessage] = []
+    for i in range(1, len(parts) - 2, 3):
+        stamp, way, text = parts[i], parts[i + 1], parts[i + 2]
+        lines = text.strip("\n").splitlines()
+        if not lines:
+            continue
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line.strip():
+                break
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), value.strip())
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        out.append(SipMessage(at, way == "received", lines[0].strip(), headers))
+    return out
+
+
+@dataclass(frozen=True)
+class Ring:
+    """An INVITE a phone (a sipp uas) received, until it was over for the phone:
+    CANCEL or BYE received, BYE sent, or a final error answer sent."""
+
+    call_id: str
+    began: float
+    ended: float | None  # None: never over (its caller's node died mid-ring)
+    rung_by: int  # the SIP port in the INVITE's Via: which node rang
+    caller: str  # the From user: the number shown on the phone
+    headers: dict[str, str]
+
+
+def rings(trace: str) -> list[Ring]:
+    """Every INVITE a sipp uas received (its -trace_msg log), in order."""
+    messages = sip_messages(trace)
+    found: dict[str, Ring] = {}
+    ends: dict[str, float] = {}
+    for m in messages:
+        call_id = m.headers.get("call-id", "")
+        if m.received and m.method == "INVITE" and "cseq" in m.headers:
+            if call_id not in found and " INVITE" in m.headers["cseq"]:
+                found[call_id] = Ring(call_id, m.at, None, m.via_port, m.from_user, m.headers)
+            continue
+        over = (
+            (m.received and m.method in ("CANCEL", "BYE"))
+            or (not m.received and m.method == "BYE")
+            or (not m.received and m.status >= 300 and "INVITE" in m.headers.get("cseq", ""))
+        )
+        if over and call_id not in ends:
+            ends[call_id] = m.at
+    return [
+        Ring(r.call_id, r.began, ends.get(r.call_id), r.rung_by, r.caller, r.headers)
+        for r in sorted(found.values(), key=lambda r: r.began)
+    ]
+
+
+def double_rings(found: list[Ring]) -> list[tuple[Ring, Ring]]:
+    """Pairs of rings of one phone that overlapped: the second INVITE came
+    while the first was not over."""
+    pairs = []
+    for i, first in enumerate(found):
+        for second in found[i + 1 :]:
+            if first.ended is None or second.began < first.ended:
+                pairs.append((first, second))
+    return pairs
 
 
 def _free_port_on(host: str) -> int:
