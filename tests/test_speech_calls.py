@@ -136,9 +136,12 @@ def espeak(
 # Whisper base on espeak-ng's Mandarin is brittle, and its reading also turns
 # on how much silence comes before the utterance (which the call path's
 # endpointing decides; 0.22 s today): with 21 leading silences from 0.10 to
-# 0.30 s (u-law, clipped at +-32767) this number was right 10 times at 120
-# wpm, 18 at 110, 20 at 115 and 21 at 105, so 105 is used.
-PHONE_NUMBER_SAID = "yao1. san1. ba1. yao1. er4. san1. si4. wu3. liu4. qi1. ba1."
+# 0.30 s (u-law, clipped at +-32767) this number said with 幺 (yao1) for 1 was
+# right 10 times at 120 wpm, 18 at 110, 20 at 115 and 21 at 105 on one machine,
+# but on another (AMD EPYC, 2026-12-05) 19 at 105 and 17 at 95, Whisper losing
+# 幺三八 ("3,2,3,4,5,6,7,8"; after 我的电话是 0 of 21). Said with 一 (yi1), the
+# other way callers read a 1, it was right 21 times of 21 at 105 there; so yi1.
+PHONE_NUMBER_SAID = "yi1. san1. ba1. yi1. er4. san1. si4. wu3. liu4. qi1. ba1."
 
 
 def say_phone_number(tmp_path: Path) -> Path:
