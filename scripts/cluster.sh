@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # A trial cluster on this machine, all on 127.0.0.1: Kamailio (deploy/kamailio) in
-# front of N IVR nodes, each node with its own ports, config, logs and store in
-# .cluster/node-K/. Callers dial Kamailio: sip:12345@127.0.0.1:5060.
+# front of N IVR nodes sharing one PostgreSQL (the store: one waiting line, tickets,
+# callbacks), each node with its own ports, config and logs in .cluster/node-K/.
+# Callers dial Kamailio: sip:12345@127.0.0.1:5060.
 #
 #   scripts/cluster.sh start [N]    start Kamailio and N nodes (default 2)
 #   scripts/cluster.sh status       what runs, and what each node answers to OPTIONS
 #   scripts/cluster.sh restart K    drain node K (its calls finish), start it again
-#   scripts/cluster.sh stop         drain every node, then stop Kamailio
+#   scripts/cluster.sh stop         drain every node, then stop Kamailio and PostgreSQL
 #   scripts/cluster.sh stop --now   end the calls at once
 #
 # Node configs are written from config.toml (IVR_CONFIG=... for another file) with
 # each node's own SIP port (5061, 5062...), RTP range, web port (8081, 8082...),
-# SQLite file, recordings folder and pid file. See docs/cluster.md.
+# recordings folder and pid file, and the one [storage] url of the shared store.
+# PostgreSQL (Debian's package postgresql) runs from .cluster/postgres/ on
+# 127.0.0.1:5433 (as the user postgres when started by root). See docs/cluster.md.
 # Settable: CLUSTER_DIR (.cluster), CLUSTER_SIP_PORT (5060), CLUSTER_NODE_PORT (5061),
-# CLUSTER_WEB_PORT (8081), CLUSTER_ALLOW (127.0.0.1: the addresses allowed to call).
+# CLUSTER_WEB_PORT (8081), CLUSTER_ALLOW (127.0.0.1: the addresses allowed to call),
+# CLUSTER_PG_PORT (5433), CLUSTER_STORAGE_URL (postgresql://... of a PostgreSQL
+# running elsewhere: none is started here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,10 +32,11 @@ PY=.venv/bin/python
 IVR=.venv/bin/ivr
 
 # ---- the shared store -----------------------------------------------------------
-# For now every node keeps its own SQLite file (.cluster/node-K/ivr.sqlite3), so the
-# waiting line, tickets and callbacks are per node. The shared PostgreSQL goes HERE:
-# start it (into $RUN/postgres) and set STORAGE_URL to its URL; each node's config
-# then gets [storage] url = "postgresql://..." instead of its own SQLite file.
+# One PostgreSQL for every node: started from $RUN/postgres (made once by initdb, kept
+# between trials) unless CLUSTER_STORAGE_URL names one; every node's config gets its
+# URL as [storage] url.
+PG_DIR="$RUN/postgres"
+PG_PORT=${CLUSTER_PG_PORT:-$(cat "$PG_DIR/port" 2>/dev/null || echo 5433)}
 STORAGE_URL=${CLUSTER_STORAGE_URL:-}
 # ----------------------------------------------------------------------------------
 
@@ -68,6 +74,16 @@ start_node() {  # DIR: start `ivr serve` and wait until it answers OPTIONS with 
   die "$(basename "$dir") not ready after 120 s (log: $dir/serve.log)"
 }
 
+start_store() {  # sets STORAGE_URL
+  if [ -n "$STORAGE_URL" ]; then
+    say "store: $STORAGE_URL (CLUSTER_STORAGE_URL; not started here)"
+    return 0
+  fi
+  STORAGE_URL=$("$PY" scripts/cluster_parts.py postgres-start "$PG_DIR" "$PG_PORT") ||
+    die "PostgreSQL did not start (log: $PG_DIR/server.log)"
+  say "postgresql: $STORAGE_URL (data $PG_DIR/data, log $PG_DIR/server.log)"
+}
+
 start() {
   local n=${1:-2} bin
   [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "N must be 1..99, not '$n'"
@@ -78,6 +94,7 @@ start() {
     die "already running (scripts/cluster.sh status; stop first)"
   fi
   mkdir -p "$RUN/kamailio/run"
+  start_store
   local old
   for old in $(node_dirs); do  # nodes of an earlier, larger trial
     if [ "${old##*-}" -gt "$n" ]; then
@@ -129,6 +146,11 @@ status() {
   else
     say "kamailio  not running"
   fi
+  if [ -n "${CLUSTER_STORAGE_URL:-}" ]; then
+    say "store     $CLUSTER_STORAGE_URL (not started here)"
+  elif [ -d "$PG_DIR/data" ]; then
+    say "postgres  $("$PY" scripts/cluster_parts.py postgres-status "$PG_DIR")  (data $PG_DIR/data)"
+  fi
   local dir
   for dir in $(node_dirs); do
     local pid port answer
@@ -173,6 +195,10 @@ stop() {
     say "kamailio stopped"
   fi
   rm -f "$RUN/kamailio/pid"
+  # the nodes have gone (their drain wrote their last rows): the store goes last
+  if [ -z "${CLUSTER_STORAGE_URL:-}" ] && [ -d "$PG_DIR/data" ]; then
+    say "postgresql $("$PY" scripts/cluster_parts.py postgres-stop "$PG_DIR") (its data stays in $PG_DIR)"
+  fi
 }
 
 restart() {  # K: drain node K, then start it again (one step of a rolling restart)
@@ -187,5 +213,5 @@ case "${1:-}" in
   status) status ;;
   stop) stop "${2:-}" ;;
   restart) restart "${2:-}" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -2,18 +2,32 @@
 
     cluster_parts.py node-config BASE_CONFIG OUT_DIR SIP_PORT RTP_MIN RTP_MAX WEB_PORT [STORAGE_URL]
         write OUT_DIR/config.toml: BASE_CONFIG's settings, its paths made absolute, and
-        this node's own ports, SQLite file (or STORAGE_URL), recordings and pid file
+        this node's own ports, [node] id (OUT_DIR's name), SQLite file (or STORAGE_URL),
+        recordings and pid file
     cluster_parts.py probe PORT
         print what 127.0.0.1:PORT answers to a SIP OPTIONS (200, 503...), or "none"
+    cluster_parts.py postgres-start DIR PORT
+        the trial's PostgreSQL (Debian's server binaries): a cluster in DIR/data made
+        once (initdb; as the user postgres, or nobody, when run as root: initdb refuses
+        root), started on 127.0.0.1:PORT, with a database "ivr"; prints its URL
+    cluster_parts.py postgres-stop DIR
+        stop it (its data stays for the next start)
+    cluster_parts.py postgres-status DIR
+        print "running PORT" or "stopped"
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import pwd
 import re
 import secrets
 import socket
+import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -87,9 +101,10 @@ def node_config(
     if storage_url:
         storage["url"] = storage_url  # the one store every node shares
     else:
-        storage["database"] = str(out / "ivr.sqlite3")  # for now: each node its own
+        storage["database"] = str(out / "ivr.sqlite3")  # a node alone: its own file
     storage["recordings_dir"] = str(out / "recordings")
     put("node", "pid_file", str(out / "ivr.pid"))
+    put("node", "id", out.name)  # node-K: its name in the shared store (heartbeat, calls)
     out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(
         [
@@ -128,6 +143,124 @@ def probe(port: int) -> str:
     return parts[1].decode() if len(parts) > 1 else "none"
 
 
+PG_USER = "ivr"  # the database superuser of the trial's cluster (trust, loopback only)
+PG_DATABASE = "ivr"
+
+
+class PostgresError(RuntimeError):
+    pass
+
+
+def _pg_binaries() -> Path:
+    """The newest /usr/lib/postgresql/N/bin with initdb and pg_ctl."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
+    if not found:
+        raise PostgresError(
+            "PostgreSQL's server is not installed (apt-get install postgresql), "
+            "or give CLUSTER_STORAGE_URL=postgresql://... of a running one"
+        )
+    return Path(found[-1]).parent
+
+
+def _pg_os_user() -> str | None:
+    """Whom the server runs as: this user, or postgres (else nobody) for root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise PostgresError("running as root and there is no user postgres or nobody to run it as")
+
+
+def _pg(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    user = _pg_os_user()
+    command = [str(_pg_binaries() / argv[0]), *argv[1:]]
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=folder)
+
+
+def _psql(folder: Path, port: int, sql: str) -> str:
+    done = _pg(
+        folder, "psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", str(port),
+        "-U", PG_USER, "-d", "postgres", "-c", sql,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise PostgresError(f"psql {sql!r}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def postgres_url(port: int) -> str:
+    return f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
+
+
+def postgres_running(folder: Path) -> bool:
+    data = folder / "data"
+    return data.exists() and _pg(folder, "pg_ctl", "-D", str(data), "status").returncode == 0
+
+
+def postgres_start(folder: Path, port: int) -> str:
+    """Make (once) and start the trial's PostgreSQL in ``folder``; its URL."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    user = _pg_os_user()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+    data = folder / "data"
+    if not (data / "PG_VERSION").exists():
+        done = _pg(
+            folder, "initdb", "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8",
+            "--locale=C.UTF-8",
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise PostgresError(f"initdb failed: {done.stdout}{done.stderr}")
+    if postgres_running(folder):
+        port = int((folder / "port").read_text())
+    else:
+        options = f"-h 127.0.0.1 -p {port} -k {folder} -c max_connections=200"
+        done = _pg(
+            folder, "pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-w",
+            "-t", "60", "-o", options, "start",
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise PostgresError(f"pg_ctl start failed: {done.stdout}{done.stderr}")
+        (folder / "port").write_text(f"{port}\n")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            exists = _psql(
+                folder, port, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"
+            )
+            break
+        except PostgresError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    if not exists:
+        _psql(folder, port, f'CREATE DATABASE "{PG_DATABASE}"')
+    return postgres_url(port)
+
+
+def postgres_stop(folder: Path) -> bool:
+    """Stop it (fast: its clients are gone by now); whether it was running."""
+    folder = folder.resolve()
+    if not postgres_running(folder):
+        return False
+    done = _pg(folder, "pg_ctl", "-D", str(folder / "data"), "-m", "fast", "-w", "stop")
+    if done.returncode != 0:
+        raise PostgresError(f"pg_ctl stop failed: {done.stdout}{done.stderr}")
+    return True
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 7 and argv[0] == "node-config":
         base, out = Path(argv[1]), Path(argv[2]).resolve()
@@ -138,6 +271,21 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "probe":
         print(probe(int(argv[1])))
         return 0
+    try:
+        if len(argv) == 3 and argv[0] == "postgres-start":
+            print(postgres_start(Path(argv[1]), int(argv[2])))
+            return 0
+        if len(argv) == 2 and argv[0] == "postgres-stop":
+            print("stopped" if postgres_stop(Path(argv[1])) else "not running")
+            return 0
+        if len(argv) == 2 and argv[0] == "postgres-status":
+            folder = Path(argv[1]).resolve()
+            running = postgres_running(folder)
+            print(f"running {(folder / 'port').read_text().strip()}" if running else "stopped")
+            return 0
+    except PostgresError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
     print(__doc__, file=sys.stderr)
     return 2
 
