@@ -4,8 +4,9 @@ file written for each test, and the paths of the project's assets."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,14 @@ def write_config(
     speech_extra: str = "",
     callbacks: str = "enabled = false",
     voices_dir: Path | None = None,
+    engine: str = "scripted",
+    script: Sequence[str] = (),
 ) -> Path:
+    """A config for a test IVR. ``engine``: the speech engine; the scripted
+    recogniser by default (no model loaded: utterances are heard as
+    ``script``'s texts in turn, "" after the last), so tests of SIP, RTP, keys,
+    queues and the console start fast; a test that checks what was *said*
+    passes ``engine="auto"`` (Whisper base) or "vosk"."""
     low, high = free_port_block(400)
     sip_port = free_udp_port()
     while low <= sip_port <= high:
@@ -102,7 +110,9 @@ database = "{directory / "ivr.sqlite3"}"
 recordings_dir = "{directory / "recordings"}"
 
 [speech]
+engine = "{engine}"
 models_dir = "{models_dir or ROOT / "asr_models"}"
+{f"script = {json.dumps(list(script), ensure_ascii=False)}" if engine == "scripted" else ""}
 {speech_extra}
 
 [tickets]
@@ -135,6 +145,9 @@ format = "text"
 
 @pytest.fixture
 async def start_hotline(tmp_path: Path, prompt_cache: Path) -> AsyncIterator[StartHotline]:
+    """``await start_hotline(operators, **write_config's keywords)``: a started
+    IVR, stopped after the test. The scripted recogniser unless the test asks
+    for a real engine (``engine="auto"``)."""
     started: list[Hotline] = []
 
     from ivr.server import Hotline

@@ -382,7 +382,9 @@ async def test_plan_that_validates_but_does_not_load_is_put_back(
 ) -> None:
     """A describe node passes validation, but no speech model is installed: the
     server cannot load the plan; the old file is put back and still runs."""
-    hotline = await _hotline(start_hotline, tmp_path, models_dir=tmp_path / "no_models")
+    hotline = await _hotline(
+        start_hotline, tmp_path, models_dir=tmp_path / "no_models", engine="auto"
+    )
     assert hotline.plan is not None
     running = hotline.plan.version
     plan_file = hotline.settings.dialplan.file

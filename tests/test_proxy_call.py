@@ -40,6 +40,7 @@ async def test_proxy_ticket_has_both_persons_and_the_callback_goes_to_the_benefi
             dialplan=DATA / "dialplans" / "proxy.toml",
             ring_timeout=30.0,
             callbacks=callbacks_config(phone.port),
+            engine="auto",  # Whisper hears the beneficiary's number
         )
         said = say_phone_number(tmp_path)
         ask = hotline.prompts.get("proxy_describe").duration

@@ -34,7 +34,11 @@ def test_serve_without_a_model_says_where_it_looked(tmp_path: Path, prompt_cache
     empty = tmp_path / "models"
     empty.mkdir()
     config = write_config(
-        tmp_path, operators=["sip:op@127.0.0.1:5999"], prompt_cache=prompt_cache, models_dir=empty
+        tmp_path,
+        operators=["sip:op@127.0.0.1:5999"],
+        prompt_cache=prompt_cache,
+        models_dir=empty,
+        engine="auto",
     )
     done = serve(config)
     assert done.returncode == 2
@@ -49,7 +53,11 @@ def test_serve_with_a_truncated_model_names_the_file(tmp_path: Path, prompt_cach
     with model.open("r+b") as f:
         f.truncate(1_000_000)
     config = write_config(
-        tmp_path, operators=["sip:op@127.0.0.1:5999"], prompt_cache=prompt_cache, models_dir=models
+        tmp_path,
+        operators=["sip:op@127.0.0.1:5999"],
+        prompt_cache=prompt_cache,
+        models_dir=models,
+        engine="auto",
     )
     done = serve(config)
     assert done.returncode == 2

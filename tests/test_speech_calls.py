@@ -79,7 +79,7 @@ async def test_real_mandarin_clips_through_a_call(
     await caller.start()
     try:
         hotline = await start_hotline(
-            [operator.uri], dialplan=DATA / "dialplans" / "describe_four.toml"
+            [operator.uri], dialplan=DATA / "dialplans" / "describe_four.toml", engine="auto"
         )
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         ticket = await call_ticket(hotline, 4)
@@ -180,7 +180,9 @@ async def test_spoken_phone_number_reaches_ticket_and_operator(
     await caller.start()
     try:
         hotline = await start_hotline(
-            [operator.uri], dialplan=DATA / "dialplans" / "describe_then_operator.toml"
+            [operator.uri],
+            dialplan=DATA / "dialplans" / "describe_then_operator.toml",
+            engine="auto",
         )
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         ticket = await call_ticket(hotline, 1)
@@ -221,7 +223,7 @@ async def test_spoken_name_phone_and_address_fill_the_ticket(
     await caller.start()
     try:
         hotline = await start_hotline(
-            [operator.uri], dialplan=DATA / "dialplans" / "name_phone_address.toml"
+            [operator.uri], dialplan=DATA / "dialplans" / "name_phone_address.toml", engine="auto"
         )
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         ticket = await call_ticket(hotline, 3)
@@ -265,34 +267,17 @@ async def work_order_system(orders: list[dict[str, Any]]) -> tuple[Any, int]:
     return runner, port
 
 
-class ScriptedRecogniser:
-    """Stands in for the recogniser ONLY in the fire routing test: no
-    recording of fire words exists in ../shared/speech, and Whisper base does
-    not recognise espeak-ng saying them (measured over 3 voices x 4 rates x 3
-    gaps: 着火了, 失火了, 起火了, 火灾, 有人晕倒了, 有人打人了, 抢劫, 煤气泄漏 all
-    0/12; huo is heard as wo). Everything else in that test is real: the call,
-    the VAD capture, the prefill, the 119 endpoint, the webhook. The test
-    after it is the same path with Whisper really recognising the words."""
-
-    name = "scripted"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def transcribe(self, pcm: Any) -> Any:
-        from ivr.speech import Transcript
-
-        return Transcript(self.text, self.name, len(pcm) / 8000, 0.01)
-
-    def open_stream(self, grammar: Any = None) -> Any:
-        raise NotImplementedError
-
-
 async def test_emergency_words_send_the_call_to_119_and_post_the_ticket(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
-    from ivr.speech.transcriber import Transcriber
-
+    """The scripted recogniser stands in for Whisper ONLY in this fire routing
+    test: no recording of fire words exists in ../shared/speech, and Whisper
+    base does not recognise espeak-ng saying them (measured over 3 voices x 4
+    rates x 3 gaps: 着火了, 失火了, 起火了, 火灾, 有人晕倒了, 有人打人了, 抢劫,
+    煤气泄漏 all 0/12; huo is heard as wo). Everything else is real: the call,
+    the VAD capture, the prefill, the 119 endpoint, the webhook.
+    test_a_cry_for_help_recognised_by_whisper_goes_to_110 is the same path with
+    Whisper really recognising the words."""
     orders: list[dict[str, Any]] = []
     runner, hook_port = await work_order_system(orders)
 
@@ -316,6 +301,8 @@ async def test_emergency_words_send_the_call_to_119_and_post_the_ticket(
             [busy_operator.uri],
             dialplan=DATA / "dialplans" / "describe_then_operator.toml",
             ring_timeout=30.0,
+            engine="scripted",
+            script=["救命啊！楼下厨房着火了，好大的烟"],
             extra=f"""
 [emergency]
 fire = "{fire.uri}"
@@ -324,11 +311,6 @@ fire = "{fire.uri}"
 webhook = "http://127.0.0.1:{hook_port}/orders"
 timeout = 2.0
 """,
-        )
-        assert hotline.intake is not None
-        hotline.intake.transcriber = Transcriber(
-            ScriptedRecogniser("救命啊！楼下厨房着火了，好大的烟"),
-            workers=1,  # type: ignore[arg-type]
         )
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         for _ in range(100):
@@ -388,7 +370,8 @@ async def test_a_menu_answered_by_voice_through_a_call(
         hotline = await start_hotline(
             dialplan=DATA / "dialplans" / "spoken_menu_ko.toml",
             models_dir=models,
-            speech_extra='engine = "vosk"\nlanguage = "ko"',
+            engine="vosk",
+            speech_extra='language = "ko"',
         )
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         from tests.test_call_path import wait_records
@@ -413,7 +396,9 @@ async def test_a_mandarin_menu_answered_by_voice_through_whisper(
     caller = Baresip(tmp_path / "caller", free_udp_port(), play=voice)
     await caller.start()
     try:
-        hotline = await start_hotline(dialplan=DATA / "dialplans" / "spoken_menu_zh.toml")
+        hotline = await start_hotline(
+            dialplan=DATA / "dialplans" / "spoken_menu_zh.toml", engine="auto"
+        )
         await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
         from tests.test_call_path import wait_records
 
@@ -464,6 +449,7 @@ async def test_a_cry_for_help_recognised_by_whisper_goes_to_110(
             dialplan=DATA / "dialplans" / "describe_then_operator.toml",
             ring_timeout=30.0,
             taxonomy=taxonomy,
+            engine="auto",
             extra=f"""
 [emergency]
 police = "{police.uri}"

@@ -81,7 +81,12 @@ def test_a_database_that_cannot_open_stops_the_start_after_the_model_loaded(
 ) -> None:
     """A failure late in the start (the speech model and the web console are up
     by then) still ends the process: what had started is closed."""
-    config = write_config(tmp_path, operators=["sip:op@127.0.0.1:5999"], prompt_cache=prompt_cache)
+    config = write_config(
+        tmp_path,
+        operators=["sip:op@127.0.0.1:5999"],
+        prompt_cache=prompt_cache,
+        engine="auto",  # Whisper really loaded (its threads must not hold the exit)
+    )
     folder = tmp_path / "a-folder"
     folder.mkdir()
     config.write_text(

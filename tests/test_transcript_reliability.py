@@ -284,6 +284,7 @@ async def test_a_looping_answer_in_a_real_call_stays_out_of_the_ticket(
         hotline = await start_hotline(
             [operator.uri],
             dialplan=ROOT / "tests" / "data" / "dialplans" / "name_phone_address.toml",
+            engine="auto",  # Whisper hears the name and the address
         )
         assert hotline.intake is not None and hotline.intake.transcriber is not None
         recogniser = LoopsOnTheNumber(hotline.intake.transcriber.engine)
