@@ -149,7 +149,8 @@ class LostNodeWatch:
                 self._log.warning("node %s lost: no callback for call %s: %s", node, call_id, exc)
         await self.line.forget_node(node)
         recovered = 0
-        if queue is not None:
+        if queue is not None and node != self.roster.node_id:
+            # a node's own dials are taken back by its callback dialler at start
             recovered = await queue.recover(now=now, node=node)
         if queued or recovered:
             self._on_callbacks()
