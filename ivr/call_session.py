@@ -37,7 +37,6 @@ from ivr.conversation_recorder import ConversationRecording
 from ivr.dialer import OperatorLine
 from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.dialplan.run import run_dialplan
-from ivr.intake import CallIntake, Intake
 from ivr.live_call import LiveCall
 from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
@@ -52,6 +51,7 @@ from ivr.sip.sdp import MediaOffer, Negotiated, build_answer, choose
 from ivr.speech.utterance import ListenSettings
 from ivr.store_watch import PendingWrites, StoreWatch, local_time
 from ivr.tickets import TicketStore
+from ivr.tickets.intake import CallIntake, Intake
 
 FinishRecording = Callable[[], Awaitable[None]]
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from typing import Any
 from ivr.node_roster import NodeRoster
 from ivr.store import Database
 from ivr.store_watch import FailingRounds
-from ivr.ticket_events import TicketEvents
+from ivr.tickets.events import TicketEvents
 
 RELAY_EVERY_S = 0.2
 WINDOW_S = 30.0  # a row is looked for this long after it was written

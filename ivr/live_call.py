@@ -21,7 +21,7 @@ from ivr.sip.dialog import Dialog, DialogEnd
 from ivr.speech.utterance import ListenSettings, Utterance, UtteranceCapture
 
 if TYPE_CHECKING:
-    from ivr.intake import CallIntake
+    from ivr.tickets.intake import CallIntake
 
 Transfer = Callable[["LiveCall", str, WaitingMusic], Awaitable[TransferResult]]
 

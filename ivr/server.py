@@ -37,7 +37,6 @@ from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.event_relay import EventRelay
-from ivr.intake import Intake
 from ivr.live_call import LiveCall
 from ivr.lost_nodes import LostNodeWatch
 from ivr.media.clock import MediaClock
@@ -65,14 +64,15 @@ from ivr.speech.utterance import ListenSettings
 from ivr.startup import Listener, StartupError, check_listeners, listen_failure
 from ivr.store import Database, DatabaseError, open_store
 from ivr.store_watch import FailingRounds, PendingWrites, StoreWatch
-from ivr.ticket_events import TicketEvents
-from ivr.ticket_search import TicketSearch
 from ivr.tickets import TicketStore
+from ivr.tickets.events import TicketEvents
+from ivr.tickets.intake import Intake
+from ivr.tickets.search import TicketSearch
+from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.admin_plans import config_routes, plan_routes
 from ivr.web.api import HotlineApi
 from ivr.web.auth import Accounts, require
 from ivr.web.console import ConsoleParts, console_routes
-from ivr.work_orders import WorkOrderOutbox
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
 PLAN_FOLLOW_EVERY_S = 2.0  # how often a node looks for a plan published on another node

@@ -18,11 +18,11 @@ import pytest
 import soundfile as sf
 import soxr
 
-from ivr.intake import _fields
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.server import Hotline
-from ivr.ticket_search import CSV_FIELDS
 from ivr.tickets import Ticket
+from ivr.tickets.intake import _fields
+from ivr.tickets.search import CSV_FIELDS
 from tests.conftest import ROOT, StartHotline
 from tests.web_client import hotline_client
 

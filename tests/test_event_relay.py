@@ -10,7 +10,7 @@ from pathlib import Path
 from ivr.event_relay import EventRelay
 from ivr.node_roster import NodeRoster
 from ivr.store import open_store
-from ivr.ticket_events import TicketEvents
+from ivr.tickets.events import TicketEvents
 
 
 async def test_a_screen_pop_on_one_node_reaches_the_screens_of_another(

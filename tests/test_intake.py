@@ -14,15 +14,15 @@ import pytest
 import soundfile
 import soxr
 
-from ivr.intake import Intake
 from ivr.logs import CallLog
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import FRAME, ListenSettings, UtteranceCapture, UtteranceEnd
 from ivr.store import open_store
-from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
-from ivr.work_orders import WorkOrderOutbox
+from ivr.tickets.events import TicketEvents
+from ivr.tickets.intake import Intake
+from ivr.tickets.work_orders import WorkOrderOutbox
 from tests.conftest import ROOT, SHARED
 
 SPEECH = SHARED / "speech"

@@ -597,7 +597,7 @@ def test_recogniser_soundalikes_of_yao_inside_a_number(prefiller: Prefiller) -> 
 def test_beneficiary_fields_from_what_a_relative_says(
     prefiller: Prefiller, said: str, name: str | None, district: str | None
 ) -> None:
-    from ivr.intake import _beneficiary_fields
+    from ivr.tickets.intake import _beneficiary_fields
 
     fields = _beneficiary_fields(prefiller.prefill(said, caller_id="", about="beneficiary"))
     assert fields["beneficiary_name"]["value"] == name

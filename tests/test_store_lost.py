@@ -237,8 +237,8 @@ async def test_a_ticket_kept_in_memory_is_written_whole(tmp_path: Path) -> None:
     a write cut short goes on where it stopped (nothing twice)."""
     from ivr.store import open_store
     from ivr.tickets import TicketStore
-    from ivr.unwritten_ticket import UnwrittenTicket
-    from ivr.work_orders import WorkOrderOutbox
+    from ivr.tickets.unwritten import UnwrittenTicket
+    from ivr.tickets.work_orders import WorkOrderOutbox
 
     async with await open_store(tmp_path / "ivr.sqlite3") as db:
         store = TicketStore(db)

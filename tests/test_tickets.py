@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 
 from ivr.store import Database, open_store
-from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketError, TicketStore
+from ivr.tickets.events import TicketEvents
+from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.api import HotlineApi
 from ivr.web.auth import Accounts
-from ivr.work_orders import WorkOrderOutbox
 from tests.web_client import PASSWORD, log_in
 
 LOG = logging.getLogger("test")

@@ -36,8 +36,8 @@ from ivr.speech.repetition import (
 )
 from ivr.speech.whisper_engine import WhisperEngine
 from ivr.store import MIGRATIONS, open_store
-from ivr.ticket_events import TicketEvents
 from ivr.tickets import UNRELIABLE_NOTICE, TicketStore
+from ivr.tickets.events import TicketEvents
 from ivr.web.api import HotlineApi
 from ivr.web.auth import Accounts
 from tests.conftest import StartHotline

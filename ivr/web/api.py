@@ -24,8 +24,8 @@ from aiohttp.typedefs import Handler, Middleware
 from ivr.call_history import record_json
 from ivr.call_records import MAX_RECENT, CallRecordStore
 from ivr.callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
-from ivr.ticket_events import TicketEvents
 from ivr.tickets import TicketStore
+from ivr.tickets.events import TicketEvents
 from ivr.web.auth import (
     SESSION_KEY,
     USER_KEY,

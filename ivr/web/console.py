@@ -31,9 +31,9 @@ from ivr.callbacks import CallbackQueue, CallbackState
 from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary
-from ivr.ticket_events import TicketEvents
-from ivr.ticket_search import TicketFilter, TicketSearch, tickets_csv
 from ivr.tickets import STATUSES, TicketError, TicketStore
+from ivr.tickets.events import TicketEvents
+from ivr.tickets.search import TicketFilter, TicketSearch, tickets_csv
 from ivr.voice_recordings import VoiceImportError, check_recording, install_recording, voice_status
 from ivr.web.auth import USER_KEY, require
 

@@ -30,10 +30,10 @@ from ivr.speech import Transcript, unreliable_reason
 from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import RATE, Utterance, UtteranceEnd
 from ivr.store_watch import PendingWrites, StoreWatch, Write
-from ivr.ticket_events import TicketEvents
 from ivr.tickets import UNRELIABLE_NOTICE, Ticket, TicketStore
-from ivr.unwritten_ticket import TicketChanges, UnwrittenTicket
-from ivr.work_orders import WorkOrderOutbox
+from ivr.tickets.events import TicketEvents
+from ivr.tickets.unwritten import TicketChanges, UnwrittenTicket
+from ivr.tickets.work_orders import WorkOrderOutbox
 
 T = TypeVar("T")
 
@@ -119,7 +119,7 @@ class CallIntake:
         self._pending: set[asyncio.Task[None]] = set()
         self._ticket_lock = asyncio.Lock()
         self.emergency: asyncio.Future[Emergency] = asyncio.get_running_loop().create_future()
-        # the ticket while the store is away (ivr/unwritten_ticket.py): from the
+        # the ticket while the store is away (ivr/tickets/unwritten.py): from the
         # first change the store could not take until the call is over
         self._unwritten: UnwrittenTicket | None = None
         self._opened_unwritten = False  # a ticket was opened in memory

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ivr.tickets import IVR, Recording, Ticket, TicketStore
-from ivr.work_orders import WorkOrderOutbox
+from ivr.tickets.work_orders import WorkOrderOutbox
 
 
 class TicketChanges(Protocol):
