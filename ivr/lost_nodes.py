@@ -16,14 +16,16 @@ again: its callers are called back after the restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ivr.call import EndReason
 from ivr.callbacks import CallbackQueue
-from ivr.callbacks.model import CallbackReason
+from ivr.callbacks.model import CallbackReason, CallbackState
+from ivr.callbacks.queue import CallbackStateError
 from ivr.node_roster import NodeRoster
 from ivr.shared_line import SharedLine
 from ivr.store import Database
@@ -96,6 +98,52 @@ class LostNodeWatch:
             if won:
                 done.append(await self._take_over(node))
         return done
+
+    async def back_from_lost(self, calls: Iterable[str]) -> tuple[int, int]:
+        """This node was cut off from the store, not dead, and a survivor took
+        it over meanwhile: the ``calls`` it still holds are in progress again
+        (the survivor's ``node_lost`` end undone, so their progress is written
+        again) and the callbacks queued for them are cancelled unless already
+        answered. Its waiting callers go back into the line with the writes it
+        kept (ivr/store_watch.py). Returns (calls resumed, callbacks cancelled)."""
+        now = self.roster.clock()
+        node = self.roster.node_id
+        resumed = cancelled = 0
+        queue = self._callbacks()
+        for call_id in calls:
+            resumed += await self.db.execute(
+                "UPDATE calls SET ended_at = NULL, end_reason = NULL, "
+                "outcome = CASE WHEN outcome = 'node_lost' THEN NULL ELSE outcome END "
+                "WHERE call_id = ? AND node = ? AND end_reason = ?",
+                (call_id, node, EndReason.NODE_LOST.value),
+            )
+            if queue is None:
+                continue
+            for callback in await queue.open_for_call(call_id):
+                if callback.state is CallbackState.CONNECTED:
+                    self._log.warning(
+                        "callback %d for call %s was answered before node %s came back",
+                        callback.id,
+                        call_id,
+                        node,
+                    )
+                    continue
+                with contextlib.suppress(CallbackStateError):
+                    await queue.cancel(
+                        callback.id,
+                        f"call {call_id} still in progress on node {node} "
+                        "(it was cut off from the store, not lost)",
+                        now=now,
+                    )
+                    cancelled += 1
+        self._log.warning(
+            "node %s back: %d call(s) it still holds in progress again, %d callback(s) "
+            "queued for them cancelled",
+            node,
+            resumed,
+            cancelled,
+        )
+        return resumed, cancelled
 
     async def take_over_own_past(self, crashed: bool) -> TakenOver | None:
         """At start, when this node's last run ended without saying so (killed,

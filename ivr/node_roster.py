@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ivr.store import Database, DatabaseError
@@ -71,6 +71,9 @@ class NodeRoster:
         self.healthy_again_at: float | None = None
         self._log = log or logging.getLogger("ivr.nodes")
         self._task: asyncio.Task[None] | None = None
+        # called when a heartbeat finds this node marked lost by a survivor
+        # (ivr/lost_nodes.py: LostNodeWatch.back_from_lost)
+        self.on_found_lost: Callable[[], Awaitable[None]] | None = None
 
     def alive_since(self) -> float:
         """Heartbeats after this time count as alive."""
@@ -97,6 +100,23 @@ class NodeRoster:
         return crashed
 
     async def beat(self) -> None:
+        changed = await self.db.execute(
+            "UPDATE nodes SET heartbeat_at = ?, state = ? WHERE node_id = ? AND state <> 'lost'",
+            (self.clock(), self.state, self.node_id),
+        )
+        if changed:
+            return
+        # taken for lost by a survivor while this node was cut off from the
+        # store (it was alive): say so, undo what can be undone, then beat
+        row = await self.db.fetch_one("SELECT state FROM nodes WHERE node_id = ?", (self.node_id,))
+        if row is not None and str(row[0]) == "lost":
+            self._log.error(
+                "node %s: taken for lost by another node while cut off from the store; "
+                "its calls go on",
+                self.node_id,
+            )
+            if self.on_found_lost is not None:
+                await self.on_found_lost()
         await self.db.execute(
             "UPDATE nodes SET heartbeat_at = ?, state = ? WHERE node_id = ?",
             (self.clock(), self.state, self.node_id),

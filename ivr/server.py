@@ -57,6 +57,7 @@ from ivr.prompts import (
 )
 from ivr.recordings import purge_conversations, purge_recordings
 from ivr.shared_line import SharedLine
+from ivr.sip.edge_guard import EdgePolicy
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.speech.transcriber import Transcriber
@@ -117,6 +118,7 @@ class Hotline:
             public_host=sip.public_host or sip.host,
             user_agent=sip.user_agent,
             log=log.getChild("sip"),
+            edge=EdgePolicy.from_settings(sip),
         )
         self.clock = MediaClock(log.getChild("media"))
         self.media_host = sip.rtp_host or sip.public_host or sip.host
@@ -654,6 +656,12 @@ class Hotline:
                 log=self.log.getChild("nodes"),
             )
             self.lost_nodes.start()
+            watch = self.lost_nodes
+
+            async def back_from_lost() -> None:  # cut off from the store, not dead
+                await watch.back_from_lost(list(self.calls))
+
+            self.roster.on_found_lost = back_from_lost
             if self._crashed_before:  # killed last time, and alone: its callers called back now
                 await self.lost_nodes.take_over_own_past(crashed=True)
         self.desk.on_bridged = lambda call, leg, operator: record_conversation(

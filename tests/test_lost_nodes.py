@@ -5,6 +5,9 @@ line, its operator's ring is freed, its callback dial is taken back."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +23,12 @@ from ivr.operators import Operator, OperatorState, Queue
 from ivr.shared_line import SharedLine
 from ivr.store import Database, open_store
 from ivr.tickets import TicketStore
-from tests.conftest import StartHotline
+from ivr.trial_call import place_call
+from tests.conftest import StartHotline, trial
 from tests.peers import free_udp_port
 from tests.test_callbacks_live import callbacks_config
 
+LOG = logging.getLogger("test.lost_nodes")
 NOON = 1_796_450_400.0  # any time: these callbacks keep no quiet hours
 
 
@@ -135,6 +140,53 @@ async def test_one_survivor_takes_a_lost_node_over(
     assert [n.state for n in await c.roster.nodes()] == ["lost", "up", "up"]
 
 
+async def test_a_node_cut_off_from_the_store_comes_back_and_keeps_its_calls(
+    nodes: tuple[Node, Node, Node, Clock],
+) -> None:
+    """Split brain: A only lost the store for a while; B took it for lost and
+    queued a callback for A's caller. A's next heartbeat finds it was taken
+    over: its call is in progress again and the callback is cancelled, not
+    dialled to a caller who is still on the line."""
+    a, b, c, clock = nodes
+    records = CallRecordStore(a.db)
+    await records.start(
+        CallRecord(
+            call_id="still-talking",
+            caller="13812345678",
+            dialled="12345",
+            started_at=NOON - 30,
+            answered_at=NOON - 29,
+            path=["welcome", "main", "operator"],
+            digits="0",
+            node="node-a",
+        )
+    )
+    watch_a = LostNodeWatch(a.db, a.roster, a.line, lambda: a.callbacks)
+
+    async def back() -> None:
+        await watch_a.back_from_lost(["still-talking"])
+
+    a.roster.on_found_lost = back
+    watch_b = LostNodeWatch(b.db, b.roster, b.line, lambda: b.callbacks)
+    clock.now += 6  # A cannot reach the store; B and C can
+    await b.roster.beat()
+    await c.roster.beat()
+    (taken,) = await watch_b.sweep()
+    assert (taken.node, taken.callbacks_queued) == ("node-a", 1)
+    queued = await b.callbacks.open_for("13812345678")
+    assert queued is not None and queued.state is CallbackState.PENDING
+
+    await a.roster.beat()  # A reaches the store again
+    record = await records.get("still-talking")
+    assert record is not None and record.ended_at is None and record.end_reason is None
+    cancelled = await b.callbacks.get(queued.id)
+    assert cancelled is not None and cancelled.state is CallbackState.CANCELLED
+    assert await b.callbacks.open_for("13812345678") is None
+    states = {n.node_id: n.state for n in await b.roster.nodes()}
+    assert states["node-a"] == "up"
+    assert await watch_b.sweep() == []  # A is alive again: nobody takes it over twice
+
+
 async def test_a_node_alone_calls_back_after_a_kill_the_callers_it_held(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
@@ -172,3 +224,69 @@ async def test_a_node_alone_calls_back_after_a_kill_the_callers_it_held(
     callback = await hotline.callback_queue.open_for("13812345678")
     assert callback is not None and callback.ticket_id == ticket.id
     assert callback.reason is CallbackReason.DROPPED
+
+
+async def test_a_running_hotline_taken_for_lost_keeps_its_caller_and_cancels_the_callback(
+    start_hotline: StartHotline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real hotline holds a real caller in the queue. Another node ("node-b",
+    its clock 10 s ahead: to it the hotline's heartbeats look 10 s old, as when
+    the hotline is cut off from the store) takes the hotline over: the call is
+    marked node_lost and a callback is queued. The hotline's next heartbeat
+    finds it was taken for lost: the call is in progress again, the callback
+    is cancelled before anyone dials it, the caller stays on the line, and the
+    call ends as the caller ends it."""
+    hotline = await start_hotline(
+        ["sip:op@127.0.0.1:5999"],  # nobody answers there: the caller waits in the queue
+        callbacks=callbacks_config(free_udp_port(), retry="[60]"),
+        extra='[node]\nid = "node-a"\n',
+    )
+    port = hotline.endpoint.port
+    call = asyncio.ensure_future(
+        place_call(
+            trial(port, digits="0", digit_delay=2.0, duration=14.0, caller="13812345678"), LOG
+        )
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not any("operator" in c.record.path for c in hotline.calls.values()):
+        assert loop.time() < deadline, "the caller never reached the queue"
+        await asyncio.sleep(0.2)
+    (call_id,) = list(hotline.calls)
+    assert hotline.call_progress is not None
+    await hotline.call_progress.write_changed()  # its path is in the store
+
+    db = await open_store(tmp_path / "ivr.sqlite3")
+    try:
+        ahead = Clock(time.time() + 10)
+        roster_b = NodeRoster(db, "node-b", clock=ahead, timeout=5.0)
+        await roster_b.join()
+        queue_b = CallbackQueue(db, policy(), node="node-b")
+        watch_b = LostNodeWatch(db, roster_b, SharedLine(db, roster_b), lambda: queue_b)
+        taken = await watch_b.sweep()
+        assert [(t.node, t.calls_ended, t.callbacks_queued) for t in taken] == [("node-a", 1, 1)]
+        queued = await queue_b.open_for("13812345678")
+        assert queued is not None and queued.state is CallbackState.PENDING
+
+        deadline = loop.time() + 5  # the hotline's next heartbeat finds it
+        while (await queue_b.get(queued.id)).state is not CallbackState.CANCELLED:  # type: ignore[union-attr]
+            assert loop.time() < deadline, "the callback was not cancelled"
+            await asyncio.sleep(0.2)
+        record = await CallRecordStore(db).get(call_id)
+        assert record is not None and record.ended_at is None and record.end_reason is None
+        assert call_id in hotline.calls and not call.done()  # the caller is still on the line
+        assert {n.node_id: n.state for n in await roster_b.nodes()}["node-a"] == "up"
+
+        result = await call
+        assert result.ended_by == "caller" and result.seconds >= 13.0, result
+        deadline = loop.time() + 10
+        while True:
+            record = await CallRecordStore(db).get(call_id)
+            if record is not None and record.ended_at is not None:
+                break
+            assert loop.time() < deadline, "the call's end was not written"
+            await asyncio.sleep(0.2)
+        assert record.end_reason == "caller_hangup", record
+    finally:
+        await db.close()
+    assert "taken for lost by another node while cut off from the store" in caplog.text

@@ -498,6 +498,13 @@ class CallbackQueue:
         )
         return _callback(row) if row is not None else None
 
+    async def open_for_call(self, call_id: str) -> list[Callback]:
+        """The open callbacks asked for after call ``call_id``."""
+        rows = await self._db.fetch_all(
+            f"{_SELECT} WHERE call_id = ? AND state IN {_OPEN} ORDER BY id", (call_id,)
+        )
+        return [_callback(r) for r in rows]
+
     async def list(
         self,
         states: Iterable[CallbackState | str] | None = None,
