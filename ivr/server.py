@@ -57,7 +57,6 @@ from ivr.prompts import (
 )
 from ivr.recordings import purge_conversations, purge_recordings
 from ivr.shared_line import SharedLine
-from ivr.sip.edge_guard import EdgePolicy
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.speech.transcriber import Transcriber
@@ -118,7 +117,6 @@ class Hotline:
             public_host=sip.public_host or sip.host,
             user_agent=sip.user_agent,
             log=log.getChild("sip"),
-            edge=EdgePolicy.from_settings(sip),
         )
         self.clock = MediaClock(log.getChild("media"))
         self.media_host = sip.rtp_host or sip.public_host or sip.host

@@ -59,6 +59,9 @@ async def test_migrations_make_every_table_on_postgres(
         "sessions",
         "dialplan_versions",
         "conversation_recordings",
+        "console_events",
+        "audit_log",
+        "address_locks",
         "schema_migrations",
     } <= tables(postgres_server, url)
     # reopening applies nothing again

@@ -20,6 +20,10 @@ class Migration:
     version: int  # 1, 2, 3 ... with no gaps
     description: str
     statements: tuple[str, ...]  # run one by one, in one transaction
+    # run after ``statements``, as written, on that back end only (what the two
+    # spell too differently for ``for_postgres``, such as triggers)
+    sqlite_statements: tuple[str, ...] = ()
+    postgres_statements: tuple[str, ...] = ()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -318,6 +322,74 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX console_events_by_time ON console_events (at)",
+        ),
+    ),
+    Migration(
+        12,
+        "audit: every read of a ticket or recording, every export and admin change, "
+        "append-only; accounts and addresses locked for abnormal access",
+        (
+            # append-only: the program has no UPDATE or DELETE of it, and the triggers
+            # below refuse them (docs/decisions.md, "The audit log")
+            """
+            CREATE TABLE audit_log (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                at          REAL NOT NULL,
+                node        TEXT NOT NULL DEFAULT '',
+                user_name   TEXT NOT NULL DEFAULT '',   -- '' for nobody logged in
+                role        TEXT NOT NULL DEFAULT '',
+                action      TEXT NOT NULL,              -- ticket.read, plans.publish ...
+                object_type TEXT NOT NULL DEFAULT '',
+                object_id   TEXT NOT NULL DEFAULT '',
+                items       INTEGER NOT NULL DEFAULT 0 CHECK (items >= 0),  -- objects shown
+                address     TEXT NOT NULL DEFAULT '',   -- the client's address
+                outcome     TEXT NOT NULL CHECK (outcome IN ('allowed', 'refused', 'failed')),
+                status      INTEGER,                    -- the HTTP status answered
+                detail      TEXT NOT NULL DEFAULT ''    -- phone numbers masked
+            )
+            """,
+            "CREATE INDEX audit_log_by_time ON audit_log (at)",
+            "CREATE INDEX audit_log_by_user ON audit_log (user_name, at)",
+            "CREATE INDEX audit_log_by_address ON audit_log (address, action, at)",
+            "CREATE INDEX audit_log_by_object ON audit_log (object_type, object_id)",
+            "ALTER TABLE users ADD COLUMN locked_at REAL",  # NULL: not locked
+            "ALTER TABLE users ADD COLUMN locked_reason TEXT",
+            """
+            CREATE TABLE address_locks (
+                address   TEXT PRIMARY KEY NOT NULL,
+                locked_at REAL NOT NULL,
+                reason    TEXT NOT NULL
+            )
+            """,
+        ),
+        sqlite_statements=(
+            """
+            CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: a row is never changed'); END
+            """,
+            """
+            CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: a row is never deleted'); END
+            """,
+        ),
+        postgres_statements=(
+            """
+            CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP
+                    USING ERRCODE = 'restrict_violation';
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()
+            """,
+            """
+            CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()
+            """,
+            "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC",
         ),
     ),
 )

@@ -336,6 +336,8 @@ class PostgresDatabase:
                     return
                 for statement in migration.statements:
                     await tx.execute(for_postgres(statement))
+                for statement in migration.postgres_statements:
+                    await tx.execute(statement)
                 await tx.execute(
                     "INSERT INTO schema_migrations (version, description, applied_at) "
                     "VALUES (?, ?, ?)",

@@ -267,7 +267,7 @@ async def _apply(connection: aiosqlite.Connection, path: Path, migration: Migrat
             (migration.version,),
         )
         if done is None:  # another process may have applied it meanwhile
-            for statement in migration.statements:
+            for statement in (*migration.statements, *migration.sqlite_statements):
                 await _execute(connection, statement, ())
             await _execute(
                 connection,
