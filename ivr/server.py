@@ -55,7 +55,7 @@ from ivr.prompts import (
     plan_prompt_keys,
     plan_prompt_texts,
 )
-from ivr.recordings import purge_conversations, purge_recordings
+from ivr.recordings import SharedRecordings, purge_conversations, purge_recordings
 from ivr.shared_line import SharedLine
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
@@ -75,6 +75,7 @@ from ivr.web.auth import Accounts, require
 from ivr.web.console import ConsoleParts, console_routes
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
+RECORDINGS_SHARE_CHECK_S = 30.0  # is recordings_dir shared with every live node?
 PLAN_FOLLOW_EVERY_S = 2.0  # how often a node looks for a plan published on another node
 
 
@@ -168,6 +169,7 @@ class Hotline:
             records=lambda: self.records,
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self.shared_recordings: SharedRecordings | None = None
         self._plan_follower: asyncio.Task[None] | None = None
         self.event_relay: EventRelay | None = None
         self.callback_queue: CallbackQueue | None = None
@@ -262,6 +264,12 @@ class Hotline:
         )
         self._crashed_before = await self.roster.join()
         self.roster.start()
+        self.shared_recordings = SharedRecordings(
+            self.settings.storage.recordings_dir,
+            self.roster.node_id,
+            self.log.getChild("recordings"),
+        )
+        await asyncio.to_thread(self.shared_recordings.mark)
         await self.desk.attach(SharedLine(self.db, self.roster))
         self.event_relay = EventRelay(
             self.db, self.roster, self.events, log=self.log.getChild("events")
@@ -594,6 +602,8 @@ class Hotline:
             health["kept_writes"] = len(self.pending_writes)
         if self.desk.alone_since is not None:
             health["desk"] = "deciding alone"
+        if self.shared_recordings is not None:
+            health["recordings"] = self.shared_recordings.describe()
         return health
 
     # -- calls (their life: ivr/call_session.py) -----------------------------------
@@ -706,20 +716,40 @@ class Hotline:
             if ticket is not None:
                 self.events.publish("updated", ticket.to_json())
 
+    async def _recordings_shared(self) -> bool:
+        """Whether every live node's recordings are in this node's recordings_dir."""
+        share, roster = self.shared_recordings, self.roster
+        if share is None or roster is None:
+            return True
+        try:
+            alive = await roster.alive()
+        except Exception:  # the store is away: keep what was known
+            return share.shared
+        return await asyncio.to_thread(share.check, alive)
+
     async def _purge_recordings_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        purge_at = loop.time()
         while True:
-            days = self.settings.storage.recording_retention_days
-            if self.tickets is not None:
-                try:
-                    await purge_recordings(self.tickets, days, self.log.getChild("recordings"))
-                except Exception:
-                    self.log.exception("recordings: purge failed")
-            if self.records is not None:
-                try:
-                    await purge_conversations(self.records, days, self.log.getChild("recordings"))
-                except Exception:
-                    self.log.exception("conversations: purge failed")
-            await asyncio.sleep(RECORDING_PURGE_EVERY_S)
+            shared = await self._recordings_shared()
+            if loop.time() >= purge_at:
+                purge_at = loop.time() + RECORDING_PURGE_EVERY_S
+                await self._purge_recordings(forget_missing=shared)
+            await asyncio.sleep(RECORDINGS_SHARE_CHECK_S)
+
+    async def _purge_recordings(self, *, forget_missing: bool) -> None:
+        days = self.settings.storage.recording_retention_days
+        log = self.log.getChild("recordings")
+        if self.tickets is not None:
+            try:
+                await purge_recordings(self.tickets, days, log, forget_missing=forget_missing)
+            except Exception:
+                self.log.exception("recordings: purge failed")
+        if self.records is not None:
+            try:
+                await purge_conversations(self.records, days, log, forget_missing=forget_missing)
+            except Exception:
+                self.log.exception("conversations: purge failed")
 
 
 def _queue_configs(settings: Settings) -> dict[str, QueueConfig]:
