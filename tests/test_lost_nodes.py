@@ -134,6 +134,7 @@ async def test_one_survivor_takes_a_lost_node_over(
     assert await c.callbacks.open_for("13900000000") is None  # hung up at the greeting
     back = await c.callbacks.get(dialling.id)
     assert back is not None and back.state is CallbackState.PENDING
+    assert (await c.callbacks.events(dialling.id))[-1].detail == "taken back from lost node node-a"
 
     assert await c.line.line() == []
     assert (await c.line.operators())["sip:op1@x"].state is OperatorState.FREE

@@ -438,6 +438,8 @@ class CallbackQueue:
             rows = await tx.fetch_all(f"{_SELECT} WHERE state IN (?, ?){which} ORDER BY id", params)
             for cb in (_callback(r) for r in rows):
                 detail = RECOVERED
+                if node is not None and node != self.node:  # a survivor's take-over
+                    detail = f"taken back from lost node {node}"
                 if cb.state is CallbackState.CONNECTED:
                     detail += " (the callback call was connected)"
                 await _set_state(tx, cb, CallbackState.PENDING, now, detail, next_at=now)
