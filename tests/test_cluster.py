@@ -16,6 +16,8 @@ own phones (callbacks); all on 127.0.0.x.
 - a callback the killed node was dialling is dialled by the other node;
 - drain on the shared store: the node's call finishes, the node says it
   stopped, and no survivor takes its calls for lost;
+- a rolling restart under load (each node drained, started again and taken
+  back by Kamailio in turn, calls coming in all along) drops no call;
 - a screen pop crosses nodes in the browser: an operator logged in on node A's
   web console sees the ticket of a call node B puts through to them.
 """
@@ -527,3 +529,45 @@ async def test_a_screen_pop_crosses_nodes_in_the_browser(
         if caller is not None:
             await caller.stop()
         await operator.stop()
+
+
+async def test_a_rolling_restart_under_load_drops_no_call(
+    start_cluster: StartCluster, tmp_path: Path
+) -> None:
+    """Item 5: calls keep coming through Kamailio (one a second, 4 s each)
+    while node A is drained, started again and taken back by Kamailio, then
+    node B the same: every call is answered and ends as the caller ends it."""
+    cluster = await start_cluster()
+    calls = 36
+    number = "13900000055"
+    load = SippCaller(
+        tmp_path / "load", cluster.port, number, calls=calls, rate=1.0, limit=20, duration_ms=4000
+    )
+    await load.start()
+    try:
+        await load.answered(2, timeout=20)
+        for node in (cluster.a, cluster.b):
+            back_in = rf"node sip:127\.0\.0\.1:{node.sip_port} is in"
+            seen_in = len(re.findall(back_in, cluster.kamailio.log()))
+            code, said = await node.drain()
+            assert code == 0 and "finished its calls and exited" in said, said + cluster.logs()
+            await node.start()
+            await node.ready()
+
+            def taken_back(pattern: str = back_in, before: int = seen_in) -> bool:
+                return len(re.findall(pattern, cluster.kamailio.log())) > before
+
+            await until(taken_back, 20.0, f"Kamailio sends {node.name} calls again", cluster)
+        done = await load.finished(timeout=120)
+    finally:
+        await load.stop()
+    assert done.successful == calls and done.failed == 0, done.stdout[-2000:] + cluster.logs()
+    assert set(done.answered_by) == {cluster.a.sip_port, cluster.b.sip_port}
+
+    async def all_written() -> bool:
+        ended = [r for r in await cluster.calls(number) if r["ended_at"] is not None]
+        return len(ended) == calls
+
+    await until(all_written, 10.0, "every call's end written", cluster)
+    records = await cluster.calls(number)
+    assert Counter(r["end_reason"] for r in records) == {"caller_hangup": calls}, records
