@@ -17,6 +17,7 @@ from socket import SOCK_DGRAM, SOCK_STREAM
 
 from aiohttp import web_request
 
+from ivr.audit import AccessGuard, AuditLog
 from ivr.call import EndReason
 from ivr.call_progress import CallProgress
 from ivr.call_records import CallRecordStore
@@ -57,6 +58,7 @@ from ivr.prompts import (
 )
 from ivr.recordings import SharedRecordings, purge_conversations, purge_recordings
 from ivr.shared_line import SharedLine
+from ivr.sip.edge_guard import EdgePolicy
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.speech.transcriber import Transcriber
@@ -70,7 +72,9 @@ from ivr.tickets.intake import Intake
 from ivr.tickets.search import TicketSearch
 from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.admin_plans import config_routes, plan_routes
+from ivr.web.allow import WebAllow
 from ivr.web.api import HotlineApi
+from ivr.web.audit import audit_middleware, audit_routes
 from ivr.web.auth import Accounts, require
 from ivr.web.console import ConsoleParts, console_routes
 
@@ -118,6 +122,7 @@ class Hotline:
             public_host=sip.public_host or sip.host,
             user_agent=sip.user_agent,
             log=log.getChild("sip"),
+            edge=EdgePolicy.from_settings(sip),
         )
         self.clock = MediaClock(log.getChild("media"))
         self.media_host = sip.rtp_host or sip.public_host or sip.host
@@ -146,6 +151,8 @@ class Hotline:
         self._crashed_before = False
         self.plan_store: PlanStore | None = None
         self.accounts: Accounts | None = None
+        self.audit: AuditLog | None = None  # who read, exported, changed what (ivr/audit.py)
+        self.access_guard: AccessGuard | None = None  # [audit] thresholds and locks
         self.ticket_search: TicketSearch | None = None
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
@@ -167,6 +174,7 @@ class Hotline:
             callbacks=lambda: self.callback_queue,
             callbacks_changed=self._wake_callbacks,
             records=lambda: self.records,
+            allow=WebAllow(settings.web.allow, log.getChild("web")),
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.shared_recordings: SharedRecordings | None = None
@@ -313,8 +321,17 @@ class Hotline:
             return require(request, "admin").name
 
         self.accounts = Accounts(self.db, log=self.log.getChild("web"))
+        self.audit = AuditLog(self.db, node=self.roster.node_id, log=self.log.getChild("audit"))
+        self.access_guard = AccessGuard(
+            self.db, self.audit, self.events, lambda: self.settings.audit
+        )
+        self.accounts.guard = self.access_guard
         self.ticket_search = TicketSearch(self.db, self.tickets)
         self.api.use_accounts(self.accounts, secure_cookie=self.settings.web.secure_cookie)
+        self.api.app.middlewares.append(  # after the log-in's: it audits the request's user
+            audit_middleware(self.access_guard, lambda: self.settings.audit, log=self.audit.log)
+        )
+        self.api.app.add_routes(audit_routes(self.access_guard))
         self.api.app.add_routes(plan_routes(self.plan_store, admin, running=lambda: self.plan))
         self.api.app.add_routes(config_routes(self._reload_json, admin))
         self._console = self._console_parts()
@@ -383,6 +400,7 @@ class Hotline:
             duplicate_window=self.settings.tickets.duplicate_window_days * 86400.0,
             events=self.events,
             log=self.log.getChild("web"),
+            audit=lambda: self.settings.audit,
         )
 
     async def reload_plan(self) -> bool:

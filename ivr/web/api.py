@@ -21,11 +21,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ivr.audit import ALERT_EVENT
 from ivr.call_history import record_json
 from ivr.call_records import MAX_RECENT, CallRecordStore
 from ivr.callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.tickets import TicketStore
 from ivr.tickets.events import TicketEvents
+from ivr.web.allow import WebAllow
+from ivr.web.audit import shown
 from ivr.web.auth import (
     SESSION_KEY,
     USER_KEY,
@@ -49,6 +52,7 @@ class HotlineApi:
         callbacks: Callable[[], CallbackQueue | None] = lambda: None,
         callbacks_changed: Callable[[], None] = lambda: None,
         records: Callable[[], CallRecordStore | None] = lambda: None,
+        allow: WebAllow | None = None,
     ) -> None:
         self._tickets = tickets
         self._records = records
@@ -61,7 +65,10 @@ class HotlineApi:
         self.port = 0
         self.accounts: Accounts | None = None
         self._auth: Middleware | None = None
-        self.app = web.Application(middlewares=[self._authenticate])
+        # [web] allow first: other addresses get 403 before log-in or any handler
+        self.allow = allow
+        first = [allow.middleware()] if allow is not None else []
+        self.app = web.Application(middlewares=[*first, self._authenticate])
         self.app.on_response_prepare.append(_security_headers)
         self.app.add_routes(
             [
@@ -216,6 +223,7 @@ class HotlineApi:
     async def _call_tickets(self, request: web.Request) -> web.Response:
         require(request, "operator")
         tickets = await self._store().for_call(request.match_info["call_id"])
+        shown(request, [t.id for t in tickets])  # the audit log counts them (ivr/web/audit.py)
         return _json({"tickets": [t.to_json() for t in tickets]})
 
     def _queue(self) -> CallbackQueue:
@@ -299,6 +307,8 @@ class HotlineApi:
                 else:
                     if event is None:
                         break
+                    if event.kind == ALERT_EVENT and user.role != "admin":
+                        continue  # the audit's alerts are for admins (ivr/audit.py)
                     data = json.dumps(event.ticket, ensure_ascii=False)
                     chunk = f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
                 try:

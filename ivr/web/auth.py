@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ivr.audit import AccessGuard, AccessRefusedError
 from ivr.store import ConstraintError, Database, Row
 
 ROLES = ("operator", "admin")  # in rising order: admin can do everything an operator can
@@ -131,6 +132,9 @@ class Accounts:
         self._failures: dict[tuple[str, str], deque[float]] = {}
         self._client_failures: dict[str, deque[float]] = {}
         self._last_sweep = 0.0
+        # the audit log and its locks (ivr/audit.py): log-ins audited, locked
+        # accounts and addresses refused; None: neither (tests of this class alone)
+        self.guard: AccessGuard | None = None
 
     # -- users -----------------------------------------------------------------
     async def add_user(
@@ -194,11 +198,19 @@ class Accounts:
         now = self._clock()
         self._sweep(now)
         key = (client, name)
+        if self.guard is not None:
+            try:
+                await self.guard.check_address(client)
+            except AccessRefusedError:
+                await self.guard.login_refused(name, client, "the address is locked")
+                raise
         retry_after = self._blocked(key, now)
         if retry_after is not None:
             self._log.warning(
                 "auth: log-in as %r from %s refused: too many failures", name[:40], client
             )
+            if self.guard is not None:
+                await self.guard.login_refused(name, client, "too many failed log-ins")
             raise TooManyAttempts(retry_after)
         # counted as a failure until it succeeds, so parallel guesses cannot
         # all slip in while the slow hashes run
@@ -217,10 +229,18 @@ class Accounts:
         ok = row is not None and await verify_password(password, row["password_hash"])
         if row is None or not ok or row["disabled"]:
             self._log.warning("auth: failed log-in as %r from %s", name[:40], client)
+            if self.guard is not None:
+                await self.guard.login_refused(name, client, _BAD_CREDENTIALS)
             raise AuthError(_BAD_CREDENTIALS)
 
         self._forget_attempt(key, client)
         user = _user(row)
+        if self.guard is not None:  # the right password, but the account may be locked
+            try:
+                await self.guard.check_account(name)
+            except AccessRefusedError:
+                await self.guard.login_refused(name, client, "the account is locked")
+                raise
         if _needs_rehash(row["password_hash"]):
             await self._db.execute(
                 "UPDATE users SET password_hash = ? WHERE id = ?",
@@ -238,6 +258,8 @@ class Accounts:
                 (_token_hash(token), user.id, session.csrf, now, session.expires_at),
             )
         self._log.info("auth: %s logged in from %s", name, client)
+        if self.guard is not None:
+            await self.guard.logged_in(name, user.role, client)
         return token, session
 
     async def session(self, token: str) -> Session | None:
@@ -248,7 +270,8 @@ class Accounts:
         token_hash = _token_hash(token)
         row = await self._db.fetch_one(
             "SELECT s.csrf, s.expires_at, u.id, u.name, u.role, u.sip_uri, u.created_at, "
-            "u.disabled FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+            "u.disabled, u.locked_at FROM sessions s JOIN users u ON u.id = s.user_id "
+            "WHERE s.token_hash = ?",
             (token_hash,),
         )
         if row is None:
@@ -256,7 +279,7 @@ class Accounts:
         if row["expires_at"] <= self._clock():
             await self._db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
             return None
-        if row["disabled"]:
+        if row["disabled"] or row["locked_at"] is not None:  # locked: ivr/audit.py
             return None
         return Session(user=_user(row), csrf=row["csrf"], expires_at=row["expires_at"])
 
@@ -486,6 +509,8 @@ def auth_routes(accounts: Accounts, *, secure_cookie: bool = False) -> list[web.
             response = _json({"error": str(exc)}, status=429)
             response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
             return response
+        except AccessRefusedError as exc:  # a locked account or address (ivr/audit.py)
+            return _json({"error": str(exc)}, status=423)
         except AuthError as exc:
             return _json({"error": str(exc)}, status=401)
         response = _json({"user": session.user.to_json(), "csrf": session.csrf})

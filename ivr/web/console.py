@@ -27,7 +27,9 @@ from typing import Any, Protocol
 import soundfile as sf
 from aiohttp import web
 
+from ivr.audit import masked_csv
 from ivr.callbacks import CallbackQueue, CallbackState
+from ivr.config import AuditSettings
 from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary
@@ -35,6 +37,7 @@ from ivr.tickets import STATUSES, TicketError, TicketStore
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.search import TicketFilter, TicketSearch, tickets_csv
 from ivr.voice_recordings import VoiceImportError, check_recording, install_recording, voice_status
+from ivr.web.audit import shown
 from ivr.web.auth import USER_KEY, require
 
 STATIC = Path(__file__).parent / "static"
@@ -79,6 +82,8 @@ class ConsoleParts:
     duplicate_window: float
     events: TicketEvents
     log: logging.Logger
+    # [audit]: who may export, who sees whole numbers and transcripts in it
+    audit: Callable[[], AuditSettings] = AuditSettings
 
 
 def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
@@ -299,6 +304,7 @@ class _Console:
         if ticket is None or search is None:
             raise _error(404, "no such ticket")
         found = await search.duplicates(ticket, window=self.p.duplicate_window)
+        shown(request, [d.ticket.id for d in found])
         return _json({"duplicates": [d.to_json() for d in found]})
 
     async def recording_audio(self, request: web.Request) -> web.StreamResponse:
@@ -361,14 +367,31 @@ class _Console:
     async def find(self, request: web.Request) -> web.Response:
         require(request, "operator")
         found = await self._search().find(self._filter(request))
+        shown(request, [t.id for t in found])
         return _json({"tickets": [dict(t.to_json(), summary=t.summary()) for t in found]})
 
     async def export(self, request: web.Request) -> web.Response:
-        user = require(request, "admin")
+        user = require(request, "operator")
+        audit = self.p.audit()
+        if user.role not in audit.export_roles:  # [audit] export_roles
+            raise web.HTTPForbidden(
+                text=json.dumps({"error": f"the {user.role} role may not export tickets"}),
+                content_type="application/json",
+            )
         found = await self._search().find(self._filter(request))
-        self.p.log.info("console: %s exported %d tickets as CSV", user.name, len(found))
+        shown(request, [t.id for t in found])
+        text = tickets_csv(found)
+        personal = user.role in audit.see_personal  # else numbers masked, no transcripts
+        if not personal:
+            text = masked_csv(text)
+        self.p.log.info(
+            "console: %s exported %d tickets as CSV%s",
+            user.name,
+            len(found),
+            "" if personal else " (numbers masked, no transcripts)",
+        )
         return web.Response(
-            body=tickets_csv(found).encode("utf-8"),
+            body=text.encode("utf-8"),
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": 'attachment; filename="tickets.csv"'},

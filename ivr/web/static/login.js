@@ -10,6 +10,7 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
     });
     location.href = me.user.role === "admin" ? "/admin" : "/operator";
   } catch (e) {
-    error.textContent = e.status === 429 ? "尝试次数过多，请稍后再试 (too many attempts)" : "用户名或密码错误 (wrong name or password)";
+    // 423: a locked account or address (the audit's thresholds): the server says why
+    error.textContent = e.status === 423 ? e.message : e.status === 429 ? "尝试次数过多，请稍后再试 (too many attempts)" : "用户名或密码错误 (wrong name or password)";
   }
 });

@@ -1,0 +1,28 @@
+"use strict";
+// On the admin page: a link to the audit page, and a banner while any account or
+// address is locked (kept up to date by the event stream's audit_alert, from any node).
+(() => {
+  const header = document.querySelector("header");
+  const link = Console.el("a", { id: "to-audit", href: "/admin/audit" },
+    Console.el("button", { type: "button", class: "secondary" }, "审计 Audit"));
+  header.insertBefore(link, document.getElementById("logout"));
+  const banner = Console.el("section", { id: "audit-alert", class: "hidden", role: "alert",
+    style: "margin: .6rem 1.2rem 0; border-color: #b42318; background: #fff4e5" });
+  header.after(banner);
+  async function refresh() {
+    let data;
+    try { data = await Console.api("GET", "/api/admin/audit/locks"); } catch (e) { return; }
+    const locks = data.locks;
+    banner.classList.toggle("hidden", locks.length === 0);
+    banner.replaceChildren(
+      Console.el("strong", {}, `告警：${locks.length} 个账号或地址已被锁定 `),
+      ...locks.map(l => Console.el("span", { class: "badge urgent", style: "margin-right: .4rem" },
+        `${l.kind === "account" ? "账号" : "地址"} ${l.subject}：${l.reason}`)),
+      Console.el("a", { href: "/admin/audit" }, "去审计页面解锁"));
+  }
+  Console.whoami().then((user) => {
+    if (user.role !== "admin") return;
+    refresh();
+    new EventSource("/api/events").addEventListener("audit_alert", refresh);
+  }).catch(() => {});
+})();
