@@ -56,6 +56,15 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True)
+class InboundAuthSettings:
+    """[sip.inbound_auth]: digest credentials a caller's INVITE must carry."""
+
+    realm: str
+    users: Mapping[str, str]  # user name -> password
+    nonce_lifetime: float = 300.0  # seconds a challenge's nonce is good for
+
+
+@dataclass(frozen=True)
 class SipSettings:
     host: str = "127.0.0.1"
     port: int = 5060
@@ -71,6 +80,16 @@ class SipSettings:
     codecs: tuple[str, ...] = CODECS
     # networks (CIDR) the caller's RTP may also come from, e.g. a carrier SBC's media range
     trunk_networks: tuple[str, ...] = ()
+    # the edge (ivr/sip/edge_guard.py): sources (CIDR) that may send requests; others
+    # get 403 or nothing (refuse); per source a request rate and calls in progress,
+    # beyond them 503 or nothing (over_limit); digest auth of inbound INVITEs
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    refuse: str = "403"  # "403" | "silence"
+    requests_per_second: float = 100.0
+    request_burst: int = 200
+    calls_per_source: int = 0  # 0 = no limit of its own (max_calls still applies)
+    over_limit: str = "503"  # "503" | "silence"
+    inbound_auth: InboundAuthSettings | None = None
 
     @property
     def contact_host(self) -> str:
@@ -209,6 +228,8 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     secure_cookie: bool = False  # true behind HTTPS: the session cookie is sent only over it
+    # source networks (CIDR) that may use the console and API; others get 403
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -244,6 +265,28 @@ class NodeSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """[audit]: who read which ticket or recording, exported or changed what
+    (ivr/audit.py), and what counts as abnormal access."""
+
+    # an account shown more tickets than this in an hour (one read, or each
+    # ticket a search lists) is locked until an admin unlocks it; 0 = no limit
+    ticket_reads_per_hour: int = 3000
+    recording_plays_per_hour: int = 200  # utterances and conversations played; 0 = no limit
+    exports_per_hour: int = 20  # CSV exports by one account; 0 = no limit
+    # failed log-ins under this many different names from one address within
+    # login_spray_window seconds (password spraying) lock that address out; 0 = never
+    login_spray_names: int = 10
+    login_spray_window: float = 600.0
+    # roles that see whole phone numbers and transcripts in exports (others: 138****5678)
+    see_personal: tuple[str, ...] = ("admin",)
+    export_roles: tuple[str, ...] = ("admin",)  # roles that may export tickets as CSV
+    # proxies (CIDR) whose X-Forwarded-For names the client; from any other peer
+    # the peer's own address is the client's
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     queues: Mapping[str, QueueSettings]  # read-only, by queue name, in file order
     sip: SipSettings = field(default_factory=SipSettings)
@@ -267,28 +310,6 @@ class Settings:
 
 
 # ----------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """[audit]: who read which ticket or recording, exported or changed what
-    (ivr/audit.py), and what counts as abnormal access."""
-
-    # an account shown more tickets than this in an hour (one read, or each
-    # ticket a search lists) is locked until an admin unlocks it; 0 = no limit
-    ticket_reads_per_hour: int = 3000
-    recording_plays_per_hour: int = 200  # utterances and conversations played; 0 = no limit
-    exports_per_hour: int = 20  # CSV exports by one account; 0 = no limit
-    # failed log-ins under this many different names from one address within
-    # login_spray_window seconds (password spraying) lock that address out; 0 = never
-    login_spray_names: int = 10
-    login_spray_window: float = 600.0
-    # roles that see whole phone numbers and transcripts in exports (others: 138****5678)
-    see_personal: tuple[str, ...] = ("admin",)
-    export_roles: tuple[str, ...] = ("admin",)  # roles that may export tickets as CSV
-    # proxies (CIDR) whose X-Forwarded-For names the client; from any other peer
-    # the peer's own address is the client's
-    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1058,8 +1079,11 @@ def _web(t: _Table) -> WebSettings:
     host = t.host("host", d.host)
     port = t.integer("port", d.port, 0, 65535)
     secure_cookie = t.boolean("secure_cookie", d.secure_cookie)
+    allow = _allow(t, d.allow)
     t.reject_unknown()
-    return WebSettings(enabled=enabled, host=host, port=port, secure_cookie=secure_cookie)
+    return WebSettings(
+        enabled=enabled, host=host, port=port, secure_cookie=secure_cookie, allow=allow
+    )
 
 
 def _dialplan(t: _Table, base: Path) -> DialplanSettings:
@@ -1130,6 +1154,15 @@ def _sip(t: _Table) -> SipSettings:
         t.fail("user_agent", "must not contain control characters (tabs, newlines)")
     codecs = _codecs(t)
     trunk_networks = t.networks("trunk_networks")
+    allow = _allow(t, d.allow)
+    refuse = t.choice("refuse", d.refuse, ("403", "silence"))
+    rate = t.number(
+        "requests_per_second", d.requests_per_second, 0, 1e6, low_open=True, what="a rate"
+    )
+    request_burst = t.integer("request_burst", d.request_burst, 1, 10_000_000)
+    calls_per_source = t.integer("calls_per_source", d.calls_per_source, 0, 100_000)
+    over_limit = t.choice("over_limit", d.over_limit, ("503", "silence"))
+    inbound_auth = _inbound_auth(t)
     t.reject_unknown()
 
     ports = ("rtp_port_min", "rtp_port_max")
@@ -1171,7 +1204,56 @@ def _sip(t: _Table) -> SipSettings:
         user_agent=user_agent,
         codecs=codecs,
         trunk_networks=trunk_networks,
+        allow=allow,
+        refuse=refuse,
+        requests_per_second=rate,
+        request_burst=request_burst,
+        calls_per_source=calls_per_source,
+        over_limit=over_limit,
+        inbound_auth=inbound_auth,
     )
+
+
+def _allow(t: _Table, default: tuple[str, ...]) -> tuple[str, ...]:
+    """[sip] / [web] allow: the source networks let in; absent = loopback only."""
+    if not t.has("allow"):
+        return default
+    allow = t.networks("allow")
+    if t.ok("allow") and not allow:
+        t.fail("allow", 'must list at least one network; to let anyone in: ["0.0.0.0/0", "::/0"]')
+        return default
+    return allow
+
+
+def _inbound_auth(sip: _Table) -> InboundAuthSettings | None:
+    if not sip.has("inbound_auth"):
+        sip.raw("inbound_auth")
+        return None
+    t = sip.table("inbound_auth")
+    realm = t.string("realm", "12345")
+    if t.ok("realm") and (_PRINTABLE.fullmatch(realm) is None or '"' in realm):
+        t.fail("realm", "must not contain quotes or control characters")
+    lifetime = t.number("nonce_lifetime", 300.0, 1, 86400, low_open=False)
+    users: dict[str, str] = {}
+    raw = t.raw("users")
+    example = '{ carrier = "a long secret" }'
+    if raw is None:
+        t.fail("users", f"is missing: name the users and passwords, e.g. users = {example}")
+    elif not isinstance(raw, dict) or not raw:
+        t.fail("users", f"must be a table of user names and passwords, e.g. {example}")
+    else:
+        for name, password in raw.items():
+            if not isinstance(password, str) or not password:
+                t.fail("users", f"{_show(name)}'s password must be a non-empty string")
+                break
+            if _PRINTABLE.fullmatch(name) is None or '"' in name:
+                t.fail("users", f"{_show(name)} must not contain quotes or control characters")
+                break
+            users[name] = password
+    t.reject_unknown()
+    if not t.ok("realm", "users", "nonce_lifetime"):
+        return None
+    return InboundAuthSettings(realm=realm, users=MappingProxyType(users), nonce_lifetime=lifetime)
 
 
 def _is_unspecified(host: str) -> bool:

@@ -58,6 +58,7 @@ from ivr.prompts import (
 )
 from ivr.recordings import SharedRecordings, purge_conversations, purge_recordings
 from ivr.shared_line import SharedLine
+from ivr.sip.edge_guard import EdgePolicy
 from ivr.sip.endpoint import SipEndpoint
 from ivr.sip.incoming import IncomingInvite
 from ivr.speech.transcriber import Transcriber
@@ -71,6 +72,7 @@ from ivr.tickets.intake import Intake
 from ivr.tickets.search import TicketSearch
 from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.admin_plans import config_routes, plan_routes
+from ivr.web.allow import WebAllow
 from ivr.web.api import HotlineApi
 from ivr.web.audit import audit_middleware, audit_routes
 from ivr.web.auth import Accounts, require
@@ -120,6 +122,7 @@ class Hotline:
             public_host=sip.public_host or sip.host,
             user_agent=sip.user_agent,
             log=log.getChild("sip"),
+            edge=EdgePolicy.from_settings(sip),
         )
         self.clock = MediaClock(log.getChild("media"))
         self.media_host = sip.rtp_host or sip.public_host or sip.host
@@ -171,6 +174,7 @@ class Hotline:
             callbacks=lambda: self.callback_queue,
             callbacks_changed=self._wake_callbacks,
             records=lambda: self.records,
+            allow=WebAllow(settings.web.allow, log.getChild("web")),
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self.shared_recordings: SharedRecordings | None = None

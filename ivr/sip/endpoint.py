@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiosipua import SipRequest, SipResponse
 from aiosipua.auth import SipDigestAuth
 
 from ivr.sip.dialog import Dialog, DialogEnd
+from ivr.sip.edge_guard import EdgeGuard, EdgePolicy
 from ivr.sip.incoming import IncomingInvite
 from ivr.sip.messages import (
     ALLOWED_METHODS,
@@ -24,6 +26,7 @@ from ivr.sip.messages import (
     cseq_method,
     cseq_number,
     make_response,
+    make_tag,
     tag_of,
 )
 from ivr.sip.outgoing import OutgoingInvite
@@ -65,6 +68,7 @@ class SipEndpoint:
         user_agent: str,
         log: logging.Logger,
         timers: Timers | None = None,
+        edge: EdgePolicy | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -83,6 +87,9 @@ class SipEndpoint:
         self._invites: dict[tuple[str, str], IncomingInvite] = {}
         self._acks: dict[str, SipRequest] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # the edge (ivr/sip/edge_guard.py): requests refused before any state, by reason
+        self.rejected: Counter[str] = Counter()
+        self.edge = EdgeGuard(edge or EdgePolicy(), log, live_calls=self._live_call_ids)
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
@@ -99,6 +106,7 @@ class SipEndpoint:
         self.log.info("sip: listening on %s:%d/udp", self.host, self.port)
 
     def close(self) -> None:
+        self.edge.close()
         if self._loop is None:  # never started (a start-up that failed before)
             self._transport.close()
             return
@@ -155,9 +163,12 @@ class SipEndpoint:
         if self._dialogs.get(dialog.key) is dialog:
             del self._dialogs[dialog.key]
         self._acks.pop(dialog.call_id, None)
+        self.edge.call_ended(dialog.call_id)
 
     def forget_invite(self, invite: IncomingInvite) -> None:
         self._invites.pop(invite.transaction.key, None)
+        if (invite.call_id, invite.local_tag) not in self._dialogs:
+            self.edge.call_ended(invite.call_id)  # refused or cancelled: no call made
 
     def remember_ack(self, call_id: str, ack: SipRequest) -> None:
         self._acks[call_id] = ack
@@ -202,7 +213,38 @@ class SipEndpoint:
                 return
         self.log.debug("sip: stray %d from %s:%d", response.status_code, addr[0], addr[1])
 
+    def _live_call_ids(self) -> set[str]:
+        return {key[0] for key in self._dialogs} | {i.call_id for i in self._invites.values()}
+
+    def _refused_at_edge(self, request: SipRequest, addr: Addr) -> bool:
+        """The edge's policy, before any transaction, dialog, task or RTP port:
+        True when ``request`` was refused (answered statelessly, or not at all)."""
+        to_tag = tag_of(request.headers.get_first("to"))
+        if to_tag and (request.call_id or "", to_tag) in self._dialogs:
+            return False  # in a call of ours (an operator's phone too)
+        branch_key = ServerTransactions.key_of(request)
+        if self.transactions_in.find_invite(branch_key) is not None:
+            return False  # a retransmitted INVITE, its ACK or CANCEL
+        refusal = self.edge.screen(
+            request, addr[0], new_dialog=request.method.upper() == "INVITE" and not to_tag
+        )
+        if refusal is None:
+            return False
+        self.rejected[refusal.reason] += 1
+        if refusal.status is not None and request.method.upper() != "ACK":
+            response = make_response(
+                request,
+                refusal.status,
+                reason=refusal.response_reason,
+                to_tag=make_tag() if refusal.to_tag else None,
+                headers={**refusal.headers, "User-Agent": self.user_agent},
+            )
+            self.transport_send(response, addr)
+        return True
+
     def _on_request(self, request: SipRequest, addr: Addr) -> None:
+        if self._refused_at_edge(request, addr):
+            return
         problem = check_request(request)
         if problem is not None:
             self.log.warning(
@@ -277,6 +319,7 @@ class SipEndpoint:
             return
         invite = IncomingInvite(self, transaction, addr, offer)
         self._invites[transaction.key] = invite
+        self.edge.call_started(addr[0], invite.call_id)
         self.on_invite(invite)
 
     def _reinvite(self, transaction: Any, request: SipRequest, to_tag: str) -> None:

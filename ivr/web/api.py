@@ -27,6 +27,7 @@ from ivr.call_records import MAX_RECENT, CallRecordStore
 from ivr.callbacks import CallbackError, CallbackNotFoundError, CallbackQueue, CallbackState
 from ivr.tickets import TicketStore
 from ivr.tickets.events import TicketEvents
+from ivr.web.allow import WebAllow
 from ivr.web.audit import shown
 from ivr.web.auth import (
     SESSION_KEY,
@@ -51,6 +52,7 @@ class HotlineApi:
         callbacks: Callable[[], CallbackQueue | None] = lambda: None,
         callbacks_changed: Callable[[], None] = lambda: None,
         records: Callable[[], CallRecordStore | None] = lambda: None,
+        allow: WebAllow | None = None,
     ) -> None:
         self._tickets = tickets
         self._records = records
@@ -63,7 +65,10 @@ class HotlineApi:
         self.port = 0
         self.accounts: Accounts | None = None
         self._auth: Middleware | None = None
-        self.app = web.Application(middlewares=[self._authenticate])
+        # [web] allow first: other addresses get 403 before log-in or any handler
+        self.allow = allow
+        first = [allow.middleware()] if allow is not None else []
+        self.app = web.Application(middlewares=[*first, self._authenticate])
         self.app.on_response_prepare.append(_security_headers)
         self.app.add_routes(
             [
