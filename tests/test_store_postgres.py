@@ -62,6 +62,8 @@ async def test_migrations_make_every_table_on_postgres(
         "console_events",
         "audit_log",
         "address_locks",
+        "followups",
+        "followup_events",
         "schema_migrations",
     } <= tables(postgres_server, url)
     # reopening applies nothing again

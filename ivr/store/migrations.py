@@ -392,6 +392,55 @@ MIGRATIONS: tuple[Migration, ...] = (
             "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC",
         ),
     ),
+    Migration(
+        13,
+        "follow-up calls (回访) after a ticket is closed, with their history",
+        (
+            # one row per closing of a ticket; dialled like a callback (leased by
+            # the node dialling it), answered with 满意 / 基本满意 / 不满意, or no_answer
+            """
+            CREATE TABLE followups (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id   INTEGER NOT NULL REFERENCES tickets (id),
+                number      TEXT NOT NULL,             -- whom we dial (proxy ticket: beneficiary)
+                dialect     TEXT,                      -- remembered for that number at closing
+                speed       REAL NOT NULL DEFAULT 1.0,
+                state       TEXT NOT NULL CHECK (state IN ('pending', 'dialing', 'connected',
+                                'no_answer', 'busy', 'done', 'cancelled')),
+                attempts    INTEGER NOT NULL DEFAULT 0,
+                next_at     REAL NOT NULL,
+                lease_node  TEXT,                      -- the node dialling it
+                outcome     TEXT CHECK (outcome IS NULL
+                                OR outcome IN ('满意', '基本满意', '不满意', 'no_answer')),
+                comment     TEXT,                      -- the citizen's words, transcribed
+                last_error  TEXT,
+                closed_at   REAL NOT NULL,             -- when the ticket was closed
+                answered_at REAL,                      -- when the survey was answered
+                created_at  REAL NOT NULL,
+                updated_at  REAL NOT NULL
+            )
+            """,
+            """
+            CREATE UNIQUE INDEX followups_one_open_per_ticket ON followups (ticket_id)
+            WHERE state IN ('pending', 'dialing', 'connected', 'no_answer', 'busy')
+            """,
+            "CREATE INDEX followups_due ON followups (state, next_at)",
+            "CREATE INDEX followups_by_number ON followups (number, state)",
+            "CREATE INDEX followups_by_closing ON followups (closed_at)",
+            """
+            CREATE TABLE followup_events (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                followup_id INTEGER NOT NULL REFERENCES followups (id),
+                at          REAL NOT NULL,
+                from_state  TEXT,
+                to_state    TEXT NOT NULL,
+                detail      TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX followup_events_by_followup ON followup_events (followup_id, id)",
+            "CREATE INDEX followup_events_dials ON followup_events (to_state, at)",
+        ),
+    ),
 )
 
 
