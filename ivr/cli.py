@@ -323,10 +323,13 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    """`ivr users add | list | passwd`: the web console's accounts."""
+    """`ivr users add | list | passwd | unlock`: the web console's accounts."""
+    import getpass
     import time
 
+    from ivr.audit import AccessGuard, AuditLog
     from ivr.store import DatabaseError, open_store
+    from ivr.tickets.events import TicketEvents
     from ivr.web.auth import NAME_PATTERN, ROLES, Accounts, AuthError
 
     settings = _settings(args.config)
@@ -350,12 +353,33 @@ def cmd_users(args: argparse.Namespace) -> int:
         db = await open_store(settings.storage.location)
         try:
             accounts = Accounts(db)
+            # a change made here is audited as made by this machine's user (ivr/audit.py)
+            audit = AuditLog(db, node="cli")
+            me = getpass.getuser()
             if args.users_command == "add":
                 user = await accounts.add_user(args.name, password, args.role, sip_uri=args.sip_uri)
+                await audit.record(
+                    action="users.add", outcome="allowed", object_type="user",
+                    object_id=user.name, detail=f"role {user.role}", user=me, role="cli",
+                    address="local",
+                )  # fmt: skip
                 return [f"added {user.role} {user.name}"]
             if args.users_command == "passwd":
                 await accounts.set_password(args.name, password)
+                await audit.record(
+                    action="users.passwd", outcome="allowed", object_type="user",
+                    object_id=args.name, user=me, role="cli", address="local",
+                )  # fmt: skip
                 return [f"password of {args.name} changed; their sessions were ended"]
+            if args.users_command == "unlock":  # e.g. the only admin was locked
+                kind = "address" if args.address else "account"
+                subject = args.address or args.name
+                if not subject:
+                    raise AuthError("name the account to unlock, or --address ADDRESS")
+                guard = AccessGuard(db, audit, TicketEvents(), lambda: settings.audit)
+                if not await guard.unlock(kind, subject, by=me, role="cli", address="local"):
+                    raise AuthError(f"{kind} {subject} is not locked")
+                return [f"{kind} {subject} unlocked"]
             users = await accounts.users()
             width = max((len(u.name) for u in users), default=4)
             lines = [f"{'name':<{width}}  {'role':<8}  {'created':<16}  sip_uri"]
@@ -474,7 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--password-stdin", action="store_true", help="read the password from stdin"
         )
     users_list = users_sub.add_parser("list", help="list the users")
-    for one in (users_add, users_passwd, users_list):
+    users_unlock = users_sub.add_parser(
+        "unlock", help="unlock an account or address locked for abnormal access ([audit])"
+    )
+    users_unlock.add_argument("name", nargs="?", default="", help="the account")
+    users_unlock.add_argument("--address", help="unlock log-ins from this address instead")
+    for one in (users_add, users_passwd, users_list, users_unlock):
         one.set_defaults(func=cmd_users)
 
     from ivr.call_history import add_calls_commands

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ivr.audit import AuditLog
+from ivr.audit import AuditLog, AuditQuery
 from ivr.config import load_settings
 from ivr.logs import setup_logging
 from ivr.server import Hotline
@@ -526,3 +526,49 @@ async def test_the_audit_page_shows_the_lock_and_the_admin_unlocks_it(
     assert "已解锁" in await page.locator("#lock-status").inner_text()
     await other.click("#login")
     await other.wait_for_url(f"{url}/operator")
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def test_the_cli_audits_user_changes_and_unlocks_a_locked_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The only admin locked: `ivr users unlock` on the machine lets them in
+    again; users added there are audited as the machine's user."""
+    from ivr.audit import AccessGuard
+    from ivr.cli import main
+    from ivr.config import AuditSettings
+    from ivr.tickets.events import TicketEvents
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[storage]\ndatabase = "ivr.sqlite3"\n\n[queues.general]\n'
+        'operators = ["sip:op@127.0.0.1:5999"]\n'
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["--config", str(config), "users", "add", "boss", "--role", "admin",
+                 "--password-stdin"]) == 0  # fmt: skip
+
+    async def lock() -> None:
+        async with await open_store(tmp_path / "ivr.sqlite3") as db:
+            guard = AccessGuard(db, AuditLog(db), TicketEvents(), AuditSettings)
+            assert await guard.lock_account("boss", "a test lock")
+
+    asyncio.run(lock())
+    assert main(["--config", str(config), "users", "unlock", "boss"]) == 0
+    assert "account boss unlocked" in capsys.readouterr().out
+    assert main(["--config", str(config), "users", "unlock", "boss"]) == 1
+    assert "is not locked" in capsys.readouterr().err
+
+    async def rows() -> list[tuple[str, str, str, str]]:
+        async with await open_store(tmp_path / "ivr.sqlite3") as db:
+            found = await AuditLog(db).search(AuditQuery())
+            return [(r.action, r.role, r.object_id, r.outcome) for r in reversed(found)]
+
+    assert asyncio.run(rows()) == [
+        ("users.add", "cli", "boss", "allowed"),
+        ("account.lock", "system", "boss", "allowed"),
+        ("account.unlock", "cli", "boss", "allowed"),
+        ("account.unlock", "cli", "boss", "failed"),
+    ]
