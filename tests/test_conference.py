@@ -1,0 +1,206 @@
+"""Multi-party consultation (issue 14 item 2): the N-1 mixer, the conference
+on real RTP streams, and calls with three real SIP peers (a caller, an
+operator, a department) where each must hear the other two."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from ivr.conference import CALLER, GUEST, OPERATOR, Conference, Party
+from ivr.media import codec as codecs
+from ivr.media.clock import MediaClock
+from ivr.media.mixer import FRAME_SAMPLES, encode_rows, mix_minus
+from ivr.media.ports import RtpPorts
+from ivr.media.rtp import RtpStream
+from ivr.trial_call import to_frames
+from tests.peers import free_port_block
+
+LOG = logging.getLogger("test.conference")
+RATE = 8000
+# each party speaks at its own pitch: who hears whom is told by frequency
+CALLER_HZ, OPERATOR_HZ, DEPARTMENT_HZ = 500.0, 1100.0, 1700.0
+
+
+def sine(hz: float, seconds: float, amplitude: int = 6000) -> npt.NDArray[np.int16]:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def level(pcm: npt.NDArray[np.int16], hz: float) -> float:
+    """The amplitude of the ``hz`` component of ``pcm`` (one DFT bin, Goertzel's)."""
+    if len(pcm) == 0:
+        return 0.0
+    x = pcm.astype(np.float64)
+    n = np.arange(len(x))
+    return float(2 * abs(np.dot(x, np.exp(-2j * np.pi * hz * n / RATE))) / len(x))
+
+
+# -- the mixer ------------------------------------------------------------------
+
+
+def test_each_party_hears_the_sum_of_the_others_not_itself() -> None:
+    a, b, c = (np.full(FRAME_SAMPLES, v, dtype=np.int16) for v in (100, 2000, -700))
+    heard = mix_minus(np.stack([a, b, c]))
+    assert heard.dtype == np.int16 and heard.shape == (3, FRAME_SAMPLES)
+    assert (heard[0] == 2000 - 700).all()
+    assert (heard[1] == 100 - 700).all()
+    assert (heard[2] == 100 + 2000).all()
+
+
+def test_loud_parties_are_clipped_not_wrapped_around() -> None:
+    loud = np.full(FRAME_SAMPLES, 30000, dtype=np.int16)
+    heard = mix_minus(np.stack([loud, loud, loud]))
+    assert (heard == 32767).all(), "two at 30000 sum to 60000: clipped, not wrapped"
+    heard = mix_minus(np.stack([-loud, -loud, -loud, -loud]))
+    assert (heard == -32768).all(), "three at -30000 sum to -90000: clipped, not wrapped"
+    heard = mix_minus(np.stack([loud, -loud, loud]))
+    assert heard[1].tolist() == [32767] * FRAME_SAMPLES and (heard[0] == 0).all()
+
+
+def test_a_silent_party_adds_nothing_and_still_hears_the_others() -> None:
+    voice = sine(800, 0.02)
+    silent = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+    heard = mix_minus(np.stack([voice, silent]))
+    assert (heard[0] == 0).all(), "the speaker hears the silent party: nothing"
+    assert (heard[1] == voice).all(), "the silent party hears the speaker as they spoke"
+    alone = mix_minus(np.stack([voice]))
+    assert (alone == 0).all(), "a party alone hears nobody, not themselves"
+
+
+def test_a_tone_for_one_party_only() -> None:
+    frames = np.zeros((3, FRAME_SAMPLES), dtype=np.int16)
+    frames[0] = 1000
+    extra = np.zeros((3, FRAME_SAMPLES), dtype=np.int32)
+    extra[1] = 500
+    heard = mix_minus(frames, extra)
+    assert (heard[1] == 1500).all() and (heard[2] == 1000).all() and (heard[0] == 0).all()
+
+
+def test_rows_are_encoded_in_each_partys_codec() -> None:
+    rows = np.stack([sine(440, 0.02), sine(440, 0.02)])
+    ulaw, alaw = encode_rows(rows, ["PCMU", "PCMA"])
+    assert len(ulaw) == len(alaw) == FRAME_SAMPLES
+    assert ulaw == codecs.encode(rows[0], "PCMU") and alaw == codecs.encode(rows[1], "PCMA")
+
+
+# -- the conference on real RTP streams ---------------------------------------------
+
+
+class Phone:
+    """A far end over real UDP: plays a tone, keeps what it hears."""
+
+    def __init__(self, clock: MediaClock, ports: RtpPorts, hz: float | None) -> None:
+        self.stream = RtpStream(clock, LOG)
+        self.ports = ports
+        self.hz = hz
+        self.heard: list[npt.NDArray[np.int16]] = []
+
+    def audio(self, last: float | None = None) -> npt.NDArray[np.int16]:
+        pcm = np.concatenate(self.heard) if self.heard else np.zeros(0, dtype=np.int16)
+        return pcm if last is None else pcm[-int(last * RATE) :]
+
+
+async def conference_with(
+    clock: MediaClock, ports: RtpPorts, tones: Mapping[str, float | None], **kwargs: object
+) -> tuple[Conference, dict[str, Phone], dict[str, RtpStream]]:
+    conference = Conference(clock, LOG, **kwargs)  # type: ignore[arg-type]
+    phones: dict[str, Phone] = {}
+    legs: dict[str, RtpStream] = {}
+    roles = {"caller": CALLER, "operator": OPERATOR}
+    for name, hz in tones.items():
+        phone = Phone(clock, ports, hz)
+        leg = RtpStream(clock, LOG)
+        await phone.stream.open(ports)
+        await leg.open(ports)
+        codec = "PCMA" if name == "department" else "PCMU"  # one leg of another codec
+        pt = 8 if codec == "PCMA" else 0
+        phone.stream.set_remote(("127.0.0.1", leg.local_port), codec, pt, None)
+        leg.set_remote(("127.0.0.1", phone.stream.local_port), codec, pt, None)
+        phone.stream.pcm_listeners.append(phone.heard.append)
+        if hz is not None:  # None: a phone that sends no RTP at all
+            phone.stream.start_sending()
+            phone.stream.play(to_frames(sine(hz, 1.0), codec), loop_forever=True)
+        conference.add(name, roles.get(name, GUEST), leg)
+        phones[name], legs[name] = phone, leg
+    return conference, phones, legs
+
+
+async def test_three_streams_each_hear_the_other_two_and_go_on_when_one_leaves() -> None:
+    clock = MediaClock(LOG)
+    ports = RtpPorts("127.0.0.1", *free_port_block(40))
+    tones = {"caller": CALLER_HZ, "operator": OPERATOR_HZ, "department": DEPARTMENT_HZ}
+    conference, phones, legs = await conference_with(clock, ports, tones, silent_after=30.0)
+    recorded: list[npt.NDArray[np.int16]] = []
+    conference.caller_hears.append(recorded.append)
+    try:
+        await asyncio.sleep(1.5)
+        for name, phone in phones.items():
+            heard = phone.audio(last=1.0)
+            for other, hz in tones.items():
+                assert hz is not None
+                if other == name:
+                    assert level(heard, hz) < 300, f"{name} hears themselves"
+                else:
+                    assert level(heard, hz) > 2000, f"{name} does not hear {other}"
+        mix = np.concatenate(recorded)[-RATE:]
+        assert level(mix, OPERATOR_HZ) > 2000 and level(mix, DEPARTMENT_HZ) > 2000
+        assert level(mix, CALLER_HZ) < 300, "what the caller hears holds the others only"
+
+        conference.remove("operator")
+        legs["operator"].close()
+        await asyncio.sleep(1.0)
+        caller, department = phones["caller"].audio(0.5), phones["department"].audio(0.5)
+        assert level(caller, DEPARTMENT_HZ) > 2000 and level(caller, OPERATOR_HZ) < 300
+        assert level(department, CALLER_HZ) > 2000 and level(department, OPERATOR_HZ) < 300
+    finally:
+        conference.close()
+        for phone in phones.values():
+            phone.stream.close()
+        for leg in legs.values():
+            leg.close()
+        clock.stop()
+
+
+async def test_a_party_that_sends_no_rtp_is_reported_and_the_others_go_on() -> None:
+    clock = MediaClock(LOG)
+    ports = RtpPorts("127.0.0.1", *free_port_block(40))
+    silent: list[Party] = []
+    tones = {"caller": CALLER_HZ, "operator": OPERATOR_HZ, "department": None}
+    conference, phones, legs = await conference_with(
+        clock, ports, tones, silent_after=1.0, on_silent=silent.append
+    )
+    try:
+        await asyncio.sleep(2.5)
+        assert [p.name for p in silent] == ["department"], "the mute department was not noticed"
+        assert level(phones["caller"].audio(1.0), OPERATOR_HZ) > 2000
+        assert level(phones["operator"].audio(1.0), CALLER_HZ) > 2000
+        assert level(phones["department"].audio(1.0), CALLER_HZ) > 2000, (
+            "a silent party still hears the others until it is dropped"
+        )
+    finally:
+        conference.close()
+        for phone in phones.values():
+            phone.stream.close()
+        for leg in legs.values():
+            leg.close()
+        clock.stop()
+
+
+def test_a_party_cannot_join_twice() -> None:
+    async def run() -> None:
+        clock = MediaClock(LOG)
+        conference = Conference(clock, LOG, silent_after=5.0)
+        stream = RtpStream(clock, LOG)
+        conference.add("caller", CALLER, stream)
+        with pytest.raises(ValueError, match="caller is in the conference already"):
+            conference.add("caller", CALLER, stream)
+        conference.close()
+        clock.stop()
+
+    asyncio.run(run())
