@@ -47,6 +47,7 @@ _HOSTNAME = re.compile(
 )
 _SIP_URI = re.compile(
     r"sip:(?P<user>[A-Za-z0-9\-_.!~*'()&=+$,%]+)@(?P<host>\[[^\]]*\]|[^:@\[\]]+):(?P<port>[0-9]+)"
+    r"(?:;transport=(?i:udp|tcp))?"  # ;transport=tcp: dialled over TCP (RFC 3261 19.1.1)
 )
 _ESPEAK_VOICE = re.compile(r"[A-Za-z0-9_+\-]+")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
@@ -76,6 +77,10 @@ class SipSettings:
     answer_delay: float = 0.0  # seconds of ringing (180) before the IVR answers
     inband_dtmf: bool = True  # listen for key tones in the audio (Goertzel) as a fallback
     max_calls: int = 1000
+    # SIP over TCP beside UDP on host:port (ivr/sip/stream_transport.py)
+    tcp: bool = True
+    tcp_max_connections: int = 1000  # open TCP connections at once; more are refused
+    tcp_idle_timeout: float = 300.0  # s a connection carrying no call may stay quiet
     user_agent: str = "12345-hotline-ivr"
     codecs: tuple[str, ...] = CODECS
     # networks (CIDR) the caller's RTP may also come from, e.g. a carrier SBC's media range
@@ -702,8 +707,11 @@ def _valid_host(text: str) -> bool:
 
 
 def _sip_uri_problem(uri: str) -> str | None:
-    """Why ``uri`` is not a usable sip:user@host:port, or None if it is."""
-    shape = f"must look like sip:user@host:port, e.g. {_EXAMPLE_OPERATOR}"
+    """Why ``uri`` is not a usable sip:user@host:port[;transport=tcp], or None if it is."""
+    shape = (
+        f"must look like sip:user@host:port, e.g. {_EXAMPLE_OPERATOR} "
+        "(with ;transport=tcp to call it over TCP)"
+    )
     match = _SIP_URI.fullmatch(uri)
     if match is None:
         return shape
@@ -1149,6 +1157,9 @@ def _sip(t: _Table) -> SipSettings:
     answer_delay = t.number("answer_delay", d.answer_delay, 0, 30, low_open=False)
     inband_dtmf = t.boolean("inband_dtmf", d.inband_dtmf)
     max_calls = t.integer("max_calls", d.max_calls, 1, 100_000)
+    tcp = t.boolean("tcp", d.tcp)
+    tcp_max_connections = t.integer("tcp_max_connections", d.tcp_max_connections, 1, 1_000_000)
+    tcp_idle_timeout = t.number("tcp_idle_timeout", d.tcp_idle_timeout, 0, 86400, low_open=True)
     user_agent = t.string("user_agent", d.user_agent)
     if t.ok("user_agent") and _PRINTABLE.fullmatch(user_agent) is None:
         t.fail("user_agent", "must not contain control characters (tabs, newlines)")
@@ -1201,6 +1212,9 @@ def _sip(t: _Table) -> SipSettings:
         answer_delay=answer_delay,
         inband_dtmf=inband_dtmf,
         max_calls=max_calls,
+        tcp=tcp,
+        tcp_max_connections=tcp_max_connections,
+        tcp_idle_timeout=tcp_idle_timeout,
         user_agent=user_agent,
         codecs=codecs,
         trunk_networks=trunk_networks,

@@ -123,6 +123,9 @@ class Hotline:
             user_agent=sip.user_agent,
             log=log.getChild("sip"),
             edge=EdgePolicy.from_settings(sip),
+            tcp=sip.tcp,
+            tcp_max_connections=sip.tcp_max_connections,
+            tcp_idle_timeout=sip.tcp_idle_timeout,
         )
         self.clock = MediaClock(log.getChild("media"))
         self.media_host = sip.rtp_host or sip.public_host or sip.host

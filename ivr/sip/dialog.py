@@ -13,6 +13,7 @@ from aiosipua.headers import CaseInsensitiveDict
 
 from ivr.sip.messages import SipMessage, make_branch, uri_addr
 from ivr.sip.sdp import MediaOffer
+from ivr.sip.stream_transport import TcpAddr, uri_transport
 from ivr.sip.transport import Addr, valid_destination
 
 if TYPE_CHECKING:
@@ -44,8 +45,15 @@ def next_hop(route_set: tuple[str, ...], default: Addr) -> Addr:
     else ``default`` (the address the dialog's first request came from or went to)."""
     if not route_set:
         return default
-    addr = uri_addr(route_uri(route_set[0]), default)
-    return addr if valid_destination(addr) else default
+    uri = route_uri(route_set[0])
+    addr = uri_addr(uri, default)
+    if not valid_destination(addr):
+        return default
+    if uri_transport(uri) == "TCP":  # the proxy record-routed with ;transport=tcp
+        if isinstance(default, TcpAddr) and default == addr:
+            return default  # the same proxy, over the connection we have
+        return TcpAddr(addr[0], addr[1])
+    return addr
 
 
 def add_routes(headers: CaseInsensitiveDict, target: str, route_set: tuple[str, ...]) -> str:
@@ -122,13 +130,13 @@ class Dialog:
     ) -> SipRequest:
         self.local_cseq += 1
         headers = CaseInsensitiveDict()
-        headers.append("Via", self._endpoint.via_value(make_branch()))
+        headers.append("Via", self._endpoint.via_value(make_branch(), self.remote_addr))
         headers.set_single("Max-Forwards", "70")
         headers.set_single("From", self.local_header)
         headers.set_single("To", self.remote_header)
         headers.set_single("Call-ID", self.call_id)
         headers.set_single("CSeq", f"{self.local_cseq} {method}")
-        headers.set_single("Contact", self._endpoint.contact_value)
+        headers.set_single("Contact", self._endpoint.contact_for(self.remote_addr))
         headers.set_single("User-Agent", self._endpoint.user_agent)
         if content_type:
             headers.set_single("Content-Type", content_type)

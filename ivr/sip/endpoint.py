@@ -31,6 +31,13 @@ from ivr.sip.messages import (
 )
 from ivr.sip.outgoing import OutgoingInvite
 from ivr.sip.sdp import SdpError, parse_media
+from ivr.sip.stream_transport import (
+    SipConnection,
+    SipStreamTransport,
+    TcpAddr,
+    transport_name,
+    uri_transport,
+)
 from ivr.sip.transactions import ClientTransaction, ClientTransactions, ServerTransactions, Timers
 from ivr.sip.transport import Addr, SipTransport
 
@@ -69,6 +76,9 @@ class SipEndpoint:
         log: logging.Logger,
         timers: Timers | None = None,
         edge: EdgePolicy | None = None,
+        tcp: bool = False,
+        tcp_max_connections: int = 1000,
+        tcp_idle_timeout: float = 300.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -80,6 +90,17 @@ class SipEndpoint:
         self.accepting = True
         self.refuse_reason = "Service Unavailable"
         self._transport = SipTransport(self._on_message, log)
+        # SIP over TCP (ivr/sip/stream_transport.py): feeds the same _on_message;
+        # always able to dial out, listening beside UDP when ``tcp``
+        self.listen_tcp = tcp
+        self._tcp = SipStreamTransport(
+            self._on_message,
+            log,
+            max_connections=tcp_max_connections,
+            idle_timeout=tcp_idle_timeout,
+        )
+        self._tcp.keep = self._carries_dialog
+        self._tcp.on_unsent = self._unsent
         self._loop: asyncio.AbstractEventLoop | None = None
         self.transactions_in: ServerTransactions
         self.transactions_out: ClientTransactions
@@ -97,13 +118,29 @@ class SipEndpoint:
         self._loop = loop
         self.transactions_in = ServerTransactions(self.transport_send, loop, self.log, self.timers)
         self.transactions_out = ClientTransactions(self.transport_send, loop, self.log, self.timers)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: self._transport, local_addr=(self.host, self.port)
+        wanted = self.port
+        for attempt in range(20):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: self._transport, local_addr=(self.host, self.port)
+            )
+            sockname = transport.get_extra_info("sockname")
+            if sockname:
+                self.port = int(sockname[1])
+            if not self.listen_tcp:
+                break
+            try:  # TCP on the same host:port (RFC 3261 18: every element takes both)
+                await self._tcp.listen(self.host, self.port)
+                break
+            except OSError:
+                transport.close()
+                if wanted != 0 or attempt == 19:
+                    raise
+                # port 0 (tests): the UDP port picked is taken for TCP; pick again
+                self._transport = SipTransport(self._on_message, self.log)
+                self.port = 0
+        self.log.info(
+            "sip: listening on %s:%d/udp%s", self.host, self.port, "+tcp" if self.listen_tcp else ""
         )
-        sockname = transport.get_extra_info("sockname")
-        if sockname:
-            self.port = int(sockname[1])
-        self.log.info("sip: listening on %s:%d/udp", self.host, self.port)
 
     def close(self) -> None:
         self.edge.close()
@@ -115,14 +152,20 @@ class SipEndpoint:
         for task in list(self._tasks):
             task.cancel()
         self._transport.close()
+        self._tcp.close()
 
     @property
     def is_open(self) -> bool:
-        return self._transport.is_open
+        """The UDP socket is open, and the TCP listener listens (when it should)."""
+        return self._transport.is_open and (not self.listen_tcp or self._tcp.is_listening)
 
     @property
     def bad_messages(self) -> int:
-        return self._transport.bad_messages
+        return self._transport.bad_messages + self._tcp.bad_messages
+
+    @property
+    def tcp_connections(self) -> int:
+        return self._tcp.connection_count
 
     @property
     def dialog_count(self) -> int:
@@ -137,11 +180,34 @@ class SipEndpoint:
     def contact_value(self) -> str:
         return f"<sip:ivr@{self.public_host}:{self.port}>"
 
-    def via_value(self, branch: str) -> str:
-        return f"SIP/2.0/UDP {self.public_host}:{self.port};branch={branch};rport"
+    def contact_for(self, addr: Addr) -> str:
+        """Our Contact in a message to ``addr``: ;transport=tcp when it is over TCP."""
+        if isinstance(addr, TcpAddr):
+            return f"<sip:ivr@{self.public_host}:{self.port};transport=tcp>"
+        return self.contact_value
+
+    def via_value(self, branch: str, addr: Addr | None = None) -> str:
+        """Our Via in a request to ``addr`` (SIP/2.0/TCP when it goes over TCP)."""
+        name = transport_name(addr) if addr is not None else "UDP"
+        return f"SIP/2.0/{name} {self.public_host}:{self.port};branch={branch};rport"
 
     def transport_send(self, message: SipRequest | SipResponse, addr: Addr) -> bool:
+        if isinstance(addr, TcpAddr):
+            return self._tcp.send(message, addr)
         return self._transport.send(message, addr)
+
+    def _carries_dialog(self, connection: SipConnection) -> bool:
+        """A call runs over ``connection``: it stays open however long it is quiet."""
+        return any(
+            getattr(dialog.remote_addr, "connection", None) is connection
+            or dialog.remote_addr == connection.key
+            for dialog in self._dialogs.values()
+        )
+
+    def _unsent(self, message: SipRequest | SipResponse, addr: Addr) -> None:
+        """No TCP connection could carry ``message``: its transaction ends now (503)."""
+        if isinstance(message, SipRequest):
+            self.transactions_out.unsent(message)
 
     def send_request(
         self,
@@ -183,6 +249,8 @@ class SipEndpoint:
         extra_headers: dict[str, str] | None = None,
         auth: SipDigestAuth | None = None,
     ) -> OutgoingInvite:
+        if uri_transport(target) == "TCP" and not isinstance(addr, TcpAddr):
+            addr = TcpAddr(addr[0], addr[1])  # sip:...;transport=tcp: the INVITE goes over TCP
         outgoing = OutgoingInvite(
             self,
             target,
@@ -294,7 +362,9 @@ class SipEndpoint:
             elif method == "INFO":
                 self._info(transaction, request, dialog)
             else:
-                transaction.respond_status(200, headers={"Contact": self.contact_value})
+                transaction.respond_status(
+                    200, headers={"Contact": self.contact_for(transaction.addr)}
+                )
         else:
             transaction.respond_status(405, headers={"Allow": ALLOWED_METHODS})
 
@@ -341,7 +411,7 @@ class SipEndpoint:
         self.transactions_in.expect_ack(transaction)
         transaction.respond_status(
             200,
-            headers={"Contact": self.contact_value},
+            headers={"Contact": self.contact_for(transaction.addr)},
             body=answer.encode(),
             content_type="application/sdp" if answer else None,
         )

@@ -11,6 +11,7 @@ from ivr.sip.dialog import Dialog, DialogEnd, route_set_of
 from ivr.sip.messages import cseq_number, make_tag
 from ivr.sip.messages import uri_addr as uri_addr  # was defined here
 from ivr.sip.sdp import MediaOffer
+from ivr.sip.stream_transport import dialog_hop
 from ivr.sip.transactions import ServerTransaction
 from ivr.sip.transport import Addr
 
@@ -89,7 +90,7 @@ class IncomingInvite:
             local_header=to_value,
             remote_header=from_value,
             remote_target=remote_target,
-            remote_addr=self.addr,
+            remote_addr=dialog_hop(self.addr, remote_target),
             local_cseq=0,
             remote_cseq=cseq_number(request),
             log=self._endpoint.log,
@@ -103,7 +104,7 @@ class IncomingInvite:
             200,
             to_tag=self.local_tag,
             headers={
-                "Contact": self._endpoint.contact_value,
+                "Contact": self._endpoint.contact_for(self.addr),
                 "Allow": "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
                 "User-Agent": self._endpoint.user_agent,
             },

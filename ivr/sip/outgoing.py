@@ -57,7 +57,7 @@ class OutgoingInvite:
         self.heard_from = asyncio.Event()  # any response at all (100 Trying included)
         self._cancel_requested = False
         headers = CaseInsensitiveDict()
-        headers.append("Via", endpoint.via_value(make_branch()))
+        headers.append("Via", endpoint.via_value(make_branch(), addr))
         headers.set_single("Max-Forwards", "70")
         headers.set_single(
             "From", f"<sip:{from_user}@{endpoint.public_host}:{endpoint.port}>;tag={self.local_tag}"
@@ -65,7 +65,7 @@ class OutgoingInvite:
         headers.set_single("To", f"<{target}>")
         headers.set_single("Call-ID", self.call_id)
         headers.set_single("CSeq", "1 INVITE")
-        headers.set_single("Contact", endpoint.contact_value)
+        headers.set_single("Contact", endpoint.contact_for(addr))
         headers.set_single("User-Agent", endpoint.user_agent)
         headers.set_single("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")
         for name, value in (extra_headers or {}).items():
@@ -115,7 +115,7 @@ class OutgoingInvite:
                 continue
             for item in values:
                 headers.append(key, item)
-        headers.append("Via", self._endpoint.via_value(make_branch()))
+        headers.append("Via", self._endpoint.via_value(make_branch(), self.addr))
         headers.set_single("CSeq", f"{self.cseq} INVITE")
         headers.set_single(name, value)
         self.request = SipRequest(
@@ -156,7 +156,7 @@ class OutgoingInvite:
 
     def ack_for(self, response: SipResponse) -> SipRequest:
         headers = CaseInsensitiveDict()
-        headers.append("Via", self._endpoint.via_value(make_branch()))
+        headers.append("Via", self._endpoint.via_value(make_branch(), self.addr))
         headers.set_single("Max-Forwards", "70")
         headers.set_single("From", self.request.headers.get_first("from") or "")
         headers.set_single("To", response.headers.get_first("to") or "")

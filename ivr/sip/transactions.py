@@ -1,4 +1,4 @@
-"""Our SIP transaction layer (RFC 3261 section 17) for UDP.
+"""Our SIP transaction layer (RFC 3261 section 17), for UDP and TCP.
 
 Server side: retransmitted requests are absorbed (the last response is sent
 again, the core is not called twice); non-2xx finals to INVITE are
@@ -6,6 +6,10 @@ retransmitted until the ACK (timer G/H); 2xx finals to INVITE are
 retransmitted until the dialog sees the ACK (section 13.3.1.4).
 Client side: requests are retransmitted (timers A/E) until a response, and
 time out (timer B/F) with a synthetic 408; non-2xx finals to INVITE are ACKed.
+Over TCP (a reliable transport) nothing is retransmitted by the transactions and
+timers D, I, J and K are zero (17.1.1.2, 17.1.2.2, 17.2.1, 17.2.2); a 2xx to an
+INVITE is still retransmitted until the ACK, as 13.3.1.4 asks "independent of
+whatever transport protocols are used" (a UDP hop may lie beyond the proxy).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from aiosipua import SipRequest, SipResponse
 from aiosipua.headers import CaseInsensitiveDict
 
 from ivr.sip.messages import cseq_method, cseq_number, make_response, top_branch
+from ivr.sip.stream_transport import is_reliable
 from ivr.sip.transport import Addr
 
 Sender = Callable[[SipRequest | SipResponse, Addr], bool]
@@ -69,10 +74,15 @@ class ServerTransaction:
         if response.status_code < 200:
             return
         timers = self._layer.timers
+        reliable = is_reliable(self.addr)
         if self.method == "INVITE":
-            # retransmit the final until ACK (both 2xx and non-2xx over UDP)
-            self._schedule_retransmit(timers.t1)
+            # retransmit the final until ACK: a 2xx over any transport (13.3.1.4),
+            # a non-2xx over UDP only (timer G); wait for the ACK at most 64*T1 (timer H)
+            if response.status_code < 300 or not reliable:
+                self._schedule_retransmit(timers.t1)
             self._expire = self._layer.loop.call_later(timers.timeout, self._ack_timeout)
+        elif reliable:
+            self.terminate()  # timer J is zero over TCP
         else:
             self._expire = self._layer.loop.call_later(timers.timeout, self.terminate)
 
@@ -103,7 +113,11 @@ class ServerTransaction:
             self._retransmit.cancel()
         if self._expire is not None:
             self._expire.cancel()
-        # keep absorbing retransmissions of the ACK and INVITE for a while (timer I)
+        # keep absorbing retransmissions of the ACK and INVITE for a while (timer I;
+        # zero over TCP)
+        if is_reliable(self.addr):
+            self.terminate()
+            return
         self._expire = self._layer.loop.call_later(self._layer.timers.t4, self.terminate)
 
     def _ack_timeout(self) -> None:
@@ -206,7 +220,8 @@ class ClientTransaction:
     def start(self) -> None:
         self._layer.send(self.request, self.addr)
         timers = self._layer.timers
-        self._retransmit = self._layer.loop.call_later(timers.t1, self._resend, timers.t1)
+        if not is_reliable(self.addr):  # timers A and E: UDP only
+            self._retransmit = self._layer.loop.call_later(timers.t1, self._resend, timers.t1)
         self._expire = self._layer.loop.call_later(timers.timeout, self._timeout)
 
     def _resend(self, interval: float) -> None:
@@ -247,7 +262,10 @@ class ClientTransaction:
             self._retransmit.cancel()
         if self._expire is not None:
             self._expire.cancel()
-        # linger to absorb retransmitted finals (timer D/K)
+        # linger to absorb retransmitted finals (timer D/K; zero over TCP)
+        if is_reliable(self.addr):
+            self.terminate()
+            return
         self._expire = self._layer.loop.call_later(self._layer.timers.t4 * 2, self.terminate)
 
     def _ack_for(self, response: SipResponse) -> SipRequest:
@@ -292,6 +310,17 @@ class ClientTransactions:
         self._by_key[(transaction.branch, transaction.method)] = transaction
         transaction.start()
         return transaction
+
+    def unsent(self, request: SipRequest) -> None:
+        """``request`` could not be sent (no TCP connection): its transaction ends
+        with a synthetic 503 at once (RFC 3261 17.1.4), not at timer B/F."""
+        transaction = self._by_key.get((top_branch(request), request.method))
+        if transaction is None or transaction.final.done():
+            return
+        transaction.final.set_result(
+            make_response(transaction.request, 503, reason="Transport Error (local)")
+        )
+        transaction.terminate()
 
     def receive(self, response: SipResponse) -> bool:
         """Hand a response to its transaction; False when none matches."""
