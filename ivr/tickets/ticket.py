@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ STATUSES = ("open", "in_progress", "closed", "duplicate")
 IVR = "ivr"  # the "who" of changes made by the IVR itself
 # shown to the operator beside a recording whose transcript is a loop
 UNRELIABLE_NOTICE = "转写不可靠，请听录音"
+# told inside the transaction that closes a ticket (ticket id, caller, fields,
+# when): the follow-up queue (ivr/followups) queues its 回访 there, so a
+# closing is never without its follow-up
+ClosedHook = Callable[[Transaction, int, str, dict[str, Any], float], Awaitable[object]]
 
 
 class TicketError(ValueError):
@@ -120,6 +125,7 @@ _COLUMNS = (
 class TicketStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.on_closed: ClosedHook | None = None
 
     async def create(self, call_id: str, caller: str) -> Ticket:
         now = time.time()
@@ -237,6 +243,8 @@ class TicketStore:
                 (json.dumps(fields, ensure_ascii=False), status, now, ticket_id),
             )
             await _history(tx, ticket_id, now, who, recorded)
+            if status == "closed" and ticket.status != "closed" and self.on_closed is not None:
+                await self.on_closed(tx, ticket_id, ticket.caller, fields, now)
         return await self._require(ticket_id)
 
     async def add_note(self, ticket_id: int, note: str, *, who: str = IVR) -> None:
