@@ -277,7 +277,7 @@ async def test_an_invite_too_large_for_udp_works_over_tcp(sip: Fixture) -> None:
             b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: y\r\n"
             b"CSeq: 1 INVITE\r\nContent-Length: 99999999999\r\n\r\nv=0",
             513,
-            "over the 262144-byte limit",
+            "over the 65536-byte limit",
         ),
         (
             b"OPTIONS sip:12345@127.0.0.1 SIP/2.0\r\n"
@@ -366,6 +366,28 @@ async def test_connection_cap_and_idle_timeout(caplog: pytest.LogCaptureFixture)
         await peers[0].send(over_tcp(options(peers[0].port, endpoint.port), peers[0].port))
         assert status_of(await peers[0].final("OPTIONS")) == 200, "the call's connection closed"
         await fixture.still_works()  # room again for new connections
+    finally:
+        for peer in fixture.peers:
+            peer.close()
+        endpoint.close()
+
+
+async def test_the_edge_guard_screens_tcp_too() -> None:
+    """A source outside [sip] allow gets its 403 over the TCP connection its
+    INVITE came on, and no call is offered."""
+    from ivr.sip.edge_guard import EdgePolicy
+
+    endpoint = make_endpoint(edge=EdgePolicy(allow=("192.0.2.0/24",)))
+    await endpoint.start()
+    fixture = Fixture(endpoint)
+    endpoint.on_invite = fixture.on_invite
+    try:
+        peer = await fixture.peer()
+        text, _, _ = invite(peer.port, endpoint.port)
+        await peer.send(over_tcp(text, peer.port))
+        refused = await peer.final("INVITE")
+        assert status_of(refused) == 403
+        assert not fixture.invites and endpoint.rejected["not_allowed"] == 1
     finally:
         for peer in fixture.peers:
             peer.close()

@@ -31,7 +31,7 @@ from ivr.sip.messages import (
 from ivr.sip.transport import Addr, MessageHandler, valid_destination
 
 MAX_HEADER_BYTES = 32 * 1024  # start line and headers of one message
-MAX_BODY_BYTES = 256 * 1024  # one body (SDP is a few hundred bytes; a big INVITE tens of KiB)
+MAX_BODY_BYTES = 64 * 1024  # one body (SDP is a few hundred bytes; a big INVITE tens of KiB)
 MAX_WRITE_BACKLOG = 1024 * 1024  # bytes queued to a peer that does not read: it is dropped
 CONNECT_TIMEOUT = 5.0
 PING = b"\r\n\r\n"  # RFC 5626 keep-alive; answered with one CRLF (pong)
