@@ -156,6 +156,14 @@ async def _answer_and_run(
     plan = parts.plan()  # this call keeps this version even if the plan is reloaded
     prompts = parts.prompts.current()  # ... and the prompts built with it
     assert plan is not None
+    # a new INVITE with the Call-ID of an earlier call would take over its record
+    earlier = await parts.read(
+        "an earlier call's record", lambda: parts.records.get(invite.call_id), log, default=None
+    )
+    if earlier is not None:
+        log.warning("482: the Call-ID of an earlier call (from %s); not answered", earlier.caller)
+        invite.reject(482, warning="Call-ID of an earlier call")
+        return
     stream = RtpStream(parts.clock, log)
     try:
         await stream.open(parts.ports)
@@ -233,15 +241,25 @@ async def _answer_and_run(
         screen_pop_wait=settings.tickets.screen_pop_wait,
     )
     now = parts.wall_clock()
-    place = await parts.read(
-        "the caller's callback",
-        lambda: parts.callback_queue.caller_dialled_in(
-            invite.caller, now=now, call_id=invite.call_id
-        ),
-        log,
-        default=None,
+    # a caller without a number (an anonymous From) has no callback to look up
+    place = (
+        await parts.read(
+            "the caller's callback",
+            lambda: parts.callback_queue.caller_dialled_in(
+                invite.caller, now=now, call_id=invite.call_id
+            ),
+            log,
+            default=None,
+        )
+        if invite.caller.strip()
+        else None
     )
-    if parts.watch is not None and not parts.watch.up and parts.settings().callbacks.enabled:
+    if (
+        invite.caller.strip()
+        and parts.watch is not None
+        and not parts.watch.up
+        and parts.settings().callbacks.enabled
+    ):
         # their callback (if any) is cancelled when the store is back: they rang again
         await parts.write(
             f"callback cancel for {invite.caller}",

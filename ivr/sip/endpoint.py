@@ -387,10 +387,29 @@ class SipEndpoint:
                 488, headers={"Warning": f'399 12345-ivr "{exc}"'}, to_tag=None
             )
             return
+        if self._call_id_in_use(request.call_id or ""):
+            # a new INVITE with the Call-ID of a call in progress (a merged request,
+            # RFC 3261 8.2.2.2, or a forgery): refused, and that call goes on
+            self.rejected["call_id_in_use"] += 1
+            self.log.warning(
+                "sip: 482 to INVITE %s from %s:%d: Call-ID of a call in progress",
+                request.call_id,
+                addr[0],
+                addr[1],
+            )
+            transaction.respond_status(
+                482, headers={"Warning": '399 12345-ivr "Call-ID of a call in progress"'}
+            )
+            return
         invite = IncomingInvite(self, transaction, addr, offer)
         self._invites[transaction.key] = invite
         self.edge.call_started(addr[0], invite.call_id)
         self.on_invite(invite)
+
+    def _call_id_in_use(self, call_id: str) -> bool:
+        return any(key[0] == call_id for key in self._dialogs) or any(
+            invite.call_id == call_id for invite in self._invites.values()
+        )
 
     def _reinvite(self, transaction: Any, request: SipRequest, to_tag: str) -> None:
         dialog = self._dialogs.get((request.call_id or "", to_tag))

@@ -66,6 +66,8 @@ def parse_media(body: str) -> MediaOffer:
     codecs: list[tuple[int, str]] = []
     dtmf_pt: int | None = None
     for codec in audio.codecs:
+        if not 0 <= codec.payload_type <= 127:
+            continue  # not an RTP payload type (7 bits, RFC 3550 5.1): never sent or matched
         name = codec.encoding_name.upper() or STATIC_PT.get(codec.payload_type, "")
         if name == "TELEPHONE-EVENT" and codec.clock_rate in (0, 8000):
             dtmf_pt = dtmf_pt if dtmf_pt is not None else codec.payload_type
