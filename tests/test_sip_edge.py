@@ -91,6 +91,26 @@ async def test_the_trunk_is_answered_and_a_stranger_gets_403(
     assert hotline.endpoint.rejected["not_allowed"] == 2
 
 
+async def test_a_stranger_over_tcp_gets_403_too(start_hotline: StartHotline) -> None:
+    """The edge is the same for both transports: it sees the source address only."""
+    hotline = await start_hotline(sip_extra=f'allow = ["{TRUNK}/32"]')
+    port = hotline.endpoint.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(STRANGER, 0))
+    try:
+        local_port = int(writer.get_extra_info("sockname")[1])
+        text, call_id, _ = invite(local_port, port)
+        writer.write(text.replace("SIP/2.0/UDP", "SIP/2.0/TCP").encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    finally:
+        writer.close()
+    answer = head.decode()
+    assert status_of(answer) == 403
+    assert header(answer, "Call-ID") == call_id
+    assert hotline.endpoint.pending_invites == 0 and hotline.ports.in_use == 0
+    assert hotline.endpoint.rejected["not_allowed"] == 1
+
+
 async def test_silence_mode_answers_a_stranger_nothing(start_hotline: StartHotline) -> None:
     hotline = await start_hotline(sip_extra=f'allow = ["{TRUNK}/32"]\nrefuse = "silence"')
     port = hotline.endpoint.port
