@@ -43,6 +43,7 @@ from ivr.media.clock import MediaClock
 from ivr.media.inband_dtmf import InbandDtmfDetector
 from ivr.media.ports import PortsExhausted, RtpPorts
 from ivr.media.rtp import MediaSources, RtpStream
+from ivr.metrics import HotlineMetrics
 from ivr.operators import OperatorDesk, OperatorLeg, WaitingCaller
 from ivr.prompts import CALLBACK_GREETING_KEY, PromptLibrary, PromptSet
 from ivr.sip.dialog import Dialog
@@ -89,6 +90,11 @@ class CallParts:
     # what calls could not write, kept to write when it is back
     watch: StoreWatch | None = None
     pending: PendingWrites | None = None
+    metrics: HotlineMetrics | None = None  # calls ended by reason (/metrics)
+
+    def ended(self, reason: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.call_ended(reason or "unknown")
 
     async def write(self, what: str, content: str, write: Callable[[], Awaitable[object]]) -> None:
         """Write now, or keep it for when the store is back."""
@@ -139,13 +145,17 @@ def answer(parts: CallParts, invite: IncomingInvite) -> Coroutine[Any, Any, None
     log = CallLog(parts.log.getChild("call"), {"call_id": invite.call_id})
     if len(parts.calls) >= settings.sip.max_calls:
         log.warning("refusing call: %d calls up (max_calls)", len(parts.calls))
-        invite.reject(503, warning="too many calls")
+        invite.reject(503, warning="too many calls", counted_as="full")
         return None
     chosen = choose(invite.offer, tuple(settings.sip.codecs))
     if chosen is None:
         offered = ", ".join(f"{name}/{pt}" for pt, name in invite.offer.codecs) or "none we know"
         log.warning("488: no shared codec (offered: %s)", offered)
-        invite.reject(488, warning=f"no shared codec; we take {'/'.join(settings.sip.codecs)}")
+        invite.reject(
+            488,
+            warning=f"no shared codec; we take {'/'.join(settings.sip.codecs)}",
+            counted_as="no_codec",
+        )
         return None
     return _answer_and_run(parts, invite, chosen, log)
 
@@ -169,7 +179,7 @@ async def _answer_and_run(
         await stream.open(parts.ports)
     except PortsExhausted as exc:
         log.error("503: %s", exc)
-        invite.reject(503, warning="no media ports")
+        invite.reject(503, warning="no media ports", counted_as="no_media_ports")
         return
     delay = parts.settings().sip.answer_delay
     if delay > 0:
@@ -189,6 +199,7 @@ async def _answer_and_run(
             end_reason=EndReason.CANCELLED.value,
             plan_version=plan.version,
         )
+        parts.ended(cancelled.end_reason)
         await parts.write(
             f"call record {invite.call_id}",
             record_content(cancelled),
@@ -507,6 +518,7 @@ class CallSession:
             call.end(EndReason.IVR_HANGUP)
         call.stream.close()
         parts.calls.pop(call.call_id, None)
+        parts.ended(record.end_reason)
         try:
             await parts.write(
                 f"call record {record.call_id}",

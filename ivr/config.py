@@ -235,6 +235,10 @@ class WebSettings:
     secure_cookie: bool = False  # true behind HTTPS: the session cookie is sent only over it
     # source networks (CIDR) that may use the console and API; others get 403
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # GET /metrics without log-in from these networks; from elsewhere with
+    # "Authorization: Bearer <metrics_token>" (when set) or an admin's log-in
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -434,10 +438,11 @@ class _Table:
         """No problem has been reported for any of ``names``."""
         return not self._failed.intersection(names)
 
-    def fail(self, name: str, problem: str) -> None:
+    def fail(self, name: str, problem: str, *, secret: bool = False) -> None:
+        """``secret``: the value is not shown (a token)."""
         self._failed.add(name)
         key = self.key(name)
-        if name in self._values and not isinstance(self._values[name], dict):
+        if name in self._values and not isinstance(self._values[name], dict) and not secret:
             self._report.add(key, f"{key} = {_show(self._values[name])}: {problem}")
         else:
             self._report.add(key, f"{key}: {problem}")
@@ -1088,10 +1093,29 @@ def _web(t: _Table) -> WebSettings:
     port = t.integer("port", d.port, 0, 65535)
     secure_cookie = t.boolean("secure_cookie", d.secure_cookie)
     allow = _allow(t, d.allow)
+    metrics_allow = t.networks("metrics_allow") if t.has("metrics_allow") else d.metrics_allow
+    metrics_token = t.string("metrics_token", d.metrics_token, empty_ok=True)
+    if t.ok("metrics_token") and metrics_token and not _METRICS_TOKEN.fullmatch(metrics_token):
+        t.fail(
+            "metrics_token",
+            "must be at least 16 letters, digits or -._~+/= (e.g. the output of "
+            "`openssl rand -hex 24`), or empty for none",
+            secret=True,
+        )
+        metrics_token = ""
     t.reject_unknown()
     return WebSettings(
-        enabled=enabled, host=host, port=port, secure_cookie=secure_cookie, allow=allow
+        enabled=enabled,
+        host=host,
+        port=port,
+        secure_cookie=secure_cookie,
+        allow=allow,
+        metrics_allow=metrics_allow,
+        metrics_token=metrics_token,
     )
+
+
+_METRICS_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 
 def _dialplan(t: _Table, base: Path) -> DialplanSettings:
@@ -1417,6 +1441,8 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "callbacks.queue",
         "logging.level",
         "node.drain_timeout",
+        "web.metrics_allow",
+        "web.metrics_token",
         "audit.ticket_reads_per_hour",
         "audit.recording_plays_per_hour",
         "audit.exports_per_hour",
@@ -1427,7 +1453,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "audit.trusted_proxies",
     }
 )
-_SECRET_KEYS = frozenset({"callbacks.password"})
+_SECRET_KEYS = frozenset({"callbacks.password", "web.metrics_token"})
 
 
 def is_reloadable(key: str) -> bool:

@@ -42,6 +42,7 @@ from ivr.live_call import LiveCall
 from ivr.lost_nodes import LostNodeWatch
 from ivr.media.clock import MediaClock
 from ivr.media.ports import RtpPorts
+from ivr.metrics import HotlineMetrics, MetricSources
 from ivr.node import wait_for_calls
 from ivr.node_roster import NodeRoster, default_node_id
 from ivr.operators import (
@@ -77,6 +78,7 @@ from ivr.web.api import HotlineApi
 from ivr.web.audit import audit_middleware, audit_routes
 from ivr.web.auth import Accounts, require
 from ivr.web.console import ConsoleParts, console_routes
+from ivr.web.metrics import MetricsAccess, metrics_routes
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
 RECORDINGS_SHARE_CHECK_S = 30.0  # is recordings_dir shared with every live node?
@@ -164,6 +166,8 @@ class Hotline:
         self.work_orders: WorkOrderOutbox | None = None
         self.transcriber: Transcriber | None = None
         self.events = TicketEvents()
+        # GET /metrics: this hotline's figures (a registry of its own, ivr/metrics.py)
+        self.metrics = HotlineMetrics(log.getChild("metrics"), node=settings.node.id)
         self.listen = ListenSettings(
             end_silence=settings.speech.end_silence,
             pre_roll=settings.speech.pre_roll,
@@ -227,6 +231,7 @@ class Hotline:
             language=speech.language,
             script=speech.script,
         )
+        self.transcriber.metrics = self.metrics
         if self.intake is not None:
             self.intake.transcriber = self.transcriber
         self.log.info(
@@ -275,6 +280,7 @@ class Hotline:
         )
         self._crashed_before = await self.roster.join()
         self.roster.start()
+        self.metrics.node = self.roster.node_id
         self.shared_recordings = SharedRecordings(
             self.settings.storage.recordings_dir,
             self.roster.node_id,
@@ -339,6 +345,7 @@ class Hotline:
         self.api.app.add_routes(config_routes(self._reload_json, admin))
         self._console = self._console_parts()
         self.api.app.add_routes(console_routes(self._console))
+        self._watch_metrics()
         if self.settings.web.enabled and not await self.accounts.users():
             self.log.warning(
                 "web console: no users yet; create the first admin with "
@@ -362,6 +369,7 @@ class Hotline:
         self.intake.transcriber = self.transcriber
         self.intake.watch = self.store_watch
         self.intake.pending = self.pending_writes
+        self.intake.metrics = self.metrics
         parts = await self._start_calls()
         self.endpoint.on_invite = self._on_invite
         try:
@@ -379,6 +387,32 @@ class Hotline:
             self.plan.version,
             len(self.settings.queues),
         )
+
+    def _watch_metrics(self) -> None:
+        """GET /metrics: the live figures read at each scrape, and who may read it."""
+        self.metrics.watch(
+            MetricSources(
+                node=lambda: self.metrics.node,
+                calls=lambda: len(self.calls),
+                desk=self.desk,
+                transcriber=lambda: self.transcriber,
+                # refused by reason; datagrams that do not parse as SIP are never
+                # answered, counted by the transport
+                rejected=lambda: {
+                    **self.endpoint.rejected,
+                    "unparseable": self.endpoint.bad_messages,
+                },
+                callbacks=lambda: self.callback_queue,
+                work_orders=lambda: self.work_orders,
+                watch=lambda: self.store_watch,
+            )
+        )
+        access = MetricsAccess(
+            allow=lambda: self.settings.web.metrics_allow,
+            token=lambda: self.settings.web.metrics_token,
+            log=self.log.getChild("web"),
+        )
+        self.api.app.add_routes(metrics_routes(self.metrics, access))
 
     def _console_parts(self) -> ConsoleParts:
         async def rebuild() -> None:
@@ -668,6 +702,7 @@ class Hotline:
             node=node,
             watch=self.store_watch,
             pending=self.pending_writes,
+            metrics=self.metrics,
         )
         # calls in progress written as they go: whoever takes over after a kill
         # (a survivor, or this node alone when it starts again) reads their path

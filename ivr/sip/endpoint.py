@@ -315,6 +315,7 @@ class SipEndpoint:
             return
         problem = check_request(request)
         if problem is not None:
+            self.rejected["malformed"] += 1
             self.log.warning(
                 "sip: 400 to %s from %s:%d: %s", request.method, addr[0], addr[1], problem
             )
@@ -354,6 +355,7 @@ class SipEndpoint:
         elif method in ("BYE", "INFO", "UPDATE"):
             dialog = self._dialogs.get((request.call_id or "", to_tag or ""))
             if dialog is None:
+                self.rejected["no_dialog"] += 1
                 transaction.respond_status(481)
                 return
             if method == "BYE":
@@ -366,20 +368,24 @@ class SipEndpoint:
                     200, headers={"Contact": self.contact_for(transaction.addr)}
                 )
         else:
+            self.rejected["method"] += 1
             transaction.respond_status(405, headers={"Allow": ALLOWED_METHODS})
 
     def _new_invite(self, transaction: Any, request: SipRequest, addr: Addr) -> None:
         if not self.accepting or self.on_invite is None:
+            self.rejected["draining"] += 1
             transaction.respond_status(503, reason=self.refuse_reason, headers={"Retry-After": "5"})
             return
         transaction.respond_status(100)
         content_type = (request.content_type or "application/sdp").split(";")[0].strip().lower()
         if content_type != "application/sdp":
+            self.rejected["unsupported_media"] += 1
             transaction.respond_status(415, headers={"Accept": "application/sdp"})
             return
         try:
             offer = parse_media(request.text)
         except SdpError as exc:
+            self.rejected["bad_sdp"] += 1
             self.log.warning(
                 "sip: 488 to INVITE %s from %s:%d: %s", request.call_id, addr[0], addr[1], exc
             )
@@ -414,6 +420,7 @@ class SipEndpoint:
     def _reinvite(self, transaction: Any, request: SipRequest, to_tag: str) -> None:
         dialog = self._dialogs.get((request.call_id or "", to_tag))
         if dialog is None:
+            self.rejected["no_dialog"] += 1
             transaction.respond_status(481)
             return
         dialog.remote_cseq = cseq_number(request)
@@ -422,6 +429,7 @@ class SipEndpoint:
             try:
                 offer = parse_media(request.text)
             except SdpError as exc:
+                self.rejected["bad_sdp"] += 1
                 transaction.respond_status(488, headers={"Warning": f'399 12345-ivr "{exc}"'})
                 return
         if offer is not None and dialog.on_reoffer is not None:
@@ -439,6 +447,7 @@ class SipEndpoint:
         key = ServerTransactions.key_of(request)
         invite = self._invites.get((key[0], "INVITE"))
         if invite is None:
+            self.rejected["no_dialog"] += 1
             transaction.respond_status(481)
             return
         transaction.respond_status(200)
@@ -454,6 +463,7 @@ class SipEndpoint:
             return
         digit = digit_from_info(content_type, request.text)
         if digit is None:
+            self.rejected["unsupported_media"] += 1
             transaction.respond_status(
                 415, headers={"Accept": "application/dtmf-relay, application/dtmf"}
             )

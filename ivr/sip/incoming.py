@@ -70,7 +70,18 @@ class IncomingInvite:
         if not self.transaction.final_sent:
             self.transaction.respond_status(180, to_tag=self.local_tag)
 
-    def reject(self, status: int, reason: str | None = None, warning: str | None = None) -> None:
+    def reject(
+        self,
+        status: int,
+        reason: str | None = None,
+        warning: str | None = None,
+        *,
+        counted_as: str | None = None,
+    ) -> None:
+        """``counted_as``: a refusal of the call, counted in the endpoint's
+        ``rejected`` under this reason (/metrics)."""
+        if counted_as is not None:
+            self._endpoint.rejected[counted_as] += 1
         headers = {"Warning": f'399 12345-ivr "{warning}"'} if warning else None
         self.transaction.respond_status(
             status, to_tag=self.local_tag, reason=reason, headers=headers

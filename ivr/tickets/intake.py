@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,9 @@ from ivr.tickets import UNRELIABLE_NOTICE, Ticket, TicketStore
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.unwritten import TicketChanges, UnwrittenTicket
 from ivr.tickets.work_orders import WorkOrderOutbox
+
+if TYPE_CHECKING:
+    from ivr.metrics import HotlineMetrics
 
 T = TypeVar("T")
 
@@ -84,6 +87,7 @@ class Intake:
         # set by the server: whether the store answers, and what is kept while not
         self.watch: StoreWatch | None = None
         self.pending: PendingWrites | None = None
+        self.metrics: HotlineMetrics | None = None  # the prefill's latency (/metrics)
 
     async def write(self, what: str, content: str, write: Write) -> None:
         """Write now, or keep it for when the store is back (PendingWrites)."""
@@ -208,6 +212,7 @@ class CallIntake:
 
         ``about="beneficiary"``: a relative is describing the person they report
         for (亲友代办); what is heard fills the ticket's beneficiary_* fields."""
+        heard_at = time.monotonic()  # the utterance has just ended
         ticket_id = await self.ticket()
         index = len(self._texts)
         self._texts.append("")
@@ -228,7 +233,7 @@ class CallIntake:
                 f"recording {index + 1} cut at {utterance.seconds:.0f} s (the limit); "
                 "what was said is kept"
             )
-        task = asyncio.ensure_future(self._transcribe(index, recording_id, utterance))
+        task = asyncio.ensure_future(self._transcribe(index, recording_id, utterance, heard_at))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -318,7 +323,9 @@ class CallIntake:
         name = f"{_SAFE_NAME.sub('_', self.call_id)[:80]}-{index + 1}.wav"
         return self._intake.recordings_dir / day / name
 
-    async def _transcribe(self, index: int, recording_id: int, utterance: Utterance) -> None:
+    async def _transcribe(
+        self, index: int, recording_id: int, utterance: Utterance, heard_at: float
+    ) -> None:
         intake = self._intake
         ticket_id = await self.ticket()
         transcriber = intake.transcriber
@@ -378,6 +385,8 @@ class CallIntake:
             lambda s: s.apply_prefill(ticket_id, fields, said_all, kind)
         )
         self._publish("prefilled", ticket)
+        if intake.metrics is not None:
+            intake.metrics.prefilled(time.monotonic() - heard_at)
         if prefill.emergency is not None and prefill.emergency_service:
             await self._raise_emergency(ticket, prefill)
 

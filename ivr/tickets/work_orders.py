@@ -141,6 +141,16 @@ class WorkOrderOutbox:
             for r in rows
         ]
 
+    async def depth(self) -> tuple[int, float | None]:
+        """How many entries wait to be delivered, and when the oldest was made
+        (None: none waits); for /metrics."""
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*), MIN(created_at) FROM work_order_outbox WHERE delivered_at IS NULL"
+        )
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else float(row[1])
+
     async def _deliver_forever(self) -> None:
         failing = FailingRounds(self._log, "work-order outbox: delivery round failed")
         while True:
