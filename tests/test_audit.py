@@ -204,6 +204,12 @@ async def test_reads_exports_and_admin_changes_are_recorded_and_searchable(
         assert (await get(admin, f"{url}/api/tickets.csv"))[0] == 200
         async with admin.post(f"{url}/api/admin/config/reload") as response:
             assert response.status == 200
+        assert hotline.records is not None
+        talk = await hotline.records.add_conversation(
+            "call-a", "sip:op@127.0.0.1", str(wav(tmp_path / "talk.wav")), 1.0
+        )
+        played = await get(admin, f"{url}/api/calls/call-a/conversations/{talk}.wav")
+        assert played[0] == 200 and played[1][:4] == b"RIFF"
 
         rows = await audit_rows(admin, url, user="wang")
         seen = [
@@ -228,9 +234,15 @@ async def test_reads_exports_and_admin_changes_are_recorded_and_searchable(
         assert searches == ["query q=138****8000", f"query status=open; ids {ticket.id}"]
         anonymous_rows = await audit_rows(admin, url, user="", outcome="refused")
         assert any(r["action"] == "ticket.read" and r["status"] == 401 for r in anonymous_rows)
-        boss = await audit_rows(admin, url, user="boss")
-        assert [r["action"] for r in reversed(boss)][1:3] == ["ticket.export", "config.reload"]
-        assert boss[-2]["items"] == 1 and boss[-2]["outcome"] == "allowed"
+        boss = [
+            (r["action"], r["object_id"], r["items"], r["outcome"])
+            for r in reversed(await audit_rows(admin, url, user="boss"))
+        ]
+        assert boss[1:4] == [
+            ("ticket.export", "", 1, "allowed"),
+            ("config.reload", "", 1, "allowed"),
+            ("conversation.play", f"call-a/{talk}", 1, "allowed"),
+        ]
 
         # filters: action prefix, object, address, outcome, time range; pages
         reads = await audit_rows(admin, url, user="wang", action="ticket.")

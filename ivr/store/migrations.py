@@ -349,7 +349,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX audit_log_by_time ON audit_log (at)",
-            "CREATE INDEX audit_log_by_user ON audit_log (user_name, at)",
+            # covers the thresholds' count (ivr/audit.py AuditLog.counted)
+            "CREATE INDEX audit_log_by_user ON audit_log (user_name, outcome, action, at, items)",
             "CREATE INDEX audit_log_by_address ON audit_log (address, action, at)",
             "CREATE INDEX audit_log_by_object ON audit_log (object_type, object_id)",
             "ALTER TABLE users ADD COLUMN locked_at REAL",  # NULL: not locked
