@@ -648,11 +648,16 @@ class CallSession:
 
 # -- while calls go on ---------------------------------------------------------
 async def record_conversation(
-    parts: CallParts, call: WaitingCaller, leg: OperatorLeg, operator: str
+    parts: CallParts,
+    call: WaitingCaller,
+    leg: OperatorLeg,
+    operator: str,
+    on_recording: Callable[[ConversationRecording], None] | None = None,
 ) -> FinishRecording | None:
     """The desk bridged ``call`` to ``operator``: start recording the
     conversation (``[storage] record_conversations``); what finishes it when
-    the call is over."""
+    the call is over. ``on_recording``: told of the recording (a consultation
+    records its mix)."""
     storage = parts.settings().storage
     if not storage.record_conversations:
         return None
@@ -664,6 +669,8 @@ async def record_conversation(
     live = parts.calls.get(call.call_id)
     log = live.log if live is not None else parts.log
     recording = ConversationRecording(path, call.stream, leg.stream, log)
+    if on_recording is not None:
+        on_recording(recording)
     recording_id: int | None = None
     if parts.watch is None or parts.watch.up:
         try:

@@ -188,6 +188,16 @@ class EmergencySettings:
 
 
 @dataclass(frozen=True)
+class ConsultationSettings:
+    """[consultation]: departments and experts an operator brings into a call (多方协同)."""
+
+    # name -> SIP URI, in file order (the console lists them; *7N on the operator's phone)
+    directory: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ring_timeout: float = 30.0  # s a department may ring before the operator is told
+    silent_after: float = 15.0  # s without RTP from a party brought in: dropped
+
+
+@dataclass(frozen=True)
 class WorkOrderSettings:
     webhook: str = ""  # "" = do not post
     timeout: float = 5.0
@@ -307,6 +317,7 @@ class Settings:
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     tickets: TicketSettings = field(default_factory=TicketSettings)
     emergency: EmergencySettings = field(default_factory=EmergencySettings)
+    consultation: ConsultationSettings = field(default_factory=ConsultationSettings)
     work_orders: WorkOrderSettings = field(default_factory=WorkOrderSettings)
     web: WebSettings = field(default_factory=WebSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
@@ -747,6 +758,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     speech = _speech(root.table("speech"), base)
     tickets = _tickets(root.table("tickets"), base)
     emergency = _emergency(root.table("emergency"))
+    consultation = _consultation(root.table("consultation"))
     work_orders = _work_orders(root.table("work_orders"))
     web = _web(root.table("web"))
     callbacks = _callbacks(root.table("callbacks"), queues)
@@ -766,6 +778,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         speech=speech,
         tickets=tickets,
         emergency=emergency,
+        consultation=consultation,
         work_orders=work_orders,
         web=web,
         callbacks=callbacks,
@@ -1072,6 +1085,27 @@ def _emergency(t: _Table) -> EmergencySettings:
         uris[name] = uri
     t.reject_unknown()
     return EmergencySettings(**uris)
+
+
+def _consultation(t: _Table) -> ConsultationSettings:
+    d = ConsultationSettings()
+    ring = t.number("ring_timeout", d.ring_timeout, 0, 300, low_open=True)
+    silent = t.number("silent_after", d.silent_after, 0, 3600, low_open=True)
+    entries = t.table("directory")
+    directory: dict[str, str] = {}
+    for name in entries.names():
+        uri = entries.string(name, "")
+        if not entries.ok(name):
+            continue
+        problem = _sip_uri_problem(uri) if name.strip() else "the name must not be blank"
+        if problem is not None:
+            entries.fail(name, problem)
+            continue
+        directory[name] = uri
+    t.reject_unknown()
+    return ConsultationSettings(
+        directory=MappingProxyType(directory), ring_timeout=ring, silent_after=silent
+    )
 
 
 def _work_orders(t: _Table) -> WorkOrderSettings:
@@ -1418,6 +1452,9 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "emergency.police",
         "emergency.fire",
         "emergency.ambulance",
+        "consultation.directory",
+        "consultation.ring_timeout",
+        "consultation.silent_after",
         "work_orders.webhook",
         "work_orders.timeout",
         "work_orders.retry",

@@ -1,7 +1,8 @@
 """Conversation recordings (全程录音 of the operator's part of a call).
 
 While a caller is bridged to an operator, both directions are written to one
-stereo WAV (left: the caller, right: the operator), 8 kHz G.711 u-law (8 bits
+stereo WAV (left: the caller, right: the operator; once a department is
+brought in, right: everyone the caller hears, mixed), 8 kHz G.711 u-law (8 bits
 a sample: 16 kB a second, half of 16-bit PCM). The audio comes from the
 streams' decoded-audio listeners, which fire for relayed packets too.
 
@@ -26,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from ivr.media.rtp import RtpStream
+from ivr.media.rtp import PcmListener, RtpStream
 
 RATE = 8000
 FLUSH_EVERY_S = 1.0
@@ -84,7 +85,16 @@ class ConversationRecording:
         self._write_lock = asyncio.Lock()
         caller.pcm_listeners.append(self._left_audio)
         operator.pcm_listeners.append(self._right_audio)
+        self._right_source = operator.pcm_listeners
         self._flusher = asyncio.ensure_future(self._flush_forever())
+
+    def right_from(self, listeners: list[PcmListener]) -> None:
+        """From now on the right channel is what ``listeners`` are told: in a
+        consultation, the mix the caller hears (everyone but the caller)."""
+        with contextlib.suppress(ValueError):
+            self._right_source.remove(self._right_audio)
+        self._right_source = listeners
+        listeners.append(self._right_audio)
 
     @property
     def seconds(self) -> float:
@@ -136,12 +146,12 @@ class ConversationRecording:
         if self._closed:
             return self.seconds
         self._closed = True
-        for stream, listener in (
-            (self._caller, self._left_audio),
-            (self._operator, self._right_audio),
+        for listeners, listener in (
+            (self._caller.pcm_listeners, self._left_audio),
+            (self._right_source, self._right_audio),
         ):
             with contextlib.suppress(ValueError):
-                stream.pcm_listeners.remove(listener)
+                listeners.remove(listener)
         self._flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._flusher

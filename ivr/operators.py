@@ -93,6 +93,20 @@ ConversationHook = Callable[
 ]
 
 
+class Talk(Protocol):
+    """A bridged call that others may join (ivr/consultation.py): ``over`` when the
+    caller left, or nobody but the caller is left; the operator may leave first."""
+
+    @property
+    def over(self) -> asyncio.Future[str]: ...
+
+    async def close(self) -> None: ...
+
+
+# called once a caller is bridged (caller, operator's leg, operator URI)
+TalkHook = Callable[["WaitingCaller", "OperatorLeg", str], Talk]
+
+
 class Dialer(Protocol):
     async def dial(
         self,
@@ -322,6 +336,7 @@ class OperatorDesk:
         self._tasks: set[asyncio.Future[None]] = set()
         self.on_operator_free: list[Callable[[], None]] = []
         self.on_bridged: ConversationHook | None = None
+        self.on_talking: TalkHook | None = None  # others may join the call (consultation)
         self.queues: dict[str, Queue] = {}
         # one Operator per phone, shared by every queue it serves: a person in two
         # queues is rung for one caller at a time
@@ -975,10 +990,27 @@ class OperatorDesk:
                 finish = await self.on_bridged(call, leg, operator.uri)
             except Exception:  # a recording that cannot start must not stop the call
                 self._log.exception("conversation recording could not start")
+        talk = self.on_talking(call, leg, operator.uri) if self.on_talking is not None else None
+        left_at: float | None = None  # the operator left before the others
         try:
             either: set[asyncio.Future[Any]] = {call.gone, leg.ended}
+            if talk is not None:
+                either = {talk.over, leg.ended}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if talk is not None and not talk.over.done():
+                # the operator left a consultation that goes on: free for the next call
+                self._log.info("operator %s left; the others go on", operator.uri)
+                left_at = time.monotonic()
+                if release:
+                    self._release_later(operator, queue)
+                    release = False
+                await talk.over
         finally:
+            if talk is not None:
+                try:
+                    await talk.close()
+                except Exception:
+                    self._log.exception("the consultation could not be closed")
             unbridge(call.stream, leg.stream)
             if finish is not None:
                 try:
@@ -998,7 +1030,8 @@ class OperatorDesk:
                 call.end(EndReason.OPERATOR_HANGUP)
             await leg.hangup()
             self._log.info("operator %s call over", operator.uri)
-            queue.handled.append(time.monotonic() - began + max(self._wrap_up, 0.0))
+            talked = (left_at or time.monotonic()) - began
+            queue.handled.append(talked + max(self._wrap_up, 0.0))
             if release:
                 self._release_later(operator, queue)
 

@@ -34,6 +34,7 @@ from ivr.callbacks.dialling import CallbackDialler
 from ivr.callbacks.settings import policy_from
 from ivr.caller_profiles import CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
+from ivr.consultation import Consultations
 from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
@@ -166,6 +167,16 @@ class Hotline:
         self.work_orders: WorkOrderOutbox | None = None
         self.transcriber: Transcriber | None = None
         self.events = TicketEvents()
+        # departments brought into bridged calls, mixed (ivr/consultation.py)
+        self.consultations = Consultations(
+            dialer=self.dialer,
+            clock=self.clock,
+            settings=lambda: self.settings,
+            events=self.events,
+            log=log.getChild("consultation"),
+            endpoint=self.endpoint,
+        )
+        self.desk.on_talking = self.consultations.begin
         # GET /metrics: this hotline's figures (a registry of its own, ivr/metrics.py)
         self.metrics = HotlineMetrics(log.getChild("metrics"), node=settings.node.id)
         self.listen = ListenSettings(
@@ -728,8 +739,13 @@ class Hotline:
             self.roster.on_found_lost = back_from_lost
             if self._crashed_before:  # killed last time, and alone: its callers called back now
                 await self.lost_nodes.take_over_own_past(crashed=True)
+        consultations = self.consultations
         self.desk.on_bridged = lambda call, leg, operator: record_conversation(
-            parts, call, leg, operator
+            parts,
+            call,
+            leg,
+            operator,
+            on_recording=lambda r: consultations.recorded(call.call_id, r.right_from),
         )
         if not cb.enabled:
             return parts

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+import soundfile as sf
 
 from ivr.conference import CALLER, GUEST, OPERATOR, Conference, Party
 from ivr.media import codec as codecs
@@ -18,8 +21,14 @@ from ivr.media.clock import MediaClock
 from ivr.media.mixer import FRAME_SAMPLES, encode_rows, mix_minus
 from ivr.media.ports import RtpPorts
 from ivr.media.rtp import RtpStream
-from ivr.trial_call import to_frames
-from tests.peers import free_port_block
+from ivr.trial_call import TrialResult, place_call, to_frames
+from tests.audio_tools import pad, read_8k, write_wav
+from tests.conftest import StartHotline, trial
+from tests.peers import Baresip, free_port_block, free_udp_port
+from tests.test_call_path import wait_records
+
+if TYPE_CHECKING:
+    from ivr.server import Hotline
 
 LOG = logging.getLogger("test.conference")
 RATE = 8000
@@ -204,3 +213,154 @@ def test_a_party_cannot_join_twice() -> None:
         clock.stop()
 
     asyncio.run(run())
+
+
+# -- calls with three real peers ------------------------------------------------------
+
+WINDOW_S = 0.5
+HEARD = 1500.0  # a party's tone is heard: amplitude over this (they send 6000)
+NOT_HEARD = 300.0
+
+
+def windows(pcm: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
+    step = int(WINDOW_S * RATE)
+    return [pcm[i : i + step] for i in range(0, len(pcm) - step + 1, step)]
+
+
+def heard_both(pcm: npt.NDArray[np.int16], hz: tuple[float, float], own: float) -> int:
+    """How many windows of ``pcm`` hold both tones ``hz`` and not the listener's ``own``."""
+    return sum(
+        1
+        for w in windows(pcm)
+        if all(level(w, f) > HEARD for f in hz) and level(w, own) < NOT_HEARD
+    )
+
+
+def heard_only(pcm: npt.NDArray[np.int16], hz: float, absent: float) -> int:
+    """Windows with ``hz`` heard and ``absent`` not."""
+    return sum(1 for w in windows(pcm) if level(w, hz) > HEARD and level(w, absent) < NOT_HEARD)
+
+
+async def tone_phone(tmp_path: Path, name: str, hz: float, **kwargs: object) -> Baresip:
+    voice = write_wav(tmp_path / f"{name}.wav", sine(hz, 90.0))
+    phone = Baresip(
+        tmp_path / name,
+        free_udp_port(),
+        play=voice,
+        auto_answer=True,
+        user=name,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    await phone.start()
+    return phone
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting: {what}")
+        await asyncio.sleep(0.1)
+
+
+def heard_by(phone: Baresip, tmp_path: Path) -> npt.NDArray[np.int16]:
+    (recording,) = phone.recordings("dec")
+    return read_8k(recording, tmp_path)
+
+
+class Events:
+    """The consultation events the operator's screen gets."""
+
+    def __init__(self, hotline: Hotline) -> None:
+        self.seen: list[dict[str, object]] = []
+        hotline.events.on_publish.append(self._published)
+
+    def _published(self, kind: str, body: dict[str, object]) -> None:
+        if kind == "consultation":
+            self.seen.append(body)
+
+    def states(self, name: str) -> list[object]:
+        return [e["state"] for e in self.seen if e.get("name") == name]
+
+
+async def caller_with_tone(
+    hotline: Hotline, tmp_path: Path, duration: float
+) -> asyncio.Future[TrialResult]:
+    voice = write_wav(tmp_path / "caller.wav", pad(sine(CALLER_HZ, duration), 0.0, 0.0))
+    options = trial(
+        hotline.endpoint.port,
+        digits="0",
+        digit_delay=1.0,
+        duration=duration,
+        play=voice,
+        record=tmp_path / "caller-heard.wav",
+    )
+    return asyncio.ensure_future(place_call(options, LOG))
+
+
+def caller_heard(tmp_path: Path) -> npt.NDArray[np.int16]:
+    data, rate = sf.read(str(tmp_path / "caller-heard.wav"), dtype="int16")
+    assert rate == RATE
+    return np.asarray(data, dtype=np.int16)
+
+
+async def test_caller_operator_and_department_each_hear_the_other_two(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The operator keys *71 on their phone: 住建局 joins; all three hear each
+    other; 住建局 hangs up and caller and operator still hear each other; the
+    conversation recording holds the caller left and the others right."""
+    operator = await tone_phone(tmp_path, "operator", OPERATOR_HZ)
+    department = await tone_phone(tmp_path, "zjj", DEPARTMENT_HZ)
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            extra=f'[consultation]\ndirectory = {{ "住建局" = "{department.uri}" }}\n',
+        )
+        events = Events(hotline)
+        call = await caller_with_tone(hotline, tmp_path, 24.0)
+        await until(lambda: operator.saw("established"), 20, "the operator answers")
+        await asyncio.sleep(1.5)
+        await operator.keys("*71", gap=0.3)
+        await until(lambda: department.saw("established"), 15, "the department answers")
+        await asyncio.sleep(4.0)
+        (talk,) = hotline.consultations.conversations.values()
+        assert talk.conference is not None
+        assert talk.conference.names() == ["caller", "operator", "住建局"]
+        await department.hangup()
+        await until(lambda: "left" in events.states("住建局"), 10, "the department leaves")
+        await asyncio.sleep(4.0)
+        assert not call.done(), "the call ended when the department left"
+        result = await asyncio.wait_for(call, 30)
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await operator.quit()
+        await department.quit()
+    assert result.ended_by == "caller"
+    assert events.states("住建局") == ["ringing", "joined", "left"]
+    assert "consult:住建局" in record.path
+
+    caller = caller_heard(tmp_path)
+    assert heard_both(caller, (OPERATOR_HZ, DEPARTMENT_HZ), CALLER_HZ) >= 4, (
+        "the caller did not hear operator and department together"
+    )
+    assert heard_only(caller[-3 * RATE :], OPERATOR_HZ, DEPARTMENT_HZ) >= 4, (
+        "after the department left, the caller no longer hears the operator alone"
+    )
+    by_operator = heard_by(operator, tmp_path)
+    assert heard_both(by_operator, (CALLER_HZ, DEPARTMENT_HZ), OPERATOR_HZ) >= 4
+    assert heard_only(by_operator, CALLER_HZ, DEPARTMENT_HZ) >= 4, (
+        "the operator does not hear the caller alone after the department left"
+    )
+    by_department = heard_by(department, tmp_path)
+    assert heard_both(by_department, (CALLER_HZ, OPERATOR_HZ), DEPARTMENT_HZ) >= 4
+
+    (conversation,) = (tmp_path / "recordings" / "calls").rglob("*.wav")
+    stereo, rate = sf.read(str(conversation), dtype="int16")
+    assert rate == RATE and stereo.shape[1] == 2
+    left, right = stereo[:, 0], stereo[:, 1]
+    assert heard_both(right, (OPERATOR_HZ, DEPARTMENT_HZ), CALLER_HZ) >= 4, (
+        "the recording's right channel lacks the department's part"
+    )
+    assert heard_only(left, CALLER_HZ, DEPARTMENT_HZ) >= 8, "the caller's channel"

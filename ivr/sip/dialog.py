@@ -110,6 +110,8 @@ class Dialog:
         self.ended: asyncio.Future[DialogEnd] = asyncio.get_running_loop().create_future()
         self.on_digit: Callable[[str, str], None] | None = None
         self.on_reoffer: Callable[[MediaOffer], None] | None = None
+        # a REFER in this dialog: Refer-To -> (status, reason); None: 405 (ivr/consultation.py)
+        self.on_refer: Callable[[str], tuple[int, str]] | None = None
         self.local_sdp = ""  # our current SDP, repeated in answers to re-INVITEs
 
     @property

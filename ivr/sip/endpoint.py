@@ -367,6 +367,8 @@ class SipEndpoint:
                 transaction.respond_status(
                     200, headers={"Contact": self.contact_for(transaction.addr)}
                 )
+        elif method == "REFER" and self._refer(transaction, request, to_tag):
+            pass
         else:
             self.rejected["method"] += 1
             transaction.respond_status(405, headers={"Allow": ALLOWED_METHODS})
@@ -455,6 +457,20 @@ class SipEndpoint:
             invite.reject(487)
         if not invite.cancelled.done():
             invite.cancelled.set_result(None)
+
+    def _refer(self, transaction: Any, request: SipRequest, to_tag: str | None) -> bool:
+        """A REFER in a dialog that takes one (an operator's phone bringing a
+        department in, ivr/consultation.py): answered here; False: 405 as before."""
+        dialog = self._dialogs.get((request.call_id or "", to_tag or ""))
+        if dialog is None or dialog.on_refer is None:
+            return False
+        refer_to = request.headers.get_first("refer-to") or ""
+        if not refer_to:
+            transaction.respond_status(400, reason="Missing Refer-To")
+            return True
+        status, reason = dialog.on_refer(refer_to)
+        transaction.respond_status(status, reason=reason)
+        return True
 
     def _info(self, transaction: Any, request: SipRequest, dialog: Dialog) -> None:
         content_type = request.content_type or ""
