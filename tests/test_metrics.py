@@ -18,6 +18,7 @@ import secrets
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -116,13 +117,22 @@ async def until(
         await asyncio.sleep(0.3)
 
 
-def configured(tmp_path: Path, prompt_cache: Path, web: str = "", url: str = "") -> Path:
-    """A test config with ``web`` lines added to its [web] table and, with
-    ``url``, the store on that PostgreSQL database."""
-    path = write_config(tmp_path, operators=["sip:nobody@127.0.0.1:9"], prompt_cache=prompt_cache)
+def configured(
+    directory: Path,
+    prompt_cache: Path,
+    web: str = "",
+    store: str | Path = "",
+    **keywords: Any,
+) -> Path:
+    """A test config (write_config's ``keywords``) with ``web`` lines added to
+    its [web] table and, with ``store``, the store there (an SQLite file or a
+    PostgreSQL URL: nodes given the same one share it)."""
+    keywords.setdefault("operators", ["sip:nobody@127.0.0.1:9"])
+    path = write_config(directory, prompt_cache=prompt_cache, **keywords)
     text = path.read_text().replace("[web]\nport = 0\n", f"[web]\nport = 0\n{web}\n", 1)
-    if url:
-        text, n = re.subn(r'(?m)^database = ".*"$', f'url = "{url}"', text)
+    if store:
+        key = "url" if str(store).startswith("postgresql://") else "database"
+        text, n = re.subn(r'(?m)^database = ".*"$', f'{key} = "{store}"', text)
         assert n == 1
     path.write_text(text)
     return path
@@ -200,6 +210,66 @@ async def test_a_waiting_call_shows_in_the_figures_and_its_end_is_counted(
     assert after.value("ivr_queue_waiting_callers", queue="general") == 0
     assert after.value("ivr_queue_longest_wait_seconds", queue="general") == 0
     assert after.value("ivr_operators", state="ringing") == 0
+
+
+# -- two nodes on one store -------------------------------------------------------------
+async def test_two_nodes_show_the_one_line_and_each_its_own_calls(
+    store_location: str | Path, tmp_path: Path, prompt_cache: Path
+) -> None:
+    """A caller held by node a waits for the operator node a rings: node b's
+    figures show them waiting and the operator ringing (the shared line is the
+    truth), and no call of its own."""
+    operator = busy_operator(tmp_path)
+    await operator.start()
+    nodes: list[Hotline] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            path = configured(
+                tmp_path / name,
+                prompt_cache,
+                store=store_location,
+                operators=[operator.uri],
+                dialplan=QUEUE_PLAN,
+                ring_timeout=60.0,
+                extra=f'[node]\nid = "{name}"\n',
+            )
+            nodes.append(await own_hotline(path))
+        a, b = nodes
+        call = asyncio.ensure_future(
+            place_call(trial(a.endpoint.port, duration=8.0, caller="13800000001"), LOG)
+        )
+        seen_by_b = await until(
+            b,
+            lambda f: (
+                f.value("ivr_queue_waiting_callers", queue="general") == 1
+                and f.value("ivr_operators", state="ringing") == 1
+            ),
+            "node a's caller waiting and its operator ringing, seen by node b",
+        )
+        assert seen_by_b.value("ivr_calls_in_progress", node="b") == 0
+        assert seen_by_b.value("ivr_queue_longest_wait_seconds", queue="general") > 0
+        assert seen_by_b.value("ivr_operators", state="ready") == 0
+        seen_by_a = await scrape(a)
+        assert seen_by_a.value("ivr_calls_in_progress", node="a") == 1
+        assert seen_by_a.value("ivr_queue_waiting_callers", queue="general") == 1
+        assert (await call).status == 200
+        await until(
+            b,
+            lambda f: (
+                f.value("ivr_queue_waiting_callers", queue="general") == 0
+                and f.value("ivr_operators", state="ready") == 1
+            ),
+            "the line empty again, seen by node b",
+        )
+        after = await scrape(a)
+        assert after.value("ivr_calls_ended_total", node="a", reason="caller_hangup") == 1
+        assert not (await scrape(b)).families["ivr_calls_ended"].samples
+    finally:
+        for node in nodes:
+            await node.stop(drain_timeout=1.0)
+        await operator.stop()
+        logging.getLogger("ivr").handlers.clear()
 
 
 # -- refused SIP, two hotlines side by side ----------------------------------------
@@ -378,7 +448,7 @@ async def test_a_scrape_while_the_store_hangs_answers_with_what_the_node_knows(
     own_postgres: PostgresServer, tmp_path: Path, prompt_cache: Path
 ) -> None:
     url = own_postgres.new_database("metrics_hang")
-    hotline = await own_hotline(configured(tmp_path, prompt_cache, url=url))
+    hotline = await own_hotline(configured(tmp_path, prompt_cache, store=url))
     frozen: list[int] = []
     try:
         node = hotline.metrics.node
