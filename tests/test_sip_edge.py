@@ -19,6 +19,7 @@ import soundfile as sf
 
 from ivr.config import ConfigError, load_settings
 from ivr.server import Hotline
+from ivr.sip.edge_guard import RefusalLog, SourceBuckets
 from ivr.trial_call import place_call
 from tests.audio_tools import best_match
 from tests.conftest import StartHotline, trial
@@ -409,3 +410,37 @@ def test_edge_defaults_let_loopback_in(tmp_path: Path) -> None:
     assert settings.web.allow == ("127.0.0.0/8", "::1/128")
     assert settings.sip.refuse == "403" and settings.sip.over_limit == "503"
     assert settings.sip.inbound_auth is None
+
+
+# ------------------------------------------------------------------ bounded memory
+
+
+def test_the_rate_table_stays_bounded_under_spoofed_sources() -> None:
+    """A flood from ever-new addresses: the table keeps at most its capacity, the
+    least recently seen dropped first; a source seen often keeps its (empty) bucket."""
+    clock = [0.0]
+    buckets = SourceBuckets(rate=1.0, burst=2, capacity=100, clock=lambda: clock[0])
+    assert buckets.take("198.51.100.1") and buckets.take("198.51.100.1")
+    assert not buckets.take("198.51.100.1")  # its burst is spent
+    for i in range(10_000):
+        buckets.take(f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}")
+        if i % 50 == 0:
+            assert not buckets.take("198.51.100.1")  # seen often: still remembered, still empty
+        assert len(buckets) <= 100
+    clock[0] += 1.0
+    assert buckets.take("198.51.100.1")  # refilled at its rate
+
+
+async def test_refusals_are_logged_once_then_summed(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("ivr.test.edge.refusals")
+    refusals = RefusalLog(log, interval=0.2, max_sources=3)
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        for i in range(1000):
+            refusals.note(f"203.0.113.{i % 10}", "rate", "INVITE", "503")
+        await asyncio.sleep(0.35)
+    refusals.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == log.name]
+    # three sources by name (first line, then one summary each), the other seven summed
+    assert len(lines) == 3 + 3 + 1, lines
+    assert "sip: refused 99 more requests from 203.0.113.0 in the last 0.2s (rate: 99)" in lines
+    assert "sip: refused 700 requests from 7 other sources in the last 0.2s (rate: 700)" in lines
