@@ -252,6 +252,9 @@ class Hotline:
     def _listeners(self) -> list[Listener]:
         sip, web = self.settings.sip, self.settings.web
         listeners = [Listener("SIP (UDP)", sip.host, sip.port, "[sip] host / port", SOCK_DGRAM)]
+        if sip.tcp:  # SIP over TCP on the same host:port (ivr/sip/stream_transport.py)
+            keys = "[sip] host / port (or tcp = false)"
+            listeners.append(Listener("SIP (TCP)", sip.host, sip.port, keys, SOCK_STREAM))
         if web.enabled:
             http = "the web console (HTTP)"
             listeners.append(Listener(http, web.host, web.port, "[web] host / port", SOCK_STREAM))

@@ -800,3 +800,45 @@ async def test_our_trial_caller_over_tcp(start_hotline: StartHotline) -> None:
     assert connections == 1, "the trial call did not come over TCP"
     (record,) = await wait_records(hotline, 1)
     assert record.digits == "3"
+
+
+async def test_a_taken_tcp_port_stops_the_start_unless_tcp_is_off(
+    tmp_path: Path, prompt_cache: Path
+) -> None:
+    """Another program listening on the SIP port over TCP: the start stops,
+    naming SIP (TCP), the address and the keys; with tcp = false it starts."""
+    import re
+    import socket
+
+    from ivr.config import load_settings
+    from ivr.server import Hotline
+    from ivr.startup import StartupError
+    from tests.conftest import write_config
+
+    log = logging.getLogger("ivr.test.start")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = int(taken.getsockname()[1])
+        for tcp in (True, False):
+            config = write_config(
+                tmp_path,
+                operators=["sip:op@127.0.0.1:5999"],
+                prompt_cache=prompt_cache,
+                sip_extra=f"tcp = {str(tcp).lower()}",
+            )
+            text = re.sub(r"(?m)^port = \d+$", f"port = {port}", config.read_text(), count=1)
+            config.write_text(text)
+            hotline = Hotline(load_settings(config), log)
+            try:
+                if tcp:
+                    with pytest.raises(StartupError) as refused:
+                        await hotline.start()
+                    message = str(refused.value)
+                    assert f"SIP (TCP) on 127.0.0.1:{port}" in message
+                    assert "already in use" in message and "tcp = false" in message
+                else:
+                    await hotline.start()
+                    assert hotline.endpoint.is_open and hotline.endpoint.port == port
+            finally:
+                await hotline.stop(drain_timeout=0.5)
