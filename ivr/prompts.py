@@ -251,6 +251,24 @@ class PromptLibrary:
         self._current = PromptSet(ready, slow, self.default_dialect)
         return report
 
+    async def say(
+        self, text: str, *, dialect: str | None = None, speed: float = 1.0
+    ) -> PromptAudio:
+        """``text`` made for one call (a follow-up's sentence about the caller's
+        ticket), spoken now by espeak-ng in the dialect's voice (mandarin's when
+        the dialect has none) and slowed to ``speed``; cached like the prompts."""
+        voice = self.voices.get(dialect or self.default_dialect) or self.voices.get(MANDARIN)
+        if not voice:
+            raise PromptError(f"no espeak-ng voice to say {text!r} (set [dialects.voices])")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        pcm = await self._synthesised(text, voice)
+        source = f"espeak-ng:{voice}"
+        if speed < 1.0:
+            loop = asyncio.get_running_loop()
+            pcm = await loop.run_in_executor(None, self._stretched, pcm, speed)
+            source = f"{source} at {speed:g}x"
+        return encode("spoken", pcm, source, text)
+
     def _stretched(self, pcm: npt.NDArray[np.int16], speed: float) -> npt.NDArray[np.int16]:
         cache = self._cache_path(b"slow", str(speed).encode(), pcm.tobytes())
         cached = self._load_cached(cache)

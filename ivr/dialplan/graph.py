@@ -32,6 +32,7 @@ from ivr.dialplan.model import (
     Node,
     PlayNode,
     SpeedNode,
+    SurveyNode,
     TransferNode,
 )
 
@@ -88,6 +89,8 @@ def node_kind(node: Node) -> tuple[str, str]:
             f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}" for a, b in node.hours.spans
         )
         return "hours", spans
+    if isinstance(node, SurveyNode):
+        return "survey", node.prompt
     assert_never(node)
 
 
@@ -110,6 +113,8 @@ def node_edges(node: Node) -> list[tuple[str, str]]:
         return [("next", node.next)]
     if isinstance(node, HoursNode):
         return [("open", node.open_next), ("closed", node.closed_next)]
+    if isinstance(node, SurveyNode):
+        return [("next", node.next), ("on_no_answer", node.on_no_answer)]
     assert_never(node)
 
 
@@ -138,6 +143,7 @@ TYPE_NAMES = {
     "speed": "语速",
     "callback_to": "回拨对象",
     "hours": "工作时间",
+    "survey": "回访调查",
 }
 # an edge's label by the field it comes from; "" = no label (the only way on)
 EDGE_NAMES = {
@@ -148,6 +154,7 @@ EDGE_NAMES = {
     "on_no_speech": "未听到",
     "open": "工作时间",
     "closed": "非工作时间",
+    "on_no_answer": "未作答",
 }
 _STYLE = {  # type -> (fill, border)
     "menu": ("#ffffff", "#0b4f8a"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from ivr.dialplan.model import (
     Node,
     PlayNode,
     SpeedNode,
+    SurveyNode,
     TransferNode,
 )
 from ivr.toml_lines import KeyLines, Problem, TomlSyntaxError
@@ -57,6 +59,7 @@ NODE_TYPES = (
     "proxy",
     "callback_to",
     "hours",
+    "survey",
 )
 MENU_KEYS = frozenset("0123456789*#")
 FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -112,6 +115,20 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
 }
 FIELDS["proxy"] = FIELDS["describe"]
+FIELDS["survey"] = {
+    "type": str,
+    "matter": str,
+    "prompt": str,
+    "next": str,
+    "on_no_answer": str,
+    "invalid_prompt": str,
+    "comment_prompt": str,
+    "timeout": (int, float),
+    "comment_seconds": (int, float),
+}
+# what a survey's matter sentence may say of the ticket
+SURVEY_FIELDS = ("date", "place", "category")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 REQUIRED = {
     "play": ("prompt", "next"),
     "menu": ("prompt", "options", "after_retries"),
@@ -126,6 +143,7 @@ REQUIRED = {
     "proxy": ("prompt", "next", "on_no_speech"),
     "callback_to": ("person", "next"),
     "hours": ("open", "open_next", "closed_next"),
+    "survey": ("matter", "prompt", "next", "on_no_answer"),
 }
 TOP_LEVEL = ("plan", "prompts", "nodes")
 
@@ -481,6 +499,8 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         return SpeedNode(node_id, line, speed, body["next"], body.get("prompt"))
     if kind == "hours":
         return _hours(node_id, line, body, lines, fail)
+    if kind == "survey":
+        return _survey(node_id, line, body, lines, fail)
     if kind == "callback_to":
         person = body["person"]
         if person not in PERSONS:
@@ -531,6 +551,57 @@ def _describe(
         values["end_silence"],
         values["no_speech_timeout"],
         about="beneficiary" if body["type"] == "proxy" else "caller",
+    )
+
+
+def _survey(
+    node_id: str, line: int, body: dict[str, Any], lines: LineMap, fail: Any
+) -> SurveyNode | None:
+    good = True
+    matter = body["matter"]
+    where = lines.key("nodes", node_id, "matter")
+    if not matter.strip():
+        fail(
+            where,
+            f"node {node_id!r}: matter must say the ticket's matter, e.g. "
+            "您于{date}反映的{place}{category}问题已办结",
+        )
+        good = False
+    for name in _PLACEHOLDER.findall(matter):
+        if name not in SURVEY_FIELDS:
+            fail(
+                where,
+                f"node {node_id!r}: matter says {{{name}}}; it may say "
+                + ", ".join("{" + f + "}" for f in SURVEY_FIELDS)
+                + _did_you_mean(name, SURVEY_FIELDS),
+            )
+            good = False
+    values: dict[str, float] = {}
+    for key, (low, high, default) in (
+        ("timeout", (1.0, 60.0, 8.0)),
+        ("comment_seconds", (3.0, 120.0, 20.0)),
+    ):
+        value = float(body.get(key, default))
+        if not low <= value <= high:
+            fail(
+                lines.key("nodes", node_id, key),
+                f"node {node_id!r}: {key} {value:g} s out of range {low:g}..{high:g}",
+            )
+            good = False
+        values[key] = value
+    if not good:
+        return None
+    return SurveyNode(
+        node_id,
+        line,
+        matter,
+        body["prompt"],
+        body["next"],
+        body["on_no_answer"],
+        body.get("invalid_prompt"),
+        body.get("comment_prompt"),
+        values["timeout"],
+        values["comment_seconds"],
     )
 
 
@@ -671,6 +742,8 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("next", node.next)]
     if isinstance(node, HoursNode):
         return [("open_next", node.open_next), ("closed_next", node.closed_next)]
+    if isinstance(node, SurveyNode):
+        return [("next", node.next), ("on_no_answer", node.on_no_answer)]
     return []
 
 

@@ -16,6 +16,7 @@ PROMPT_FIELDS = (
     "no_speech_prompt",
     "position_prompt",
     "wait_prompt",
+    "comment_prompt",
 )
 # a prompt whose text holds {n} is rendered once per number 1..MAX_ANNOUNCED as key_<n>
 MAX_ANNOUNCED = 20
@@ -171,6 +172,27 @@ class HoursNode:
     closed_next: str
 
 
+@dataclass(frozen=True)
+class SurveyNode:
+    """A follow-up call's survey (回访, ivr/followups): say the ticket's matter
+    in one sentence (``matter``, with {date} {place} {category} of the ticket,
+    synthesised for this call), ask ``prompt`` (满意请按1，基本满意请按2，不满意
+    请按3) by key or by voice; an answer that is neither is asked once more
+    (after ``invalid_prompt``), then ``on_no_answer``.  After an answer the
+    optional ``comment_prompt`` invites a spoken comment (onto the ticket)."""
+
+    id: str
+    line: int
+    matter: str
+    prompt: str
+    next: str
+    on_no_answer: str
+    invalid_prompt: str | None = None
+    comment_prompt: str | None = None
+    timeout: float = 8.0  # s to wait for a key or a word after the question
+    comment_seconds: float = 20.0  # the longest comment kept
+
+
 PERSONS = ("caller", "beneficiary")
 
 Node = (
@@ -186,6 +208,7 @@ Node = (
     | SpeedNode
     | CallbackToNode
     | HoursNode
+    | SurveyNode
 )
 
 
@@ -217,6 +240,7 @@ class DialPlan:
     def needs_speech(self) -> bool:
         """Some node listens to speech (a describe node or a spoken menu)."""
         return any(
-            isinstance(node, DescribeNode) or (isinstance(node, MenuNode) and node.spoken)
+            isinstance(node, DescribeNode | SurveyNode)
+            or (isinstance(node, MenuNode) and node.spoken)
             for node in self.nodes.values()
         )

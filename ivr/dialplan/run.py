@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from ivr.dialplan.model import (
     NoCallbackNode,
     PlayNode,
     SpeedNode,
+    SurveyNode,
     TransferNode,
 )
 from ivr.media.prompt_audio import PromptAudio
@@ -34,6 +35,10 @@ MAX_STEPS = 1000
 
 class PromptSource(Protocol):
     def get(self, key: str, speed: float = 1.0, dialect: str | None = None) -> PromptAudio: ...
+
+
+# runs a survey node on a follow-up call (ivr/followups/survey.py): the node id next
+RunSurvey = Callable[[SurveyNode, Call, PromptSource, ListenSettings], Awaitable[str]]
 
 
 def _prompt(prompts: PromptSource, key: str, call: Call) -> PromptAudio:
@@ -76,9 +81,11 @@ async def run_dialplan(
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     listen: ListenSettings | None = None,
     clock: Callable[[], float] = time.time,
+    survey: RunSurvey | None = None,
 ) -> str:
     """Run ``call`` through ``plan``; returns the outcome ("bridged",
-    "hangup", "loop_guard"). CallEnded propagates when the caller leaves."""
+    "hangup", "loop_guard"). CallEnded propagates when the caller leaves.
+    ``survey`` runs survey nodes (a follow-up call's); without it one ends the call."""
     node_id = plan.start
     if call.speed < 1.0 and plan.elderly_start:
         node_id = plan.elderly_start  # a known elderly caller (registry or last call)
@@ -141,6 +148,13 @@ async def run_dialplan(
             if node.prompt:
                 await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
             node_id = node.next
+        elif isinstance(node, SurveyNode):
+            if survey is None:
+                if log is not None:
+                    log.error("survey node %r outside a follow-up call; hanging up", node.id)
+                await call.hangup()
+                return "hangup"
+            node_id = await survey(node, call, prompts, listen or ListenSettings())
     if log is not None:
         log.error("dial plan %s: %d steps without an end; hanging up", plan.name, MAX_STEPS)
     await call.hangup()
