@@ -3,9 +3,6 @@
 // address is locked (kept up to date by the event stream's audit_alert, from any node).
 (() => {
   const header = document.querySelector("header");
-  const link = Console.el("a", { id: "to-audit", href: "/admin/audit" },
-    Console.el("button", { type: "button", class: "secondary" }, "审计 Audit"));
-  header.insertBefore(link, document.getElementById("logout"));
   const banner = Console.el("section", { id: "audit-alert", class: "hidden", role: "alert",
     style: "margin: .6rem 1.2rem 0; border-color: #b42318; background: #fff4e5" });
   header.after(banner);
@@ -22,6 +19,9 @@
   }
   Console.whoami().then((user) => {
     if (user.role !== "admin") return;
+    const link = Console.el("a", { id: "to-audit", href: "/admin/audit" },
+      Console.el("button", { type: "button", class: "secondary" }, "审计 Audit"));
+    header.insertBefore(link, document.getElementById("logout"));
     refresh();
     new EventSource("/api/events").addEventListener("audit_alert", refresh);
   }).catch(() => {});
