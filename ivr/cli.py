@@ -8,9 +8,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.logs import setup_logging
+
+if TYPE_CHECKING:
+    from ivr.store import Database
 
 
 def _settings(path: Path) -> Settings:
@@ -258,6 +262,7 @@ def cmd_callers(args: argparse.Namespace) -> int:
             profiles = CallerProfiles(db)
             if args.callers_command == "forget":
                 gone = await profiles.forget(args.number)
+                await _audited(db, "callers.forget", "caller", args.number, "" if gone else "none")
                 return "forgotten" if gone else "nothing was remembered for that number"
             profile = await profiles.get(args.number)
             if profile is None:
@@ -268,6 +273,20 @@ def cmd_callers(args: argparse.Namespace) -> int:
 
     print(asyncio.run(run()))
     return 0
+
+
+async def _audited(
+    db: Database, action: str, object_type: str, object_id: str, detail: str
+) -> None:
+    """A change made on the machine, in the audit log as its user's (role cli)."""
+    import getpass
+
+    from ivr.audit import AuditLog
+
+    await AuditLog(db, node="cli").record(
+        action=action, outcome="allowed", user=getpass.getuser(), role="cli",
+        object_type=object_type, object_id=object_id, address="local", detail=detail,
+    )  # fmt: skip
 
 
 def cmd_import_elderly(args: argparse.Namespace) -> int:
@@ -302,6 +321,8 @@ def cmd_import_elderly(args: argparse.Namespace) -> int:
             profiles = CallerProfiles(db)
             for number in numbers:
                 await profiles.remember(number, speed=settings.elderly.speed)
+            detail = f"{len(numbers)} number(s) marked elderly, {len(bad)} line(s) skipped"
+            await _audited(db, "callers.import_elderly", "file", str(args.file), detail)
         finally:
             await db.close()
 

@@ -572,6 +572,10 @@ def test_the_cli_audits_user_changes_and_unlocks_a_locked_admin(
     assert "account boss unlocked" in capsys.readouterr().out
     assert main(["--config", str(config), "users", "unlock", "boss"]) == 1
     assert "is not locked" in capsys.readouterr().err
+    registry = tmp_path / "elderly.csv"
+    registry.write_text("number\n13800138000\n")
+    assert main(["--config", str(config), "callers", "import-elderly", str(registry)]) == 0
+    assert main(["--config", str(config), "callers", "forget", "13800138000"]) == 0
 
     async def rows() -> list[tuple[str, str, str, str]]:
         async with await open_store(tmp_path / "ivr.sqlite3") as db:
@@ -583,4 +587,6 @@ def test_the_cli_audits_user_changes_and_unlocks_a_locked_admin(
         ("account.lock", "system", "boss", "allowed"),
         ("account.unlock", "cli", "boss", "allowed"),
         ("account.unlock", "cli", "boss", "failed"),
+        ("callers.import_elderly", "cli", str(registry), "allowed"),
+        ("callers.forget", "cli", "138****8000", "allowed"),
     ]
