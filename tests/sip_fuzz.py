@@ -18,6 +18,7 @@ Used by tests/test_sip_fuzz.py and bench/fuzz.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -690,11 +691,19 @@ class FuzzCases:
     """The fuzz cases of ``seed``, addressed to ``server`` ("ip:port") from a
     peer at ``ip:port``; the same seed gives the same cases."""
 
-    def __init__(self, seed: int, server: str, ip: str = "127.0.0.1", port: int = 5060) -> None:
+    def __init__(
+        self,
+        seed: int,
+        server: str,
+        ip: str = "127.0.0.1",
+        port: int = 5060,
+        transport: str = "UDP",
+    ) -> None:
         self.seed = seed
         self.server = server
         self.ip = ip
         self.port = port
+        self.transport = transport  # in the Via headers: UDP, or TCP for streams
         self._rng = random.Random(seed)
         self._number = 0
         names = list(TEMPLATES)
@@ -704,7 +713,8 @@ class FuzzCases:
 
     def fill(self, text: str, rng: random.Random) -> str:
         return (
-            text.replace("{ip}", self.ip)
+            text.replace("SIP/2.0/UDP", f"SIP/2.0/{self.transport}")
+            .replace("{ip}", self.ip)
             .replace("{port}", str(self.port))
             .replace("{server}", self.server)
             .replace("{call}", f"fz{self.seed}-{self._number}-{rng.randrange(1 << 30):x}")
@@ -781,18 +791,60 @@ class PeerCounts:
     acked: int = 0
     hung_up: int = 0
     requests_answered: int = 0
+    connections: int = 0  # TCP connections opened
+    closed_by_server: int = 0  # ... that the hotline closed (junk on the stream)
+
+
+def replies_to(
+    data: bytes, local: tuple[str, int], target: str, counts: PeerCounts, transport: str = "UDP"
+) -> list[bytes]:
+    """What a sane phone at ``local`` sends back for one message the hotline
+    (at ``target``, "ip:port") sent: an ACK for a final answer to an INVITE and
+    a BYE after a 200; a 200 for a request (a BYE at the end of a fuzzed call)."""
+    text = data.decode("utf-8", "replace")
+    first, headers = _headers(text)
+    if not first.startswith("SIP/2.0 "):
+        if first.startswith("ACK ") or " SIP/2.0" not in first:
+            return []
+        lines = ["SIP/2.0 200 OK"]
+        lines += [f"{n.title()}: {headers.get(n, '')}" for n in ("via", "from", "to", "call-id")]
+        lines += [f"CSeq: {headers.get('cseq', '')}", "Content-Length: 0"]
+        counts.requests_answered += 1
+        return [("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")]
+    try:
+        status = int(first.split()[1])
+    except (IndexError, ValueError):
+        return []
+    counts.answers[status] = counts.answers.get(status, 0) + 1
+    cseq = headers.get("cseq", "").split()
+    if status < 200 or len(cseq) != 2 or cseq[1].upper() != "INVITE":
+        return []
+    common = (
+        f"From: {headers.get('from', '')}\r\nTo: {headers.get('to', '')}\r\n"
+        f"Call-ID: {headers.get('call-id', '')}\r\nMax-Forwards: 70\r\n"
+    )
+    n = counts.acked
+    own_via = f"SIP/2.0/{transport} {local[0]}:{local[1]};branch=z9hG4bK"
+    # the ACK of a non-2xx is part of the INVITE's transaction: its Via
+    via = f"{own_via}ack{n}" if status < 300 else headers.get("via", "")
+    out = [f"ACK sip:ivr@{target} SIP/2.0\r\nVia: {via}\r\n{common}CSeq: {cseq[0]} ACK\r\n"]
+    counts.acked += 1
+    if status < 300:
+        number = int(cseq[0]) + 1 if cseq[0].isdigit() else 2
+        bye = f"BYE sip:ivr@{target} SIP/2.0\r\nVia: {own_via}bye{n}\r\n"
+        out.append(f"{bye}{common}CSeq: {number} BYE\r\n")
+        counts.hung_up += 1
+    return [(m + "Content-Length: 0\r\n\r\n").encode("utf-8", "replace") for m in out]
 
 
 class FuzzPeer(asyncio.DatagramProtocol):
-    """Sends cases over UDP; answers like a sane phone (ACK every final answer
-    to an INVITE, BYE after a 200, 200 to the hotline's own requests)."""
+    """Sends cases over UDP; answers like a sane phone (:func:`replies_to`)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.ip = "127.0.0.1"
         self.counts = PeerCounts()
-        self._seq = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -807,54 +859,9 @@ class FuzzPeer(asyncio.DatagramProtocol):
         self.counts.sent += 1
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        text = data.decode("utf-8", "replace")
-        first, headers = _headers(text)
-        if not first.startswith("SIP/2.0 "):
-            self._answer_request(first, headers, addr)
-            return
-        try:
-            status = int(first.split()[1])
-        except (IndexError, ValueError):
-            return
-        self.counts.answers[status] = self.counts.answers.get(status, 0) + 1
-        cseq = headers.get("cseq", "").split()
-        if status < 200 or len(cseq) != 2 or cseq[1].upper() != "INVITE":
-            return
-        common = (
-            f"From: {headers.get('from', '')}\r\nTo: {headers.get('to', '')}\r\n"
-            f"Call-ID: {headers.get('call-id', '')}\r\nMax-Forwards: 70\r\n"
-        )
-        self._seq += 1
-        via = headers.get("via", "")
-        if status < 300:
-            via = f"SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bKack{self._seq}"
-        self._reply(
-            f"ACK sip:ivr@{addr[0]}:{addr[1]} SIP/2.0\r\nVia: {via}\r\n", common, cseq, addr
-        )
-        self.counts.acked += 1
-        if status < 300:
-            bye_via = f"SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bKbye{self._seq}"
-            start = f"BYE sip:ivr@{addr[0]}:{addr[1]} SIP/2.0\r\nVia: {bye_via}\r\n"
-            cseq_bye = [str(int(cseq[0]) + 1 if cseq[0].isdigit() else 2), "BYE"]
-            self._reply(start, common, cseq_bye, addr)
-            self.counts.hung_up += 1
-
-    def _reply(self, start: str, common: str, cseq: list[str], addr: tuple[str, int]) -> None:
-        method = start.split(" ", 1)[0]
-        text = f"{start}{common}CSeq: {cseq[0]} {method}\r\nContent-Length: 0\r\n\r\n"
         assert self.transport is not None
-        self.transport.sendto(text.encode("utf-8", "replace"), addr)
-
-    def _answer_request(self, first: str, headers: dict[str, str], addr: tuple[str, int]) -> None:
-        if first.startswith("ACK ") or " SIP/2.0" not in first:
-            return
-        lines = ["SIP/2.0 200 OK"]
-        for name in ("via", "from", "to", "call-id", "cseq"):
-            lines.append(f"{name.title()}: {headers.get(name, '')}")
-        lines.append("Content-Length: 0")
-        assert self.transport is not None
-        self.transport.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)
-        self.counts.requests_answered += 1
+        for reply in replies_to(data, (self.ip, self.port), f"{addr[0]}:{addr[1]}", self.counts):
+            self.transport.sendto(reply, addr)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -882,3 +889,72 @@ async def send_cases(
             sent = 0
             await asyncio.sleep(0.004)
     await asyncio.sleep(0.05)
+
+
+def _frames(buffer: bytearray) -> list[bytes]:
+    """Whole messages at the front of ``buffer`` (the hotline's own, so well
+    framed), taken out of it; CRLF keep-alive answers skipped."""
+    out: list[bytes] = []
+    while True:
+        while buffer[:2] == b"\r\n":
+            del buffer[:2]
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return out
+        _, headers = _headers(buffer[:end].decode("utf-8", "replace"))
+        length = headers.get("content-length", headers.get("l", "0"))
+        total = end + 4 + (int(length) if length.isdigit() else 0)
+        if len(buffer) < total:
+            return out
+        out.append(bytes(buffer[:total]))
+        del buffer[:total]
+
+
+async def tcp_connection(
+    addr: tuple[str, int], stream: bytes, counts: PeerCounts, linger: float = 0.3
+) -> None:
+    """One TCP connection: ``stream`` written, what comes back for ``linger``
+    seconds answered like a phone would (:func:`replies_to`), then closed."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(*addr)
+    counts.connections += 1
+    local = writer.get_extra_info("sockname")[:2]
+    target = f"{addr[0]}:{addr[1]}"
+    buffer = bytearray()
+    try:
+        writer.write(stream)
+        counts.sent += 1
+        await writer.drain()
+        deadline = loop.time() + linger
+        while (left := deadline - loop.time()) > 0:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), left)
+            except TimeoutError:
+                break
+            if not data:
+                counts.closed_by_server += 1
+                break
+            buffer += data
+            for message in _frames(buffer):
+                for reply in replies_to(message, local, target, counts, transport="TCP"):
+                    writer.write(reply)
+    except (ConnectionError, OSError):
+        counts.closed_by_server += 1
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+async def send_tcp_streams(
+    addr: tuple[str, int],
+    cases: list[Case],
+    counts: PeerCounts,
+    per_stream: int = 10,
+    at_once: int = 20,
+) -> None:
+    """``cases`` over TCP, ``per_stream`` to a connection (:func:`tcp_stream`),
+    ``at_once`` connections open together."""
+    streams = [tcp_stream(cases[i : i + per_stream]) for i in range(0, len(cases), per_stream)]
+    for i in range(0, len(streams), at_once):
+        await asyncio.gather(*(tcp_connection(addr, s, counts) for s in streams[i : i + at_once]))

@@ -10,6 +10,7 @@ the process's memory grew by no more than a bound."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -19,17 +20,29 @@ from ivr.server import Hotline
 from ivr.sip.sdp import parse_media
 from ivr.trial_call import place_call
 from tests.conftest import StartHotline, trial
-from tests.sip_fuzz import FuzzCases, FuzzPeer, fuzz_peer, send_cases
-from tests.sip_raw import RawPeer, header, invite, raw_peer, sdp, status_of
+from tests.sip_fuzz import (
+    FuzzCases,
+    FuzzPeer,
+    PeerCounts,
+    fuzz_peer,
+    send_cases,
+    send_tcp_streams,
+)
+from tests.sip_raw import RawPeer, header, invite, options, raw_peer, sdp, status_of
 
 SEED = 20261205
 CASES = 10_000
 CHECK_EVERY = 1_000
+TCP_CASES = 3_000
 RSS_GROWTH_MB = 64  # bound on the process's growth over the fuzz (the first 1,000 warm it up)
 # the edge's per-source rate limit is lifted for the fuzz source (one address
 # sends everything), so every case reaches the parser; a fuzzed call the fuzz
-# peer could not hang up ends after rtp_timeout without RTP
-FUZZ_SIP = "requests_per_second = 1000000\nrequest_burst = 10000000\nrtp_timeout = 5.0"
+# peer could not hang up ends after rtp_timeout without RTP; a TCP connection
+# the hotline opened to a fuzzed Contact (its own address, say) closes when idle
+FUZZ_SIP = (
+    "requests_per_second = 1000000\nrequest_burst = 10000000\n"
+    "rtp_timeout = 5.0\ntcp_idle_timeout = 5.0"
+)
 # what an unhandled exception leaves in the log (ivr/sip/transport.py, asyncio)
 CRASH_MARKS = ("error handling message", "Exception in callback", "sip socket lost", "Traceback")
 
@@ -52,13 +65,14 @@ def crashes(records: list[logging.LogRecord]) -> list[str]:
     return found
 
 
-async def real_call(hotline: Hotline, number: int) -> None:
-    """A real call: answered, the greeting heard, key 1 arrives, hung up."""
+async def real_call(hotline: Hotline, number: int, tcp: bool = False) -> None:
+    """A real call (over TCP if ``tcp``): answered, the greeting heard, key 1
+    arrives, hung up."""
     caller = f"1390000{number:04d}"
-    result = await place_call(
-        trial(hotline.endpoint.port, digits="1", digit_delay=0.8, duration=1.8, caller=caller),
-        logging.getLogger("ivr.test.caller"),
-    )
+    options = trial(hotline.endpoint.port, digits="1", digit_delay=0.8, duration=1.8, caller=caller)
+    if tcp:
+        options = dataclasses.replace(options, target=options.target + ";transport=tcp")
+    result = await place_call(options, logging.getLogger("ivr.test.caller"))
     assert result.status == 200, f"call {number} after the fuzz: {result.status} {result.reason}"
     assert result.packets_in > 20, f"call {number}: heard {result.packets_in} RTP packets"
     assert result.digits_sent == "1"
@@ -87,6 +101,7 @@ async def settled(hotline: Hotline, tasks_before: int, timeout: float) -> dict[s
             "server transactions": len(endpoint.transactions_in),
             "client transactions": len(endpoint.transactions_out),
             "rtp ports": hotline.ports.in_use,
+            "tcp connections": endpoint.tcp_connections,
             "tasks over the start": max(0, len(asyncio.all_tasks()) - tasks_before - 1),
         }
         if not any(left.values()) or loop.time() > deadline:
@@ -135,6 +150,42 @@ async def test_ten_thousand_malformed_datagrams_change_nothing(
     assert hotline.endpoint.is_open
     assert not crashes(caplog.records), crashes(caplog.records)[:5]
     await real_call(hotline, 99)  # and once more when all is quiet
+
+
+async def test_malformed_tcp_streams_change_nothing(
+    start_hotline: StartHotline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same kinds of cases over TCP (SIP/2.0/TCP in their Via), ten to a
+    connection, twenty connections at once: a wrong Content-Length puts the
+    next message in the wrong place, as on a real stream; the hotline closes
+    a connection it cannot frame. A real call over TCP after every 1,000."""
+    caplog.set_level(logging.INFO)
+    hotline = await start_hotline(sip_extra=FUZZ_SIP)
+    assert hotline.endpoint.listen_tcp
+    tasks_before = len(asyncio.all_tasks())
+    counts = PeerCounts()
+    # their Contact: a port where nothing listens (the hotline's BYE at the
+    # end of a fuzzed call it answered fails at once)
+    cases = FuzzCases(SEED + 1, f"127.0.0.1:{hotline.endpoint.port}", port=9, transport="TCP")
+    rss_warm = 0.0
+    for round_ in range(TCP_CASES // CHECK_EVERY):
+        batch = cases.take(CHECK_EVERY)
+        await send_tcp_streams(("127.0.0.1", hotline.endpoint.port), batch, counts)
+        where = f"after TCP cases {batch[0].number}-{batch[-1].number}"
+        assert hotline.endpoint.is_open, f"the SIP listener closed {where}"
+        assert not crashes(caplog.records), f"{where}: {crashes(caplog.records)[:5]}"
+        await real_call(hotline, round_, tcp=True)
+        if round_ == 0:
+            rss_warm = rss_mb()
+    assert counts.connections == TCP_CASES // 10
+    assert counts.closed_by_server > 0, "no stream was junk enough to be cut"
+    assert counts.answers.get(400, 0) > 100, counts.answers
+    left = await settled(hotline, tasks_before, timeout=45.0)
+    assert not any(left.values()), f"left behind by the fuzz: {left}"
+    assert rss_mb() - rss_warm < RSS_GROWTH_MB
+    assert not crashes(caplog.records), crashes(caplog.records)[:5]
+    await real_call(hotline, 99, tcp=True)
+    await real_call(hotline, 98)
 
 
 # -- what the fuzz found (each a regression case) ---------------------------------
@@ -254,4 +305,28 @@ async def test_an_invite_reusing_a_call_id_is_refused_and_the_call_goes_on(
         assert await hotline.records.get(call_id) == before
     finally:
         peer.close()
+    assert not crashes(caplog.records), crashes(caplog.records)
+
+
+async def test_a_blank_via_over_tcp_is_answered_400(
+    start_hotline: StartHotline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Via: (blanks only) over TCP raised IndexError in the stream reader
+    (where to redial for the answer), logged as an error and the connection
+    cut; now it is answered 400 on the connection, which stays open."""
+    caplog.set_level(logging.INFO)
+    hotline = await start_hotline()
+    port = hotline.endpoint.port
+    text, _, _ = invite(40000, port)
+    text = text.replace(header(text, "Via") or "", " \t ", 1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(text.encode())
+        answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).decode()
+        assert status_of(answer) == 400, answer
+        writer.write(options(40000, port).replace("SIP/2.0/UDP", "SIP/2.0/TCP").encode())
+        answer = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).decode()
+        assert status_of(answer) == 200, answer
+    finally:
+        writer.close()
     assert not crashes(caplog.records), crashes(caplog.records)

@@ -400,8 +400,9 @@ class SipStreamTransport:
                 "sip: bad message over TCP from %s:%d (%d bytes): %s", host, port, len(raw), exc
             )
             return
-        addr = TcpAddr(host, port, connection, _via_redial(message, host))
+        addr = TcpAddr(host, port, connection)
         try:
+            addr.redial = _via_redial(message, host)
             self._on_message(message, addr)
         except Exception:
             self.bad_messages += 1
@@ -492,7 +493,8 @@ def _via_redial(message: SipMessage, host: str) -> Addr | None:
     if not isinstance(message, SipRequest):
         return None
     via = message.headers.get_first("via") or ""
-    sent_by = via.split(";", 1)[0].strip().split(None, 1)[-1] if via else ""
+    words = via.split(";", 1)[0].split(None, 1)  # none when the Via is blank
+    sent_by = words[-1] if words else ""
     port_text = sent_by.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in sent_by else ""
     port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else 5060
     return (host, port) if 1 <= port <= 65535 else None
