@@ -388,6 +388,8 @@ class Conversation:
         self.operator_here = False
         if self._dialog is not None:
             self._dialog.on_refer = None
+        if self._over.done():
+            return
         if self.conference is None:
             self._finish("operator_left")  # a plain bridge: over, as before
             return

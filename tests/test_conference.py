@@ -24,7 +24,7 @@ from ivr.media.rtp import RtpStream
 from ivr.trial_call import TrialResult, place_call, to_frames
 from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import StartHotline, trial
-from tests.peers import Baresip, free_port_block, free_udp_port
+from tests.peers import Baresip, SippUas, free_port_block, free_udp_port
 from tests.test_call_path import wait_records
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ LOG = logging.getLogger("test.conference")
 RATE = 8000
 # each party speaks at its own pitch: who hears whom is told by frequency
 CALLER_HZ, OPERATOR_HZ, DEPARTMENT_HZ = 500.0, 1100.0, 1700.0
+BUSY_TONE_HZ = 450.0  # what the operator hears when a department cannot come
+DATA = Path(__file__).parent / "data" / "sipp"
+BUSY, SILENT = DATA / "uas_busy.xml", DATA / "uas_silent.xml"
 
 
 def sine(hz: float, seconds: float, amplitude: int = 6000) -> npt.NDArray[np.int16]:
@@ -364,3 +367,130 @@ async def test_caller_operator_and_department_each_hear_the_other_two(
         "the recording's right channel lacks the department's part"
     )
     assert heard_only(left, CALLER_HZ, DEPARTMENT_HZ) >= 8, "the caller's channel"
+
+
+async def test_a_busy_department_leaves_caller_and_operator_talking_and_the_operator_told(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    operator = await tone_phone(tmp_path, "operator", OPERATOR_HZ)
+    busy = SippUas(tmp_path / "busy", free_udp_port(), free_udp_port(even=True), scenario=str(BUSY))
+    await busy.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            extra=f'[consultation]\ndirectory = {{ "水务集团" = "{busy.uri}" }}\n',
+        )
+        events = Events(hotline)
+        call = await caller_with_tone(hotline, tmp_path, 16.0)
+        await until(lambda: operator.saw("established"), 20, "the operator answers")
+        await asyncio.sleep(1.0)
+        await operator.keys("*71", gap=0.3)
+        await until(lambda: "busy" in events.states("水务集团"), 10, "the busy department")
+        await asyncio.sleep(3.0)
+        assert not call.done(), "the call ended with the busy department"
+        result = await asyncio.wait_for(call, 30)
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await operator.quit()
+        await busy.stop()
+    assert result.ended_by == "caller" and record.end_reason == "caller_hangup"
+    assert events.states("水务集团") == ["ringing", "busy"]
+    told = next(e for e in events.seen if e["state"] == "busy")
+    assert told["status"] == 486 and "忙线" in str(told["words"])
+    assert told["operator"] == operator.uri
+    by_operator = heard_by(operator, tmp_path)
+    assert sum(1 for w in windows(by_operator) if level(w, BUSY_TONE_HZ) > HEARD) >= 1, (
+        "the operator did not hear the busy tone"
+    )
+    caller = caller_heard(tmp_path)
+    assert all(level(w, BUSY_TONE_HZ) < NOT_HEARD for w in windows(caller)), (
+        "the busy tone is for the operator only, not the caller"
+    )
+    # after the busy tone, caller and operator still hear each other
+    assert heard_only(caller[-3 * RATE :], OPERATOR_HZ, BUSY_TONE_HZ) >= 4
+    assert heard_only(by_operator[-4 * RATE :], CALLER_HZ, BUSY_TONE_HZ) >= 4
+
+
+async def test_warm_hand_over_to_110_the_operator_leaves_caller_and_police_go_on(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The operator keys *71 (the first in the list: 110, no departments
+    configured), stays until 110 answers, then hangs up; caller and police go on
+    talking, and the operator is free for the next call meanwhile."""
+    operator = await tone_phone(tmp_path, "operator", OPERATOR_HZ)
+    police = await tone_phone(tmp_path, "police", DEPARTMENT_HZ)
+    try:
+        hotline = await start_hotline(
+            [operator.uri], extra=f'[emergency]\npolice = "{police.uri}"\n'
+        )
+        events = Events(hotline)
+        call = await caller_with_tone(hotline, tmp_path, 22.0)
+        await until(lambda: operator.saw("established"), 20, "the operator answers")
+        await asyncio.sleep(1.0)
+        await operator.keys("*71", gap=0.3)
+        await until(lambda: police.saw("established"), 15, "110 answers")
+        await asyncio.sleep(3.0)
+        await operator.hangup()
+        (op,) = hotline.desk.operators_named(operator.uri)
+        await until(lambda: op.state.value != "talking", 10, "the operator freed")
+        await asyncio.sleep(5.0)
+        assert not call.done(), "the call ended when the operator left"
+        assert hotline.desk.current_call(operator.uri) is None
+        result = await asyncio.wait_for(call, 30)
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await operator.quit()
+        await police.quit()
+    assert result.ended_by == "caller"
+    assert events.states("110 报警") == ["ringing", "joined"]
+    assert "consult:110 报警" in record.path
+    caller = caller_heard(tmp_path)
+    assert heard_both(caller, (OPERATOR_HZ, DEPARTMENT_HZ), CALLER_HZ) >= 4, (
+        "while the operator stayed, the caller heard both"
+    )
+    assert heard_only(caller[-4 * RATE :], DEPARTMENT_HZ, OPERATOR_HZ) >= 6, (
+        "after the operator left, the caller still hears 110 alone"
+    )
+    by_police = heard_by(police, tmp_path)
+    assert heard_both(by_police, (CALLER_HZ, OPERATOR_HZ), DEPARTMENT_HZ) >= 4
+    assert heard_only(by_police, CALLER_HZ, OPERATOR_HZ) >= 8, (
+        "110 no longer hears the caller once the operator left"
+    )
+
+
+async def test_a_department_that_sends_no_rtp_is_hung_up_and_the_call_goes_on(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    operator = await tone_phone(tmp_path, "operator", OPERATOR_HZ)
+    mute = SippUas(
+        tmp_path / "mute",
+        free_udp_port(),
+        free_udp_port(even=True),
+        scenario=str(SILENT),
+        trace=True,
+    )
+    await mute.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            extra=f'[consultation]\nsilent_after = 2\ndirectory = {{ "专家" = "{mute.uri}" }}\n',
+        )
+        events = Events(hotline)
+        call = await caller_with_tone(hotline, tmp_path, 16.0)
+        await until(lambda: operator.saw("established"), 20, "the operator answers")
+        await asyncio.sleep(1.0)
+        await operator.keys("*71", gap=0.3)
+        await until(lambda: "dropped_silent" in events.states("专家"), 15, "the mute one dropped")
+        await until(lambda: "BYE sip:" in mute.messages(), 10, "the mute phone hung up")
+        await asyncio.sleep(2.0)
+        assert not call.done()
+        (talk,) = hotline.consultations.conversations.values()
+        assert talk.conference is not None and talk.conference.names() == ["caller", "operator"]
+        result = await asyncio.wait_for(call, 30)
+    finally:
+        await operator.quit()
+        await mute.stop()
+    assert result.ended_by == "caller"
+    assert events.states("专家") == ["ringing", "joined", "dropped_silent"]
+    caller = caller_heard(tmp_path)
+    assert heard_only(caller[-3 * RATE :], OPERATOR_HZ, CALLER_HZ) >= 4
