@@ -14,12 +14,20 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def free_udp_port(even: bool = False) -> int:
+    """A port free now on 127.0.0.1 for UDP and for TCP too (a SIP port
+    listens on both)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if not even or port % 2 == 0:
-            return port
+        if even and port % 2:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def free_port_block(size: int = 200) -> tuple[int, int]:
