@@ -400,6 +400,15 @@ async def test_metrics_outside_the_allowed_addresses_need_the_token_or_an_admin(
             await scrape(hotline, session=admin)
         finally:
             await admin.close()
+        # the list reloads (SIGHUP): loopback let in without a token from now on
+        path.write_text(
+            path.read_text().replace(
+                'metrics_allow = ["192.0.2.0/24"]', 'metrics_allow = ["127.0.0.1/32"]'
+            )
+        )
+        result = await hotline.reload()
+        assert "web.metrics_allow" in result.applied
+        await scrape(hotline)
     finally:
         await hotline.stop(drain_timeout=0.0)
         logging.getLogger("ivr").handlers.clear()
