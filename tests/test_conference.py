@@ -494,3 +494,38 @@ async def test_a_department_that_sends_no_rtp_is_hung_up_and_the_call_goes_on(
     assert events.states("专家") == ["ringing", "joined", "dropped_silent"]
     caller = caller_heard(tmp_path)
     assert heard_only(caller[-3 * RATE :], OPERATOR_HZ, CALLER_HZ) >= 4
+
+
+async def test_the_operators_phone_transfers_by_refer_and_the_department_joins(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """baresip's transfer sends REFER with the department's URI: 202, NOTIFYs
+    with the outcome; the department joins, and baresip, taking the transfer
+    as done, hangs up: caller and department go on."""
+    operator = await tone_phone(tmp_path, "operator", OPERATOR_HZ)
+    department = await tone_phone(tmp_path, "zjj", DEPARTMENT_HZ)
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            extra=f'[consultation]\ndirectory = {{ "住建局" = "{department.uri}" }}\n',
+        )
+        events = Events(hotline)
+        call = await caller_with_tone(hotline, tmp_path, 16.0)
+        await until(lambda: operator.saw("established"), 20, "the operator answers")
+        await asyncio.sleep(1.0)
+        await operator.send(f"/transfer {department.uri}\n")
+        await until(lambda: department.saw("established"), 15, "the department answers")
+        await until(lambda: operator.saw("terminated"), 10, "the operator's phone hangs up")
+        await asyncio.sleep(4.0)
+        assert not call.done(), "the call ended with the operator's transfer"
+        result = await asyncio.wait_for(call, 30)
+    finally:
+        await operator.quit()
+        await department.quit()
+    assert result.ended_by == "caller"
+    assert events.states("住建局") == ["ringing", "joined"]
+    assert operator.saw("transfer") and not operator.saw("transfer failed")
+    by_department = heard_by(department, tmp_path)
+    assert heard_only(by_department, CALLER_HZ, OPERATOR_HZ) >= 6, "the department hears the caller"
+    caller = caller_heard(tmp_path)
+    assert heard_only(caller[-3 * RATE :], DEPARTMENT_HZ, OPERATOR_HZ) >= 4
