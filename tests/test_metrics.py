@@ -117,6 +117,10 @@ async def until(
         await asyncio.sleep(0.3)
 
 
+def operators_in(state: str, count: int) -> Callable[[Figures], bool]:
+    return lambda f: f.value("ivr_operators", state=state) == count
+
+
 def configured(
     directory: Path,
     prompt_cache: Path,
@@ -210,6 +214,18 @@ async def test_a_waiting_call_shows_in_the_figures_and_its_end_is_counted(
     assert after.value("ivr_queue_waiting_callers", queue="general") == 0
     assert after.value("ivr_queue_longest_wait_seconds", queue="general") == 0
     assert after.value("ivr_operators", state="ringing") == 0
+    # the operator pauses on their screen: paused, then ready again
+    screen = await hotline_client(hotline, "operator", sip_uri=operator.uri)
+    try:
+        for ready, state in ((False, "paused"), (True, "ready")):
+            async with screen.post(
+                f"http://127.0.0.1:{hotline.api.port}/api/console/availability",
+                json={"ready": ready},
+            ) as response:
+                assert response.status == 200, await response.text()
+            await until(hotline, operators_in(state, 1), f"the operator {state}")
+    finally:
+        await screen.close()
 
 
 # -- two nodes on one store -------------------------------------------------------------
