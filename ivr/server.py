@@ -452,6 +452,7 @@ class Hotline:
             events=self.events,
             log=self.log.getChild("web"),
             audit=lambda: self.settings.audit,
+            consultations=self.consultations,
         )
 
     async def reload_plan(self) -> bool:

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import StartHotline, trial
 from tests.peers import Baresip, SippUas, free_port_block, free_udp_port
 from tests.test_call_path import wait_records
+from tests.test_web_console import CHROMIUM, browser, log_in, shot  # noqa: F401 (a fixture)
+from tests.web_client import PASSWORD
 
 if TYPE_CHECKING:
     from ivr.server import Hotline
@@ -529,3 +531,50 @@ async def test_the_operators_phone_transfers_by_refer_and_the_department_joins(
     assert heard_only(by_department, CALLER_HZ, OPERATOR_HZ) >= 6, "the department hears the caller"
     caller = caller_heard(tmp_path)
     assert heard_only(caller[-3 * RATE :], DEPARTMENT_HZ, OPERATOR_HZ) >= 4
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+async def test_the_operator_brings_departments_in_from_the_screen_pop(
+    start_hotline: StartHotline,
+    tmp_path: Path,
+    browser: Any,  # noqa: F811 (the fixture)
+) -> None:
+    """In Chromium: the screen pop of the bridged call lists the directory; 水务集团
+    (busy) says 忙线 on the screen, 住建局 joins and is shown in the call."""
+    operator = await tone_phone(tmp_path, "operator", OPERATOR_HZ)
+    department = await tone_phone(tmp_path, "zjj", DEPARTMENT_HZ)
+    busy = SippUas(tmp_path / "busy", free_udp_port(), free_udp_port(even=True), scenario=str(BUSY))
+    await busy.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            extra=(
+                "[consultation]\n"
+                f'directory = {{ "水务集团" = "{busy.uri}", "住建局" = "{department.uri}" }}\n'
+            ),
+        )
+        assert hotline.accounts is not None
+        await hotline.accounts.add_user("op1", PASSWORD, "operator", sip_uri=operator.uri)
+        base = f"http://127.0.0.1:{hotline.api.port}"
+        page = await log_in(browser, base, "op1")
+        await page.wait_for_url(f"{base}/operator")
+        call = await caller_with_tone(hotline, tmp_path, 25.0)
+        await page.locator("#consult-buttons button").first.wait_for(timeout=30_000)
+        names = await page.locator("#consult-buttons button").all_text_contents()
+        assert names == ["邀请 水务集团", "邀请 住建局"]
+        await page.click("#consult-buttons button[data-name='水务集团']")
+        await page.wait_for_selector("#consult-said:has-text('忙线')", timeout=15_000)
+        await page.click("#consult-buttons button[data-name='住建局']")
+        await page.wait_for_selector("#consult-parties:has-text('住建局')", timeout=20_000)
+        assert "来电人" in (await page.locator("#consult-parties").text_content() or "")
+        assert await page.locator("#consult-buttons button[data-name='住建局']").is_disabled()
+        await shot(page, "operator-consultation")
+        await until(lambda: department.saw("established"), 5, "the department answered")
+        result = await asyncio.wait_for(call, 40)
+    finally:
+        await operator.quit()
+        await department.quit()
+        await busy.stop()
+    assert result.ended_by == "caller"
+    by_department = heard_by(department, tmp_path)
+    assert heard_both(by_department, (CALLER_HZ, OPERATOR_HZ), DEPARTMENT_HZ) >= 4

@@ -30,6 +30,7 @@ from aiohttp import web
 from ivr.audit import masked_csv
 from ivr.callbacks import CallbackQueue, CallbackState
 from ivr.config import AuditSettings
+from ivr.consultation import Consultations
 from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary
@@ -84,6 +85,8 @@ class ConsoleParts:
     log: logging.Logger
     # [audit]: who may export, who sees whole numbers and transcripts in it
     audit: Callable[[], AuditSettings] = AuditSettings
+    # departments the operator brings into their call (ivr/consultation.py)
+    consultations: Consultations | None = None
 
 
 def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
@@ -98,6 +101,7 @@ def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
         web.post("/api/console/availability", c.availability),
         web.get("/api/console/queue", c.queue),
         web.get("/api/console/callbacks", c.pending_callbacks),
+        web.post("/api/console/consultation", c.consult),
         web.get("/api/tickets", c.find),
         web.get("/api/tickets.csv", c.export),
         web.post("/api/tickets/{id}", c.edit),
@@ -229,7 +233,38 @@ class _Console:
                 body["call"]["ticket_id"] = tickets[-1].id
                 body["call"]["caller"] = tickets[-1].caller
         body["ticket"] = ticket
+        body["consultation"] = self._consultation(call_id)
         return _json(body)
+
+    def _consultation(self, call_id: str | None) -> dict[str, Any] | None:
+        """Whom the operator may bring into their bridged call, and who is in it."""
+        talks = self.p.consultations
+        talk = talks.conversations.get(call_id) if talks and call_id else None
+        if talks is None or talk is None:
+            return None
+        return {**talk.to_json(), "directory": [e.to_json() for e in talks.directory()]}
+
+    async def consult(self, request: web.Request) -> web.Response:
+        """Bring a directory entry into the operator's call: {"name": "住建局"}."""
+        user = require(request, "operator")
+        body = await self._body(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise _error(400, 'want {"name": "<a name of [consultation] directory>"}')
+        talks = self.p.consultations
+        call_id = self.p.desk.current_call(user.sip_uri) if user.sip_uri else None
+        talk = talks.conversations.get(call_id) if talks and call_id else None
+        if talks is None or talk is None:
+            raise _error(409, f"{user.name} has no bridged call on this node")
+        entry = talks.entry(name)
+        if entry is None:
+            known = ", ".join(e.name for e in talks.directory()) or "none configured"
+            raise _error(404, f"{name[:40]!r} is not in the directory (known: {known})")
+        state = talk.request(entry, f"console ({user.name})")
+        if state == "over":
+            raise _error(409, "the call is over")
+        self.p.log.info("console: %s brings %s into %s: %s", user.name, name, call_id, state)
+        return _json({"name": entry.name, "state": state})
 
     async def availability(self, request: web.Request) -> web.Response:
         user = require(request, "operator")

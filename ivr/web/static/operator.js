@@ -104,6 +104,33 @@ function showRecordings(t) {
       : Console.el("span", { class: "empty" }, "录音已过保存期"))));
 }
 
+const PARTY_NAMES = { caller: "来电人", operator: "坐席" };
+function showConsultation(c) {
+  // 多方协同: a button per department / emergency service; who is in the call
+  const box = document.getElementById("consult");
+  box.classList.toggle("hidden", !c);
+  if (!c) return;
+  document.getElementById("consult-parties").textContent =
+    "通话中: " + c.parties.map((p) => PARTY_NAMES[p] || p).join("、");
+  const buttons = document.getElementById("consult-buttons");
+  const want = c.directory.map((e) => e.name + (c.parties.includes(e.name) || c.ringing.includes(e.name))).join("|");
+  if (buttons.dataset.shown === want) return;
+  buttons.dataset.shown = want;
+  buttons.replaceChildren(...c.directory.map((e) => {
+    const busy = c.parties.includes(e.name) || c.ringing.includes(e.name);
+    const button = Console.el("button", { type: "button", class: e.kind === "emergency" ? "urgent" : "secondary",
+      title: `*7${e.number}`, "data-name": e.name }, (e.kind === "emergency" ? "转 " : "邀请 ") + e.name);
+    button.disabled = busy;
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      const said = document.getElementById("consult-said");
+      try { await Console.api("POST", "/api/console/consultation", { name: e.name }); }  // the outcome comes as an event
+      catch (err) { said.textContent = e.name + ": " + err.message; button.disabled = false; }
+    });
+    return button;
+  }));
+}
+
 async function refreshMe() {
   const data = await Console.api("GET", "/api/console/me");
   me = data;
@@ -115,6 +142,7 @@ async function refreshMe() {
   info.textContent = data.call ? (data.state === "ringing" ? "振铃中" : "通话中") : "";
   if (data.ticket && (!ticket || ticket.id !== data.ticket.id)) { editing = false; showTicket(data.ticket, data.call); loadDuplicates(); }
   else if (data.ticket && !editing) showTicket(data.ticket, data.call);
+  showConsultation(data.consultation);
 }
 
 async function refreshQueue() {
@@ -185,6 +213,12 @@ document.getElementById("logout").addEventListener("click", () => Console.logout
       refreshMe();
     });
   }
+  events.addEventListener("consultation", (e) => {
+    const c = JSON.parse(e.data);
+    if (!me || c.operator !== me.sip_uri) return;  // another operator's call
+    document.getElementById("consult-said").textContent = c.words;
+    refreshMe();
+  });
   setInterval(refreshMe, 1500);
   setInterval(refreshQueue, 2000);
 })();
