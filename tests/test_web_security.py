@@ -251,6 +251,7 @@ async def test_upload_size_cap_and_prompt_names_that_leave_voices_dir(
     voices = tmp_path / "voices"
     outside = tmp_path.parent
     before = tree(tmp_path)
+    repository_voices = tree(ROOT / "voices")
     around = sorted(p.name for p in outside.iterdir())
     big = recording + b"\0" * (6 * 1024 * 1024 - len(recording))
     async with await hotline_client(hotline, "admin") as http:
@@ -302,7 +303,7 @@ async def test_upload_size_cap_and_prompt_names_that_leave_voices_dir(
     assert tree(tmp_path) == before
     assert not (voices / "mandarin" / "welcome.wav").exists()
     assert sorted(p.name for p in outside.iterdir()) == around
-    assert not (ROOT / "etc").exists() and not (ROOT / "voices").exists()
+    assert not (ROOT / "etc").exists() and tree(ROOT / "voices") == repository_voices
 
 
 async def test_pages_are_public_with_security_headers_but_their_data_is_not(
