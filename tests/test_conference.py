@@ -578,3 +578,43 @@ async def test_the_operator_brings_departments_in_from_the_screen_pop(
     assert result.ended_by == "caller"
     by_department = heard_by(department, tmp_path)
     assert heard_both(by_department, (CALLER_HZ, OPERATOR_HZ), DEPARTMENT_HZ) >= 4
+
+
+# -- the directory in config.toml --------------------------------------------------
+
+
+def test_the_directory_is_read_in_order_and_a_bad_uri_is_named_at_its_line(
+    tmp_path: Path,
+) -> None:
+    from ivr.config import ConfigError, load_settings
+    from ivr.consultation import directory
+
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[queues.general]\noperators = ["sip:op@127.0.0.1:5080"]\n'
+        '[emergency]\nfire = "sip:119@127.0.0.1:5090"\n'
+        "[consultation]\nring_timeout = 20\n"
+        'directory = { "水务集团" = "sip:water@10.0.0.4:5060", '
+        '"住建局" = "sip:zjj@10.0.0.3:5060" }\n'
+    )
+    settings = load_settings(good)
+    assert settings.consultation.ring_timeout == 20.0
+    listed = [(e.number, e.name, e.kind) for e in directory(settings)]
+    assert listed == [
+        (1, "水务集团", "department"),
+        (2, "住建局", "department"),
+        (3, "119 火警", "emergency"),
+    ]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[queues.general]\noperators = ["sip:op@127.0.0.1:5080"]\n\n'
+        "[consultation]\n"
+        "silent_after = 0\n"
+        "[consultation.directory]\n"
+        '"住建局" = "zjj@10.0.0.3"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad)
+    said = str(caught.value)
+    assert f"{bad}:5: consultation.silent_after = 0: must be a number of seconds > 0" in said
+    assert f"{bad}:7: consultation.directory.住建局" in said and "sip:user@host:port" in said
