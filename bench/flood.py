@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import secrets
 import signal
 import socket
@@ -85,6 +86,7 @@ rtp_port_min = 20000
 rtp_port_max = 29999
 rtp_timeout = 3600.0
 max_calls = 5000
+tcp = false
 allow = ["127.0.0.0/8"]
 requests_per_second = {REQUESTS_PER_SECOND}
 request_burst = {REQUEST_BURST}
@@ -137,6 +139,9 @@ def flood_invite(sip_port: int, local_port: int, media_port: int, n: int) -> byt
 
 
 def flooder(sip_port: int, seconds: float, rate: int, conn: Connection) -> None:
+    # a real flooder runs on another machine: here it shares the IVR's cores, so it
+    # yields them to everything else (nice 19) rather than take them from the IVR
+    os.nice(19)
     sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sip.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     sip.bind((FLOODER, 0))
@@ -247,6 +252,7 @@ def row(name: str, w: Window) -> str:
 
 
 def write_report(
+    load: tuple[float, float, float],
     baseline: Window,
     flooded: Window,
     flood: FloodResult,
@@ -269,6 +275,7 @@ def write_report(
             "flood_real_calls_failed": real_failed,
             "flood_baseline": asdict(baseline),
             "flood_window": asdict(flooded),
+            "flood_load_average_before": [round(x, 2) for x in load],
             "flood_date": date,
             "flood_machine": info,
         }
@@ -284,9 +291,11 @@ Method: `ivr serve` (greeting looping; `[sip] allow = ["127.0.0.0/8"]`, per sour
 calls from {TRUNK} ({REAL_RATE_CPS}/s, each held {HOLD_S} s); their RTP goes to one receiver
 process that timestamps every packet and echoes it. With all of them up: a {WINDOW_S:.0f} s
 window without flood, then a flooder process on {FLOODER} sends INVITEs (raw UDP, a new call
-each, with SDP, never ACKed) for {FLOOD_S:.0f} s aiming at {FLOOD_RATE}/s, and a
-{WINDOW_S:.0f} s window is measured inside the flood. The flooder, sipp, the receiver and the
-IVR share the 2 cores.
+each, with SDP, never ACKed) for {FLOOD_S:.0f} s aiming at {FLOOD_RATE}/s, and a {WINDOW_S:.0f} s
+window is measured inside the flood. The flooder, sipp, the receiver and the IVR share the 2
+cores; the flooder runs at nice 19 (a real one is on another machine). Load average before
+the run: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (other work on the machine shows in both
+windows).
 
 | | gap p50 ms | gap p99 ms | gap max ms | packets | lost | streams | IVR CPU % |
 |---|---|---|---|---|---|---|---|
@@ -311,6 +320,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short run, write nothing")
     parser.add_argument("--rate", type=int, default=FLOOD_RATE, help="INVITEs/s to aim at")
     args = parser.parse_args()
+    load = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="ivr-flood-"))
     sip_port = free_port()
     media_port = free_port()
@@ -394,7 +404,7 @@ def main() -> int:
         refused = refusals_logged(log_path)
         print(f"real calls failed: {real_failed}; refusals logged: {dict(refused)}")
         if not args.quick:
-            write_report(baseline, flooded, flood, beyond, real_failed, refused)
+            write_report(load, baseline, flooded, flood, beyond, real_failed, refused)
         print(f"IVR RSS at the end: {rss_mb(ivr.pid):.1f} MB")
     finally:
         if sipp is not None and sipp.poll() is None:
