@@ -288,7 +288,7 @@ class HotlineApi:
         return _json({"callback": callback.to_json()})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        require(request, "operator")
+        user = require(request, "operator")
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
