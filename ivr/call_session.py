@@ -36,7 +36,7 @@ from ivr.config import Settings
 from ivr.conversation_recorder import ConversationRecording
 from ivr.dialer import OperatorLine
 from ivr.dialplan.model import DialPlan, TransferNode
-from ivr.dialplan.run import run_dialplan
+from ivr.dialplan.run import RunSurvey, run_dialplan
 from ivr.live_call import LiveCall
 from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
@@ -304,6 +304,41 @@ async def call_back(parts: CallParts, line: OperatorLine, callback: Callback) ->
     await session.run_callback(callback)
 
 
+async def follow_up(
+    parts: CallParts,
+    line: OperatorLine,
+    *,
+    number: str,
+    ticket_id: int,
+    plan: DialPlan,
+    prompts: PromptSet,
+    survey: RunSurvey,
+    dialect: str | None,
+    speed: float,
+) -> None:
+    """An answered follow-up call (回访, ivr/followups): the survey plan on the
+    ticket, in the dialect and at the speed remembered for the number."""
+    log = CallLog(parts.log.getChild("call"), {"call_id": line.dialog.call_id})
+    session = await CallSession.open(
+        parts,
+        dialog=line.dialog,
+        stream=line.stream,
+        caller=number,
+        dialled="followup",
+        plan=plan,
+        prompts=prompts,
+        log=log,
+        ticket_id=ticket_id,
+    )
+    if session.profile is None:  # forgotten since the ticket closed: as remembered then
+        call = session.call
+        if speed < 1.0:
+            call.enter_elderly_mode(speed if speed in parts.settings().elderly.speeds else None)
+        if dialect and dialect in parts.settings().dialects.offered:
+            call.set_dialect(dialect)
+    await session.run_followup(survey)
+
+
 # -- one call ------------------------------------------------------------------
 class CallSession:
     """One call, dialled in or called back: the LiveCall, the dial plan and
@@ -491,6 +526,34 @@ class CallSession:
         except CallEnded:
             if record.outcome == "waiting":
                 record.outcome = "abandoned"
+        finally:
+            await self.end()
+
+    async def run_followup(self, survey: RunSurvey) -> None:
+        """A follow-up call answered: the survey plan to its end, then ``end``
+        (never a callback: the call was ours)."""
+        call, record = self.call, self.call.record
+        await self._start_record()
+        call.decline_callback()
+        assert self.plan is not None
+        try:
+            record.outcome = await run_dialplan(
+                self.plan,
+                call,
+                self.prompts,
+                call.log,
+                self._parts.listen(),
+                clock=self._parts.wall_clock,
+                survey=survey,
+            )
+        except CallEnded:
+            record.outcome = record.outcome or (
+                f"ended_in_{record.path[-1]}" if record.path else "ended"
+            )
+        except Exception:
+            call.log.exception("follow-up survey failed; hanging up")
+            record.outcome = "error"
+            call.end(EndReason.IVR_HANGUP)
         finally:
             await self.end()
 

@@ -226,6 +226,22 @@ class CallbackSettings:
 
 
 @dataclass(frozen=True)
+class FollowupSettings:
+    """[followups]: a follow-up call (回访) after every closed ticket (ivr/followups)."""
+
+    enabled: bool = False
+    plan: Path = Path("dialplans/followup.toml")  # the survey's dial plan
+    dial_uri: str = ""  # the trunk, {number} in it; "" = [callbacks] dial_uri
+    caller_id: str = ""  # "" = [callbacks] caller_id
+    ring_timeout: float = 30.0
+    retry: tuple[float, ...] = (0.0, 1800.0, 7200.0)  # as [callbacks] retry
+    quiet_hours: str = "20:00-09:00"  # "" = none
+    timezone: str = "Asia/Shanghai"
+    max_attempts_per_hour: int = 2
+    max_dialing: int = 4  # ringing or in a survey at once, on every node together
+
+
+@dataclass(frozen=True)
 class ElderlySettings:
     speed: float = 0.8  # prompts slowed to this speed (pitch kept), 0.5..1.0
     speeds: tuple[float, ...] = (0.8, 0.65)  # slow speeds a caller may choose (speed included)
@@ -325,6 +341,7 @@ class Settings:
     dialects: DialectSettings = field(default_factory=DialectSettings)
     node: NodeSettings = field(default_factory=NodeSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    followups: FollowupSettings = field(default_factory=FollowupSettings)
     # the file these settings were read from (load_settings sets it; a reload reads it again)
     source: Path | None = field(default=None, compare=False)
 
@@ -766,6 +783,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     dialects = _dialects(root.table("dialects"), prompts, queues)
     node = _node(root.table("node"), base)
     audit = _audit(root.table("audit"))
+    followups = _followups(root.table("followups"), base)
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -786,6 +804,61 @@ def _settings(root: _Table, base: Path) -> Settings:
         dialects=dialects,
         node=node,
         audit=audit,
+        followups=followups,
+    )
+
+
+def _followups(t: _Table, base: Path) -> FollowupSettings:
+    d = FollowupSettings()
+    enabled = t.boolean("enabled", d.enabled)
+    plan = t.path("plan", d.plan, base)
+    dial_uri = t.string("dial_uri", d.dial_uri, empty_ok=True)
+    if (
+        dial_uri
+        and t.ok("dial_uri")
+        and (
+            "{number}" not in dial_uri
+            or _sip_uri_problem(dial_uri.replace("{number}", "1")) is not None
+        )
+    ):
+        t.fail(
+            "dial_uri",
+            'must be a SIP URI with {number} in it, e.g. "sip:{number}@10.0.0.5:5060", '
+            'or "" for [callbacks] dial_uri',
+        )
+        dial_uri = d.dial_uri
+    caller_id = t.string("caller_id", d.caller_id, empty_ok=True)
+    user = re.compile(r"\+?[0-9A-Za-z_.-]{1,32}")
+    if caller_id and t.ok("caller_id") and user.fullmatch(caller_id) is None:
+        t.fail("caller_id", "must be a number or SIP user name (digits, letters, + _ . -)")
+        caller_id = d.caller_id
+    ring_timeout = t.number("ring_timeout", d.ring_timeout, 1, 600, low_open=False)
+    retry = t.seconds_list("retry", d.retry, 0, 7 * 86400)
+    quiet = t.string("quiet_hours", d.quiet_hours, empty_ok=True)
+    if quiet and t.ok("quiet_hours") and _QUIET.fullmatch(quiet) is None:
+        t.fail("quiet_hours", 'must be "HH:MM-HH:MM" (e.g. "20:00-09:00") or "" for none')
+        quiet = d.quiet_hours
+    timezone = t.string("timezone", d.timezone)
+    if t.ok("timezone"):
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            t.fail("timezone", 'must be an IANA time zone such as "Asia/Shanghai"')
+            timezone = d.timezone
+    max_per_hour = t.integer("max_attempts_per_hour", d.max_attempts_per_hour, 1, 100)
+    max_dialing = t.integer("max_dialing", d.max_dialing, 1, 1000)
+    t.reject_unknown()
+    return FollowupSettings(
+        enabled=enabled,
+        plan=plan,
+        dial_uri=dial_uri,
+        caller_id=caller_id,
+        ring_timeout=ring_timeout,
+        retry=retry,
+        quiet_hours=quiet,
+        timezone=timezone,
+        max_attempts_per_hour=max_per_hour,
+        max_dialing=max_dialing,
     )
 
 
@@ -1476,6 +1549,14 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "callbacks.customer_first",
         "callbacks.max_dialing",
         "callbacks.queue",
+        "followups.dial_uri",
+        "followups.caller_id",
+        "followups.ring_timeout",
+        "followups.retry",
+        "followups.quiet_hours",
+        "followups.timezone",
+        "followups.max_attempts_per_hour",
+        "followups.max_dialing",
         "logging.level",
         "node.drain_timeout",
         "web.metrics_allow",

@@ -39,6 +39,8 @@ from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.event_relay import EventRelay
+from ivr.followups.service import FollowUps
+from ivr.followups.web import followup_routes
 from ivr.live_call import LiveCall
 from ivr.lost_nodes import LostNodeWatch
 from ivr.media.clock import MediaClock
@@ -200,6 +202,7 @@ class Hotline:
         self.event_relay: EventRelay | None = None
         self.callback_queue: CallbackQueue | None = None
         self.callback_dialler: CallbackDialler | None = None
+        self.followups: FollowUps | None = None  # [followups]: 回访 after closed tickets
         self.calls: dict[str, LiveCall] = {}
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
@@ -359,6 +362,14 @@ class Hotline:
         self.api.app.add_routes(config_routes(self._reload_json, admin))
         self._console = self._console_parts()
         self.api.app.add_routes(console_routes(self._console))
+        self.api.app.add_routes(
+            followup_routes(
+                lambda: self.followups.queue if self.followups is not None else None,
+                lambda: self.db,
+                changed=lambda: self.followups.wake() if self.followups is not None else None,
+                log=self.log.getChild("followups"),
+            )
+        )
         self._watch_metrics()
         if self.settings.web.enabled and not await self.accounts.users():
             self.log.warning(
@@ -385,6 +396,18 @@ class Hotline:
         self.intake.pending = self.pending_writes
         self.intake.metrics = self.metrics
         parts = await self._start_calls()
+        if self.settings.followups.enabled:  # a bad survey plan stops the start (file:line)
+            self.followups = FollowUps(
+                db=self.db,
+                settings=lambda: self.settings,
+                tickets=self.tickets,
+                events=self.events,
+                dialer=self.dialer,
+                node=self.roster.node_id,
+                clock=self.wall_clock,
+                log=self.log.getChild("followups"),
+            )
+            await self.followups.start(parts, load_speech=self._load_speech)
         self.endpoint.on_invite = self._on_invite
         try:
             await self.endpoint.start()
@@ -577,6 +600,8 @@ class Hotline:
         if self.callback_queue is not None:
             self.callback_queue.policy = policy_from(new.callbacks)
             self._wake_callbacks()
+        if self.followups is not None:
+            self.followups.reconfigure(new)
         self.log.setLevel(new.logging.level)
         for c in change.applied:
             self.log.info("%s: %s (was %s): applied", change.where(c), c.describe(), c.old_text)
@@ -604,6 +629,9 @@ class Hotline:
         if dialler is not None:
             dialler.stop_claiming()
         tasks = set(self._call_tasks) | (dialler.attempts if dialler is not None else set())
+        if self.followups is not None:  # follow-up calls in progress finish like calls
+            self.followups.stop_claiming()
+            tasks |= self.followups.attempts
         if self.calls or tasks:
             self.log.info(
                 "ivr: draining: waiting up to %.0f s for %d call(s)", drain_timeout, len(self.calls)
@@ -629,6 +657,8 @@ class Hotline:
         await asyncio.sleep(0.1)  # let final BYEs leave
         if self.callback_dialler is not None:
             await self.callback_dialler.stop()
+        if self.followups is not None:
+            await self.followups.stop()
         await self.api.stop()
         if self.work_orders is not None:
             await self.work_orders.stop()

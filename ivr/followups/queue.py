@@ -327,7 +327,11 @@ class FollowupQueue:
         """Follow-ups a dead process left ``dialing`` or ``connected`` go back to
         ``pending``, due at once (those ``node`` claimed; None: every one)."""
         _check_time("now", now)
-        which = "" if node is None else " AND (lease_node = ? OR lease_node IS NULL)"
+        which = ""
+        if node is not None:  # one's own (and unnamed ones); a lost node's: only its
+            which = " AND (lease_node = ? OR lease_node IS NULL)"
+            if node != self.node:
+                which = " AND lease_node = ?"
         params: tuple[object, ...] = (FollowupState.DIALING.value, FollowupState.CONNECTED.value)
         if node is not None:
             params += (node,)
@@ -340,6 +344,21 @@ class FollowupQueue:
                     detail = f"taken back from lost node {node}"
                 await _set_state(tx, f, FollowupState.PENDING, now, detail, next_at=now)
             return len(rows)
+
+    async def take_back_lost(self, *, now: float) -> int:
+        """Follow-ups a node the cluster took for lost (``nodes.state`` 'lost',
+        ivr/lost_nodes.py) was dialling or in a call with: due again, here."""
+        rows = await self._db.fetch_all(
+            "SELECT DISTINCT f.lease_node FROM followups AS f "
+            "JOIN nodes AS n ON n.node_id = f.lease_node "
+            "WHERE f.state IN (?, ?) AND n.state = 'lost'",
+            (FollowupState.DIALING.value, FollowupState.CONNECTED.value),
+        )
+        taken = 0
+        for row in rows:
+            if str(row[0]) != self.node:
+                taken += await self.recover(now=now, node=str(row[0]))
+        return taken
 
     # ------------------------------------------------------------ admin
 

@@ -11,6 +11,7 @@ near-homophones, 满一 for 满意) as folded pinyin syllables.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -24,7 +25,7 @@ from ivr.followups.model import KEYS, Outcome
 from ivr.media.prompt_audio import PromptAudio
 from ivr.prompts import count_words
 from ivr.speech.spoken_options import sounds
-from ivr.speech.utterance import ListenSettings
+from ivr.speech.utterance import ListenSettings, Utterance
 
 # most specific first (see the module's docstring)
 WORDS: tuple[tuple[Outcome, tuple[str, ...]], ...] = (
@@ -110,6 +111,17 @@ def _field(fields: Mapping[str, object], name: str) -> str:
 Speak = Callable[[str, Call], Awaitable[PromptAudio]]
 
 
+async def _listen(call: Call, settings: ListenSettings) -> Utterance | str | None:
+    """``call.listen``, stopping on a key, bounded by the clock too (None):
+    listening counts the audio that arrives, and a phone that sends none would
+    otherwise keep the survey waiting until the call's RTP timeout."""
+    bound = settings.no_speech_timeout + settings.max_seconds + 2.0
+    try:
+        return await asyncio.wait_for(call.listen(settings, stop_on_key=True), bound)
+    except TimeoutError:
+        return None
+
+
 class SurveyRun:
     """One follow-up call's survey: run as the plan's survey node, it keeps
     the answer and the comment for the dialler to record when the call ends
@@ -161,10 +173,10 @@ class SurveyRun:
             settings = replace(
                 listen, no_speech_timeout=node.timeout * call.timeout_factor, max_seconds=8.0
             )
-            heard = await call.listen(settings, stop_on_key=True)
+            heard = await _listen(call, settings)
             if isinstance(heard, str):
                 key = heard
-            elif not heard.heard:
+            elif heard is None or not heard.heard:
                 self.unrecognised.append("silence")
                 return None
             else:
@@ -185,8 +197,8 @@ class SurveyRun:
             return
         await call.play(prompts.get(node.comment_prompt, call.speed, call.dialect), barge_in=True)
         settings = replace(listen, max_seconds=node.comment_seconds, no_speech_timeout=6.0)
-        heard = await call.listen(settings, stop_on_key=True)
-        if isinstance(heard, str) or not heard.heard:
+        heard = await _listen(call, settings)
+        if heard is None or isinstance(heard, str) or not heard.heard:
             return  # a key or silence: no comment
         text = (await call.recognise(heard, None)).strip()
         if text:
