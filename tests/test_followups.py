@@ -339,3 +339,26 @@ async def test_coverage_and_satisfaction_figures(db: Database) -> None:
     assert by_category["(未填)"]["closed"] == 1
     by_day: Any = figures["by_day"]
     assert by_day["2026-12-03"]["closed"] == 4
+
+
+async def test_a_lost_nodes_followups_are_taken_back_by_a_survivor(db: Database) -> None:
+    clock = Clock()
+    a = FollowupQueue(db, policy(), node="node-a")
+    b = FollowupQueue(db, policy(), node="node-b")
+    tickets = hooked(db, a, clock)
+    await closed_ticket(tickets)
+    (f,) = await a.claim_due(now=NOON)
+    await a.outcome(f.id, FollowupState.CONNECTED, now=NOON + 1)  # node-a dies mid-survey
+    for node, state in (("node-a", "up"), ("node-b", "up")):
+        await db.execute(
+            "INSERT INTO nodes (node_id, started_at, heartbeat_at, state) VALUES (?, ?, ?, ?)",
+            (node, NOON, NOON, state),
+        )
+    assert await b.take_back_lost(now=NOON + 10) == 0  # node-a is not taken for lost yet
+    await db.execute("UPDATE nodes SET state = 'lost' WHERE node_id = 'node-a'")
+    assert await b.take_back_lost(now=NOON + 20) == 1
+    (f,) = await b.list()
+    assert f.state is FollowupState.PENDING and f.next_at == NOON + 20
+    assert (await b.events(f.id))[-1].detail == "taken back from lost node node-a"
+    (f,) = await b.claim_due(now=NOON + 20)
+    assert f.lease_node == "node-b" and f.attempts == 2

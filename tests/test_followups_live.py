@@ -358,3 +358,32 @@ async def test_a_spoken_unsatisfied_and_a_comment(
     assert after.status == "open"
     assert f"{COMMENT_NOTE}处理得太慢了" in after.notes
     assert any(RAISED_NOTE in n for n in after.notes)
+
+
+async def test_an_answer_that_is_neither_key_nor_word_is_asked_again_then_no_answer(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The phone presses 9 (no answer of the survey), then says nothing when
+    asked once more: recorded as no_answer, and the ticket stays closed."""
+    from tests.web_client import hotline_client
+
+    phone = KeyPhone(tmp_path / "phone", "9", wait_ms=1500)
+    await phone.start()
+    try:
+        hotline = await start_hotline(extra=followups_config(phone.port))
+        client = await hotline_client(hotline, "operator")
+        try:
+            ticket_id = await closed_ticket(hotline, client)
+            followup = await done(hotline, ticket_id)
+        finally:
+            await client.close()
+        events = await hotline.followups.queue.events(followup.id)
+        ticket = await hotline.tickets.get(ticket_id)
+        records = await hotline.records.list_recent(10)
+    finally:
+        await phone.stop()
+    assert followup.outcome is Outcome.NO_ANSWER and followup.attempts == 1
+    assert events[-1].detail == "answered the phone, no answer to the survey (key 9; silence)"
+    (record,) = [r for r in records if r.dialled == "followup"]
+    assert record.path == ["survey", "goodbye"] and record.digits == "9"
+    assert ticket.status == "closed"
