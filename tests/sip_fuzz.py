@@ -22,6 +22,7 @@ import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # -- real messages ----------------------------------------------------------
 # {ip} the peer's address, {port} its SIP port, {server} the hotline's
@@ -875,11 +876,15 @@ async def fuzz_peer(host: str = "127.0.0.1") -> FuzzPeer:
 
 
 async def send_cases(
-    peer: FuzzPeer, cases: list[Case], addr: tuple[str, int], burst_bytes: int = 48_000
+    peer: FuzzPeer,
+    cases: list[Case],
+    addr: tuple[str, int],
+    burst_bytes: int = 48_000,
+    pause: float = 0.004,
 ) -> None:
-    """Send ``cases`` fast but in bursts of about ``burst_bytes``, letting the
-    event loop (the hotline, when it runs in this process) read between them
-    so its socket buffer does not overflow."""
+    """Send ``cases`` fast but in bursts of about ``burst_bytes`` with a
+    ``pause`` after each, letting the hotline (in this process: the event loop;
+    in another, its own) read them before its socket buffer overflows."""
     sent = 0
     for case in cases:
         if len(case.data) <= 65_000:  # the largest UDP payload over IPv4 loopback
@@ -887,8 +892,19 @@ async def send_cases(
         sent += len(case.data) + 200
         if sent >= burst_bytes:
             sent = 0
-            await asyncio.sleep(0.004)
+            await asyncio.sleep(pause)
     await asyncio.sleep(0.05)
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket bound to ``port`` on this
+    machine (its receive buffer was full): the drops column of /proc/net/udp."""
+    drops = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 12 and int(fields[1].split(":")[1], 16) == port:
+            drops += int(fields[-1])
+    return drops
 
 
 def _frames(buffer: bytearray) -> list[bytes]:

@@ -180,7 +180,7 @@ async def _source_and_note(request: web.Request) -> tuple[str, str]:
         ) from None
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # or too deep
         raise _error(
             web.HTTPBadRequest,
             f'the body must be JSON like {{"source": "<TOML>"}} ({exc})',

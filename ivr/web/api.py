@@ -262,8 +262,10 @@ class HotlineApi:
         callback_id = self._path_id(request, "callback")
         try:
             body = await request.json() if request.can_read_body else {}
-        except json.JSONDecodeError:
-            return _json({"error": 'the body must be JSON, e.g. {"reason": "..."}'}, 400)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # or nested too deep
+            body = None
+        if not isinstance(body, dict):
+            return _json({"error": 'the body must be a JSON object, e.g. {"reason": "..."}'}, 400)
         reason = str(body.get("reason") or "cancelled through the API")[:200]
         return await self._change(callback_id, "cancel", reason)
 

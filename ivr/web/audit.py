@@ -324,7 +324,7 @@ def audit_routes(guard: AccessGuard) -> list[web.AbstractRouteDef]:
         user = require(request, "admin")
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nested too deep
             body = None
         want = 'want {"kind": "account" or "address", "subject": name or address}'
         if not isinstance(body, dict) or body.get("kind") not in ("account", "address"):

@@ -493,7 +493,7 @@ def auth_routes(accounts: Accounts, *, secure_cookie: bool = False) -> list[web.
             return _json({"error": malformed}, status=400)
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nested too deep
             return _json({"error": malformed}, status=400)
         if not (
             isinstance(body, dict)

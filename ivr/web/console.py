@@ -193,7 +193,7 @@ class _Console:
             raise _error(413, f"the body is over {MAX_EDIT_BYTES} bytes")
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nested too deep
             raise _error(400, "the body must be a JSON object") from None
         if not isinstance(body, dict):
             raise _error(400, "the body must be a JSON object")
