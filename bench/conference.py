@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -121,6 +122,7 @@ def main() -> int:
     args = parser.parse_args()
     ks = [10] if args.quick else [20, 50, 100]
     seconds = 5.0 if args.quick else args.seconds
+    load = os.getloadavg()[0]  # the machine is shared: said in the report
     baseline = asyncio.run(run(0, seconds))
     print(f"baseline (no conference): {baseline.cpu_percent} % of one core", flush=True)
     steps: list[Step] = []
@@ -143,6 +145,7 @@ def main() -> int:
             "conference_steps": [asdict(s) for s in steps],
             "conference_baseline_cpu_percent": baseline.cpu_percent,
             "conference_date": date,
+            "conference_load_average": round(load, 2),
             "conference_machine": info,
         }
     )
@@ -151,7 +154,7 @@ def main() -> int:
         for s in steps
     )
     body = f"""Measured {date} on {info["cpu"]} ({info["nproc"]} cores), Python {info["python"]};
-`{info["uname"]}`.
+`{info["uname"]}`; load average {load:.2f} when it started (other work on the machine).
 
 Method: K conferences of three parties (caller, operator, department) in one process on
 the IVR's own parts: the shared 20 ms media clock, RtpStreams on real UDP sockets,
