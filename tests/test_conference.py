@@ -25,6 +25,7 @@ from ivr.trial_call import TrialResult, place_call, to_frames
 from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import StartHotline, trial
 from tests.peers import Baresip, SippUas, free_port_block, free_udp_port
+from tests.sip_raw import RawPeer, header, raw_peer, sdp, status_of
 from tests.test_call_path import wait_records
 from tests.test_web_console import CHROMIUM, browser, log_in, shot  # noqa: F401 (a fixture)
 from tests.web_client import PASSWORD
@@ -386,6 +387,8 @@ async def test_a_busy_department_leaves_caller_and_operator_talking_and_the_oper
         call = await caller_with_tone(hotline, tmp_path, 16.0)
         await until(lambda: operator.saw("established"), 20, "the operator answers")
         await asyncio.sleep(1.0)
+        await operator.keys("*79", gap=0.3)  # no 9th entry: told so, nobody rung
+        await until(lambda: events.states("*79") == ["not_found"], 10, "no entry 9")
         await operator.keys("*71", gap=0.3)
         await until(lambda: "busy" in events.states("水务集团"), 10, "the busy department")
         await asyncio.sleep(3.0)
@@ -618,3 +621,101 @@ def test_the_directory_is_read_in_order_and_a_bad_uri_is_named_at_its_line(
     said = str(caught.value)
     assert f"{bad}:5: consultation.silent_after = 0: must be a number of seconds > 0" in said
     assert f"{bad}:7: consultation.directory.住建局" in said and "sip:user@host:port" in said
+
+
+# -- REFER from the operator's phone, byte by byte ----------------------------------
+
+
+def _answer(request: str, status: str, port: int, body: str = "") -> str:
+    """A response to ``request`` (its Vias, From, To with our tag, Call-ID, CSeq)."""
+    head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    vias = [line for line in head if line.lower().startswith("via:")]
+    to = header(request, "To") or ""
+    if ";tag=" not in to:
+        to += ";tag=rawop"
+    lines = [f"SIP/2.0 {status}", *vias, f"From: {header(request, 'From')}", f"To: {to}"]
+    lines += [f"Call-ID: {header(request, 'Call-ID')}", f"CSeq: {header(request, 'CSeq')}"]
+    lines.append(f"Contact: <sip:operator@127.0.0.1:{port}>")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return "\r\n".join(lines) + "\r\n\r\n" + body
+
+
+async def _next(peer: RawPeer, wanted: Callable[[str], bool], timeout: float = 15.0) -> str:
+    """The next message ``wanted`` (others on the way are passed over)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        message = await peer.expect(max(0.1, deadline - loop.time()))
+        if wanted(message):
+            return message
+
+
+async def test_a_refer_names_a_directory_entry_or_is_refused_and_notifies_say_how_it_went(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The operator's phone is a raw SIP peer: a REFER to a URI not in the
+    directory gets 403 and the call goes on; one to 水务集团 (sipp, busy) gets
+    202, then NOTIFY 100 Trying and NOTIFY 486 Busy Here (Event: refer,
+    message/sipfrag, the last one terminated)."""
+    phone = await raw_peer()
+    busy = SippUas(tmp_path / "busy", free_udp_port(), free_udp_port(even=True), scenario=str(BUSY))
+    await busy.start()
+    try:
+        hotline = await start_hotline(
+            [f"sip:operator@127.0.0.1:{phone.port}"],
+            extra=f'[consultation]\ndirectory = {{ "水务集团" = "{busy.uri}" }}\n',
+        )
+        events = Events(hotline)
+        call = await caller_with_tone(hotline, tmp_path, 14.0)
+        offer = await _next(phone, lambda m: m.startswith("INVITE "), 20.0)
+        phone.send(_answer(offer, "200 OK", phone.port, sdp(9, "0")), hotline.endpoint.port)
+        await _next(phone, lambda m: m.startswith("ACK "))
+        await asyncio.sleep(0.5)
+
+        def refer(cseq: int, target: str) -> str:
+            ivr_contact = (header(offer, "Contact") or "").strip("<>")
+            return "\r\n".join(
+                [
+                    f"REFER {ivr_contact} SIP/2.0",
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{phone.port};branch=z9hG4bKrefer{cseq}",
+                    "Max-Forwards: 70",
+                    f"From: {header(offer, 'To')};tag=rawop",
+                    f"To: {header(offer, 'From')}",
+                    f"Call-ID: {header(offer, 'Call-ID')}",
+                    f"CSeq: {cseq} REFER",
+                    f"Contact: <sip:operator@127.0.0.1:{phone.port}>",
+                    f"Refer-To: <{target}>",
+                    "Content-Length: 0",
+                    "",
+                    "",
+                ]
+            )
+
+        phone.send(refer(1, "sip:stranger@127.0.0.1:9"), hotline.endpoint.port)
+        refused = await _next(phone, lambda m: m.startswith("SIP/2.0") and "REFER" in m)
+        assert status_of(refused) == 403 and "Directory" in refused
+        phone.send(refer(2, busy.uri), hotline.endpoint.port)
+        accepted = await _next(phone, lambda m: m.startswith("SIP/2.0") and "2 REFER" in m)
+        assert status_of(accepted) == 202
+        notifies: list[str] = []
+        while len(notifies) < 2:
+            notify = await _next(phone, lambda m: m.startswith("NOTIFY "))
+            phone.send(_answer(notify, "200 OK", phone.port), hotline.endpoint.port)
+            notifies.append(notify)
+        await asyncio.sleep(2.0)
+        assert not call.done(), "the call ended with the refused or failed REFER"
+        result = await asyncio.wait_for(call, 30)
+    finally:
+        phone.close()
+        await busy.stop()
+    assert result.ended_by == "caller"
+    for notify in notifies:
+        assert header(notify, "Event") == "refer"
+        assert (header(notify, "Content-Type") or "").startswith("message/sipfrag")
+    assert notifies[0].endswith("SIP/2.0 100 Trying\r\n")
+    assert header(notifies[0], "Subscription-State") == "active;expires=60"
+    assert notifies[1].endswith("SIP/2.0 486 Busy Here\r\n")
+    assert (header(notifies[1], "Subscription-State") or "").startswith("terminated")
+    assert events.states("水务集团") == ["ringing", "busy"]
