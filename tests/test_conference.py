@@ -658,7 +658,8 @@ async def test_a_refer_names_a_directory_entry_or_is_refused_and_notifies_say_ho
     """The operator's phone is a raw SIP peer: a REFER to a URI not in the
     directory gets 403 and the call goes on; one to 水务集团 (sipp, busy) gets
     202, then NOTIFY 100 Trying and NOTIFY 486 Busy Here (Event: refer,
-    message/sipfrag, the last one terminated)."""
+    message/sipfrag, the last one terminated). Then *71 as SIP INFO keys rings
+    it again."""
     phone = await raw_peer()
     busy = SippUas(tmp_path / "busy", free_udp_port(), free_udp_port(even=True), scenario=str(BUSY))
     await busy.start()
@@ -674,8 +675,9 @@ async def test_a_refer_names_a_directory_entry_or_is_refused_and_notifies_say_ho
         await _next(phone, lambda m: m.startswith("ACK "))
         await asyncio.sleep(0.5)
 
+        ivr_contact = (header(offer, "Contact") or "").strip("<>")
+
         def refer(cseq: int, target: str) -> str:
-            ivr_contact = (header(offer, "Contact") or "").strip("<>")
             return "\r\n".join(
                 [
                     f"REFER {ivr_contact} SIP/2.0",
@@ -704,6 +706,19 @@ async def test_a_refer_names_a_directory_entry_or_is_refused_and_notifies_say_ho
             notify = await _next(phone, lambda m: m.startswith("NOTIFY "))
             phone.send(_answer(notify, "200 OK", phone.port), hotline.endpoint.port)
             notifies.append(notify)
+        # keys as SIP INFO from the same phone: *71 rings 水务集团 again
+        for cseq, key in enumerate("*71", start=3):
+            info = refer(cseq, busy.uri).replace(f"{cseq} REFER", f"{cseq} INFO")
+            info = info.replace(f"REFER {ivr_contact}", f"INFO {ivr_contact}")
+            info = info.replace(f"Refer-To: <{busy.uri}>\r\n", "")
+            body = f"Signal={key}\r\nDuration=160\r\n"
+            info = info.replace(
+                "Content-Length: 0\r\n",
+                f"Content-Type: application/dtmf-relay\r\nContent-Length: {len(body)}\r\n",
+            )
+            phone.send(info + body, hotline.endpoint.port)
+            await asyncio.sleep(0.2)
+        await until(lambda: events.states("水务集团").count("busy") == 2, 10, "rung by INFO keys")
         await asyncio.sleep(2.0)
         assert not call.done(), "the call ended with the refused or failed REFER"
         result = await asyncio.wait_for(call, 30)
@@ -718,4 +733,4 @@ async def test_a_refer_names_a_directory_entry_or_is_refused_and_notifies_say_ho
     assert header(notifies[0], "Subscription-State") == "active;expires=60"
     assert notifies[1].endswith("SIP/2.0 486 Busy Here\r\n")
     assert (header(notifies[1], "Subscription-State") or "").startswith("terminated")
-    assert events.states("水务集团") == ["ringing", "busy"]
+    assert events.states("水务集团") == ["ringing", "busy", "ringing", "busy"]
