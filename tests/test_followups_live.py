@@ -37,9 +37,11 @@ class KeyPhone:
     listens ``wait_ms`` (echoing what it hears, so RTP flows both ways as
     from a phone), presses ``digit``, waits for the hotline's BYE."""
 
-    def __init__(self, workdir: Path, digit: str, wait_ms: int = 4000) -> None:
+    def __init__(
+        self, workdir: Path, digit: str, wait_ms: int = 4000, port: int | None = None
+    ) -> None:
         self.workdir = workdir
-        self.port = free_udp_port()
+        self.port = port or free_udp_port()
         self.media_port = free_udp_port(even=True)
         self.digit = digit
         self.wait_ms = wait_ms
@@ -159,7 +161,7 @@ async def test_a_phone_that_presses_3_reopens_the_ticket_and_raises_it(
     phone = KeyPhone(tmp_path / "phone", "3")
     await phone.start()
     try:
-        hotline = await start_hotline(
+        hotline: Any = await start_hotline(
             sip_extra="rtp_timeout = 120", extra=followups_config(phone.port)
         )
         client = await hotline_client(hotline, "operator")
@@ -207,7 +209,7 @@ async def test_a_phone_that_presses_1_is_satisfied_and_counted_in_coverage(
     phone = KeyPhone(tmp_path / "phone", "1")
     await phone.start()
     try:
-        hotline = await start_hotline(
+        hotline: Any = await start_hotline(
             sip_extra="rtp_timeout = 120", extra=followups_config(phone.port)
         )
         operator = await hotline_client(hotline, "operator")
@@ -258,7 +260,7 @@ async def test_a_phone_that_never_answers_is_no_answer_after_the_retries(
     )
     await phone.start()
     try:
-        hotline = await start_hotline(
+        hotline: Any = await start_hotline(
             extra=followups_config(phone.port, retry="[0, 1, 1]", ring_timeout=2)
         )
         client = await hotline_client(hotline, "operator")
@@ -297,7 +299,7 @@ async def test_a_spoken_unsatisfied_and_a_comment(
     from tests.web_client import hotline_client
 
     port = free_udp_port()
-    hotline = await start_hotline(
+    hotline: Any = await start_hotline(
         sip_extra="rtp_timeout = 120",
         extra=followups_config(port),
         script=["不满意", "处理得太慢了"],
@@ -370,7 +372,7 @@ async def test_an_answer_that_is_neither_key_nor_word_is_asked_again_then_no_ans
     phone = KeyPhone(tmp_path / "phone", "9", wait_ms=1500)
     await phone.start()
     try:
-        hotline = await start_hotline(extra=followups_config(phone.port))
+        hotline: Any = await start_hotline(extra=followups_config(phone.port))
         client = await hotline_client(hotline, "operator")
         try:
             ticket_id = await closed_ticket(hotline, client)
