@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.report import ROOT, machine, merge_results, now, write_section
 from ivr.prefill import Prefill, Prefiller, load_gazetteer, load_taxonomy
+from ivr.prefill.classifier import load_classifier
 
 DATA = ROOT / "tests" / "data" / "hotline_utterances.tsv"
 GAZETTEER = ROOT / "gazetteer.toml"
@@ -79,8 +80,11 @@ def load_rows(path: Path = DATA) -> list[Row]:
     return rows
 
 
-def default_prefiller() -> Prefiller:
-    return Prefiller(load_taxonomy(), load_gazetteer(GAZETTEER))
+def default_prefiller(*, rules_only: bool = False) -> Prefiller:
+    """As the call path builds it (ivr/server.py): the keyword rules with the
+    bundled classifier, or the rules alone."""
+    classifier = None if rules_only else load_classifier()
+    return Prefiller(load_taxonomy(), load_gazetteer(GAZETTEER), classifier)
 
 
 def predicted(prefill: Prefill) -> dict[str, object]:

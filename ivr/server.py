@@ -55,6 +55,7 @@ from ivr.operators import (
 )
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
 from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
+from ivr.prefill.classifier import load_classifier
 from ivr.prompts import (
     PromptLibrary,
     plan_prompt_keys,
@@ -270,8 +271,19 @@ class Hotline:
         check_listeners(self._listeners(), source)  # a taken port is said at once
         self.plan = self._load_plan()  # DialPlanError stops the start
         tickets_cfg = self.settings.tickets
-        prefiller = Prefiller(  # PrefillDataError stops the start
-            load_taxonomy(tickets_cfg.taxonomy), load_gazetteer(tickets_cfg.gazetteer)
+        taxonomy = load_taxonomy(tickets_cfg.taxonomy)  # PrefillDataError stops the start
+        classifier = await asyncio.to_thread(load_classifier)  # category and urgency model
+        if unknown := classifier.fits(taxonomy.names):
+            self.log.warning(
+                "prefill: the classifier knows categories %s that taxonomy %s lacks; "
+                "category and urgency come from the keyword rules alone",
+                unknown,
+                taxonomy.source,
+            )
+        prefiller = Prefiller(
+            taxonomy,
+            load_gazetteer(tickets_cfg.gazetteer),
+            classifier=None if unknown else classifier,
         )
         await self._load_speech(self.plan)  # SpeechModelError stops the start
         await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)

@@ -84,6 +84,10 @@ class Taxonomy:
         )
 
     def classify(self, text: str) -> FieldValue:
+        return self.classify_scored(text)[0]
+
+    def classify_scored(self, text: str) -> tuple[FieldValue, int]:
+        """The category and the winner's keyword score (0 for the fallback)."""
         scores = [0] * len(self.categories)
         first_strong = [len(text) + 1] * len(self.categories)
         found: list[list[tuple[int, int]]] = [[] for _ in self.categories]
@@ -104,8 +108,9 @@ class Taxonomy:
             default=None,
         )
         if best is None or scores[best] < self.min_score:
-            return FieldValue(self.fallback, (), DEFAULT)
-        return FieldValue(self.categories[best].name, spans(text, found[best]), SPEECH)
+            return FieldValue(self.fallback, (), DEFAULT), 0
+        name = self.categories[best].name
+        return FieldValue(name, spans(text, found[best]), SPEECH), scores[best]
 
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ivr.prefill.address import Address, find_address, find_places
 from ivr.prefill.categories import Taxonomy
+from ivr.prefill.classifier import Classifier
+from ivr.prefill.deciding import decide_category, decide_urgency
 from ivr.prefill.distress import distress
 from ivr.prefill.emergency import detect, service
 from ivr.prefill.fields import SPEECH, Evidence, FieldValue, Prefill
@@ -15,11 +17,22 @@ from ivr.prefill.urgency import urgency
 
 
 class Prefiller:
-    """Pure and synchronous: the same transcript always gives the same ticket."""
+    """Pure and synchronous: the same transcript always gives the same ticket.
+    With a ``classifier`` (ivr/prefill/classifier.py) the category and urgency
+    are decided by the rules and the model together, as its policy says
+    (ivr/prefill/deciding.py); the model must know only the taxonomy's names."""
 
-    def __init__(self, taxonomy: Taxonomy, gazetteer: Gazetteer) -> None:
+    def __init__(
+        self, taxonomy: Taxonomy, gazetteer: Gazetteer, classifier: Classifier | None = None
+    ) -> None:
         self.taxonomy = taxonomy
         self.gazetteer = gazetteer
+        if classifier is not None and (unknown := classifier.fits(taxonomy.names)):
+            raise ValueError(
+                f"classifier {classifier.source}: categories {unknown} are not in the "
+                f"taxonomy {taxonomy.source or '(bundled)'}"
+            )
+        self.classifier = classifier
 
     def prefill(
         self, transcript: str, *, caller_id: str | None = None, about: str = "caller"
@@ -37,7 +50,11 @@ class Prefiller:
             else None
         )
         emergency = detect(text, self.taxonomy.emergency_patterns)
-        category = self.taxonomy.classify(text)
+        category, rules_score = self.taxonomy.classify_scored(text)
+        guess = self.classifier.guess(text) if self.classifier is not None else None
+        if guess is not None and self.classifier is not None:
+            policy = self.classifier.policy
+            category = decide_category(policy, text, category, rules_score, guess[0])
         if emergency is not None and emergency.value in self.taxonomy.emergency_categories:
             category = FieldValue(
                 self.taxonomy.emergency_categories[emergency.value], emergency.evidence, SPEECH
@@ -46,6 +63,14 @@ class Prefiller:
         level, reason = urgency(
             text, emergency=emergency, distress=heard_distress, category=category.value
         )
+        if guess is not None and self.classifier is not None:
+            level, reason = decide_urgency(
+                self.classifier.policy,
+                text,
+                (level, reason),
+                emergency is not None or bool(heard_distress),
+                guess[1],
+            )
         return Prefill(
             transcript=text,
             name=before(
