@@ -1571,7 +1571,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "audit.trusted_proxies",
     }
 )
-_SECRET_KEYS = frozenset({"callbacks.password", "web.metrics_token"})
+_SECRET_KEYS = frozenset({"callbacks.password", "web.metrics_token", "sip.inbound_auth"})
 
 
 def is_reloadable(key: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from ivr.config import ConfigError, load_settings
+from ivr.config import ConfigError, load_settings, reload_settings
 from ivr.server import Hotline
 from ivr.sip.edge_guard import RefusalLog, SourceBuckets
 from ivr.trial_call import place_call
@@ -444,3 +444,23 @@ async def test_refusals_are_logged_once_then_summed(caplog: pytest.LogCaptureFix
     assert len(lines) == 3 + 3 + 1, lines
     assert "sip: refused 99 more requests from 203.0.113.0 in the last 0.2s (rate: 99)" in lines
     assert "sip: refused 700 requests from 7 other sources in the last 0.2s (rate: 700)" in lines
+
+
+def test_a_changed_password_needs_a_restart_and_is_not_shown(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    queue = '\n[queues.general]\noperators = ["sip:op@127.0.0.1:5080"]\n'
+    path.write_text(AUTH.replace("[sip.inbound_auth]", "[sip]\n[sip.inbound_auth]") + queue)
+    running = load_settings(path)
+    path.write_text(
+        AUTH.replace(
+            "[sip.inbound_auth]", '[sip]\nallow = ["10.1.0.0/16"]\n[sip.inbound_auth]'
+        ).replace("s3cret", "n3w-secret")
+        + queue
+    )
+    reload = reload_settings(path, running)
+    changed = {c.key: c for c in reload.needs_restart}
+    assert set(changed) == {"sip.allow", "sip.inbound_auth"}
+    assert reload.settings.sip == running.sip  # kept until a restart
+    said = changed["sip.inbound_auth"].describe() + changed["sip.inbound_auth"].old_text
+    assert "secret" not in said and "s3cret" not in said
+    assert changed["sip.allow"].describe() == 'sip.allow = ["10.1.0.0/16"]'
