@@ -316,8 +316,13 @@ def cross_validate(
     return with_regression, c, policy, figures
 
 
-def train(log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The model file's content (a JSON-ready dict)."""
+Choice = tuple[bool, float, Policy, dict[str, Any]]  # regression set used, C, policy, figures
+
+
+def train(log: Callable[[str], None] = print, choice: Choice | None = None) -> dict[str, Any]:
+    """The model file's content (a JSON-ready dict).  With ``choice`` (what an
+    earlier cross-validation chose) the cross-validation is skipped: the fit
+    alone, as ``--check`` does."""
     taxonomy = load_taxonomy()
     own = read_training()
     unknown = {e.category for e in own} - set(taxonomy.names)
@@ -325,7 +330,9 @@ def train(log: Callable[[str], None] = print) -> dict[str, Any]:
         raise ValueError(f"{TRAINING}: categories {sorted(unknown)} are not in the taxonomy")
     regression = read_regression()
     cues = read_cues()
-    with_regression, c, policy, figures = cross_validate(own, regression, taxonomy, cues, log)
+    if choice is None:
+        choice = cross_validate(own, regression, taxonomy, cues, log)
+    with_regression, c, policy, figures = choice
     paths = [TRAINING, CUES] + ([REGRESSION] if with_regression else [])
     fitted = fit(own + (regression if with_regression else []), c, cues)
     return {
@@ -360,20 +367,42 @@ def _head_json(head: tuple[list[str], list[list[float]], list[float]]) -> dict[s
     return {"labels": labels, "weights": weights, "intercepts": intercepts}
 
 
+def saved_choice(model: dict[str, Any]) -> Choice:
+    """What the cross-validation chose when ``model`` (a saved file) was trained."""
+    policy = model["policy"]
+    return (
+        str(REGRESSION.relative_to(HERE.parent.parent)) in model["training_files"],
+        float(model["model"]["C"]),
+        Policy(
+            int(policy["rules_category_at"]), float(policy["model_category_at"]), policy["urgency"]
+        ),
+        dict(model["cross_validation"]),
+    )
+
+
 def dump(model: dict[str, Any]) -> str:
     return json.dumps(model, ensure_ascii=False, separators=(",", ":"), sort_keys=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="compare with the saved file")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="refit with the saved file's choices (no cross-validation) and compare",
+    )
     parser.add_argument("--out", type=Path, default=BUNDLED, help="where to write the model")
     args = parser.parse_args(argv)
-    text = dump(train())
     if args.check:
+        if not args.out.exists():
+            print(f"{args.out}: no such file")
+            return 1
+        saved = json.loads(args.out.read_text(encoding="utf-8"))
+        text = dump(train(choice=saved_choice(saved)))
         same = args.out.exists() and args.out.read_text(encoding="utf-8") == text
         print(f"{args.out}: {'matches' if same else 'DIFFERS from'} the training data")
         return 0 if same else 1
+    text = dump(train())
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({len(text) // 1024} KiB)")
     return 0
