@@ -535,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ivr.callbacks.settings import policy_for_config
 
     add_callback_commands(sub, policy_for=policy_for_config)
+    from ivr.followups.cli import add_followup_commands
+
+    add_followup_commands(sub)
     _config_after_the_command(parser)
     return parser
 
