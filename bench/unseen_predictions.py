@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import prefill_accuracy
 from bench.prefill_accuracy import default_prefiller
 from bench.report import ROOT, machine, merge_results, now, write_section
 from ivr.prefill import Prefiller
@@ -163,9 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = run(rows, default_prefiller())
     category, urgency = accuracy(outcomes)
     rules_category, rules_urgency = accuracy(run(rows, default_prefiller(rules_only=True)))
+    regression = prefill_accuracy.load_rows()
+    now_on = prefill_accuracy.score(regression, default_prefiller())
+    rules_on = prefill_accuracy.score(regression, default_prefiller(rules_only=True))
     text = report(outcomes) + (
         f"\n\nThe keyword rules alone on the same rows: category {rules_category:.3f}, "
-        f"urgency {rules_urgency:.3f}."
+        f"urgency {rules_urgency:.3f}.\n\n"
+        f"On the regression set (bench/prefill_accuracy.py, {len(regression)} rows) the "
+        f"call path scores category {now_on['category']:.3f}, urgency "
+        f"{now_on['urgency']:.3f} (the rules alone {rules_on['category']:.3f}, "
+        f"{rules_on['urgency']:.3f}); that set is part of the classifier's training "
+        "data, so these are training figures, not a measure of calls nobody tuned for."
     )
     print(text)
     print(f"{len(rows)} utterances")
