@@ -204,7 +204,7 @@ async def run(udp_cases: int, tcp_cases: int, sip_port: int, workdir: Path, pid:
         for number, (kind, cases) in enumerate(plan):
             batch = cases.take(ROUND)
             if kind == "udp":
-                # paced for an IVR in another process: about 1.6 MB/s
+                # paced for an IVR in another process (slower if it drops some)
                 await send_cases(peer, batch, ("127.0.0.1", sip_port), 16_000, 0.01)
             else:
                 await send_tcp_streams(("127.0.0.1", sip_port), batch, counts)

@@ -879,21 +879,30 @@ async def send_cases(
     peer: FuzzPeer,
     cases: list[Case],
     addr: tuple[str, int],
-    burst_bytes: int = 48_000,
-    pause: float = 0.004,
-) -> None:
-    """Send ``cases`` fast but in bursts of about ``burst_bytes`` with a
-    ``pause`` after each, letting the hotline (in this process: the event loop;
-    in another, its own) read them before its socket buffer overflows."""
+    burst_bytes: int = 16_000,
+    pause: float = 0.005,
+) -> int:
+    """Send ``cases`` fast but in bursts of about ``burst_bytes`` with a pause
+    after each, letting the hotline read them (in this process: the event loop
+    runs in the pause). The pause adapts: doubled (up to 0.2 s) whenever the
+    kernel dropped datagrams at the hotline's full socket buffer since the last
+    burst (:func:`udp_drops`; the hotline is on this machine), shortened again
+    (down to ``pause``) while none are. The datagrams dropped, in the end."""
     sent = 0
+    wait = pause
+    first = last = udp_drops(addr[1])
     for case in cases:
         if len(case.data) <= 65_000:  # the largest UDP payload over IPv4 loopback
             peer.send(case.data, addr)
         sent += len(case.data) + 200
         if sent >= burst_bytes:
             sent = 0
-            await asyncio.sleep(pause)
+            await asyncio.sleep(wait)
+            now = udp_drops(addr[1])
+            wait = min(wait * 2, 0.2) if now > last else max(wait * 0.8, pause)
+            last = now
     await asyncio.sleep(0.05)
+    return udp_drops(addr[1]) - first
 
 
 def udp_drops(port: int) -> int:
