@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,6 +17,7 @@ from ivr.config import load_settings
 from ivr.logs import setup_logging
 from ivr.server import Hotline
 from tests.conftest import write_config
+from tests.test_transcript_reliability import CHROMIUM, browser  # noqa: F401 (fixture)
 
 ROUTES = ["/", "/admin", "/api/health", "/api/tickets/1", "/api/events", "/static/console.css"]
 StartWith = Callable[[str], Awaitable[Hotline]]
@@ -77,3 +79,19 @@ async def test_a_listed_address_gets_the_console(hotline_allowing: StartWith) ->
             assert response.status == 200
             assert "<html" in (await response.text()).lower()
     assert hotline.api.allow is not None and hotline.api.allow.refused == 0
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+async def test_a_browser_outside_web_allow_is_told_so(
+    hotline_allowing: StartWith,
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    hotline = await hotline_allowing('["10.0.0.0/8"]')
+    page = await browser.new_page()
+    response = await page.goto(f"http://127.0.0.1:{hotline.api.port}/login")
+    assert response is not None and response.status == 403
+    assert await page.text_content("#refused") == "无权访问"
+    assert "[web] allow" in (await page.text_content("body") or "")
+    assert await page.locator("#password").count() == 0  # no log-in form reached
+    await page.screenshot(path=str(tmp_path / "refused.png"))

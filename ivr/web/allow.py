@@ -19,6 +19,21 @@ from aiohttp.typedefs import Handler, Middleware
 from ivr.sip.edge_guard import AllowList
 
 LOG_EVERY_S = 60.0  # one log line per refused address per minute at most
+REFUSED_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>无权访问 - 12345 热线</title></head>
+<body style="font-family: sans-serif; margin: 3em">
+<h1 id="refused">无权访问</h1>
+<p>本机地址不在热线控制台允许的网络内（[web] allow）。请联系管理员。</p>
+<p lang="en">This address may not use the hotline console ([web] allow).</p>
+</body></html>
+"""
+
+
+def _wants_page(request: web.Request) -> bool:
+    """A browser asking for a page (not the API) is shown a page, not JSON."""
+    if request.path.startswith("/api/") or request.path == "/metrics":
+        return False
+    return "text/html" in request.headers.get("Accept", "")
 
 
 class WebAllow:
@@ -48,6 +63,8 @@ class WebAllow:
             if self.allow_list.allows(host):
                 return await handler(request)
             self._refuse(host, request)
+            if _wants_page(request):
+                return web.Response(status=403, text=REFUSED_PAGE, content_type="text/html")
             return web.Response(
                 status=403,
                 text=json.dumps({"error": "this address may not use the console"}),
