@@ -133,17 +133,23 @@ async def test_silence_mode_answers_a_stranger_nothing(start_hotline: StartHotli
         trunk.close()
 
 
-async def test_a_scanners_register_gets_a_cheap_405(start_hotline: StartHotline) -> None:
+async def test_a_scanners_sweep_gets_cheap_answers(start_hotline: StartHotline) -> None:
+    """REGISTER 405 and OPTIONS 200, each without a transaction: nothing is kept."""
     hotline = await start_hotline()
     port = hotline.endpoint.port
     scanner = await peer_at(TRUNK)
     try:
         scanner.send(register(scanner.port, port, TRUNK), port)
         answer = await scanner.expect()
+        for _ in range(50):
+            scanner.send(options(scanner.port, port), port)
+        probes = [await scanner.expect() for _ in range(50)]
     finally:
         scanner.close()
     assert status_of(answer) == 405
     assert "INVITE" in (header(answer, "Allow") or "")
+    assert [status_of(p) for p in probes] == [200] * 50
+    assert "tag=" in (header(probes[0], "To") or "")
     assert len(hotline.endpoint.transactions_in) == 0  # answered without a transaction
     assert hotline.endpoint.rejected["method"] == 1
 

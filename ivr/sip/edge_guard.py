@@ -37,14 +37,15 @@ from aiosipua import SipRequest
 from aiosipua.header_codec import parse_auth
 
 from ivr.config import InboundAuthSettings, SipSettings
+from ivr.sip.messages import ALLOWED_METHODS
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 REFUSE_MODES: tuple[str, ...] = ("403", "silence")
 OVER_LIMIT_MODES: tuple[str, ...] = ("503", "silence")
-SERVED_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE"})
-ALLOW_HEADER = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW_HEADER = ALLOWED_METHODS
+SERVED_METHODS = frozenset(method.strip() for method in ALLOWED_METHODS.split(","))
 DIGEST_HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
     "SHA-256": hashlib.sha256,

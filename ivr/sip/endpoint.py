@@ -322,6 +322,9 @@ class SipEndpoint:
             if request.method != "ACK":
                 self.transport_send(make_response(request, 400, reason=problem), addr)
             return
+        if request.method.upper() == "OPTIONS":
+            self._answer_options(request, addr)
+            return
         transaction = self.transactions_in.receive(request, addr)
         if transaction is None:
             return  # retransmission or ACK, absorbed
@@ -334,24 +337,6 @@ class SipEndpoint:
                 self._new_invite(transaction, request, addr)
         elif method == "CANCEL":
             self._cancel(transaction, request)
-        elif method == "OPTIONS" and not self.accepting:
-            # draining or stopping: a proxy probing us (Kamailio's dispatcher) takes
-            # this node out and sends new calls elsewhere; calls in progress go on
-            transaction.respond_status(
-                503,
-                reason=self.refuse_reason,
-                headers={"Retry-After": "5", "User-Agent": self.user_agent},
-            )
-        elif method == "OPTIONS":
-            transaction.respond_status(
-                200,
-                headers={
-                    "Allow": ALLOWED_METHODS,
-                    "Accept": "application/sdp, application/dtmf-relay, application/dtmf",
-                    "Supported": "",
-                    "User-Agent": self.user_agent,
-                },
-            )
         elif method in ("BYE", "INFO", "UPDATE"):
             dialog = self._dialogs.get((request.call_id or "", to_tag or ""))
             if dialog is None:
@@ -372,6 +357,33 @@ class SipEndpoint:
         else:
             self.rejected["method"] += 1
             transaction.respond_status(405, headers={"Allow": ALLOWED_METHODS})
+
+    def _answer_options(self, request: SipRequest, addr: Addr) -> None:
+        """OPTIONS is answered without a transaction (a retransmission is simply
+        answered again): a prober's or a scanner's sweep leaves nothing behind."""
+        if not self.accepting:
+            # draining or stopping: a proxy probing us (Kamailio's dispatcher) takes
+            # this node out and sends new calls elsewhere; calls in progress go on
+            response = make_response(
+                request,
+                503,
+                reason=self.refuse_reason,
+                to_tag=make_tag(),
+                headers={"Retry-After": "5", "User-Agent": self.user_agent},
+            )
+        else:
+            response = make_response(
+                request,
+                200,
+                to_tag=make_tag(),
+                headers={
+                    "Allow": ALLOWED_METHODS,
+                    "Accept": "application/sdp, application/dtmf-relay, application/dtmf",
+                    "Supported": "",
+                    "User-Agent": self.user_agent,
+                },
+            )
+        self.transport_send(response, addr)
 
     def _new_invite(self, transaction: Any, request: SipRequest, addr: Addr) -> None:
         if not self.accepting or self.on_invite is None:
