@@ -880,40 +880,42 @@ async def send_cases(
     cases: list[Case],
     addr: tuple[str, int],
     burst_bytes: int = 16_000,
-    pause: float = 0.005,
+    queue_limit: int = 48_000,
 ) -> int:
-    """Send ``cases`` fast but in bursts of about ``burst_bytes`` with a pause
-    after each, letting the hotline read them (in this process: the event loop
-    runs in the pause). The pause adapts: doubled (up to 0.2 s) whenever the
-    kernel dropped datagrams at the hotline's full socket buffer since the last
-    burst (:func:`udp_drops`; the hotline is on this machine), shortened again
-    (down to ``pause``) while none are. The datagrams dropped, in the end."""
+    """Send ``cases`` in bursts of about ``burst_bytes``; before each burst,
+    wait until the hotline has read its socket's queue down to ``queue_limit``
+    bytes (the kernel's count in /proc/net/udp: the hotline is on this
+    machine), so the cases reach its parser rather than overflow its buffer.
+    The datagrams the kernel dropped all the same, in the end."""
+    first = udp_socket(addr[1])[1]
     sent = 0
-    wait = pause
-    first = last = udp_drops(addr[1])
     for case in cases:
+        if sent == 0:
+            for _ in range(500):  # at most a second: a hotline that stopped reading
+                if udp_socket(addr[1])[0] <= queue_limit:
+                    break
+                await asyncio.sleep(0.002)
         if len(case.data) <= 65_000:  # the largest UDP payload over IPv4 loopback
             peer.send(case.data, addr)
-        sent += len(case.data) + 200
+        sent += len(case.data)
         if sent >= burst_bytes:
             sent = 0
-            await asyncio.sleep(wait)
-            now = udp_drops(addr[1])
-            wait = min(wait * 2, 0.2) if now > last else max(wait * 0.8, pause)
-            last = now
+            await asyncio.sleep(0)
     await asyncio.sleep(0.05)
-    return udp_drops(addr[1]) - first
+    return udp_socket(addr[1])[1] - first
 
 
-def udp_drops(port: int) -> int:
-    """Datagrams the kernel dropped on the UDP socket bound to ``port`` on this
-    machine (its receive buffer was full): the drops column of /proc/net/udp."""
-    drops = 0
+def udp_socket(port: int) -> tuple[int, int]:
+    """The bytes queued for reading and the datagrams dropped (the receive
+    buffer full) on the UDP socket bound to ``port`` on this machine, from
+    /proc/net/udp."""
+    queued = drops = 0
     for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
         fields = line.split()
         if len(fields) > 12 and int(fields[1].split(":")[1], 16) == port:
+            queued += int(fields[4].split(":")[1], 16)
             drops += int(fields[-1])
-    return drops
+    return queued, drops
 
 
 def _frames(buffer: bytearray) -> list[bytes]:

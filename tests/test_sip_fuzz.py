@@ -368,3 +368,48 @@ async def test_a_blank_via_over_tcp_is_answered_400(
     finally:
         writer.close()
     assert not crashes(caplog.records), crashes(caplog.records)
+
+
+async def test_an_offer_with_audio_port_0_is_refused(
+    start_hotline: StartHotline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """m=audio 0 (the stream refused, RFC 3264) was answered 200, and the call
+    sent RTP to port 0 (EINVAL every 20 ms) until the RTP timeout; now 488
+    with a Warning, and no RTP port or call is spent."""
+    caplog.set_level(logging.INFO)
+    hotline = await start_hotline()
+    peer = await raw_peer()
+    try:
+        text, _, _ = invite(peer.port, hotline.endpoint.port, body=sdp(0))
+        peer.send(text, hotline.endpoint.port)
+        refused = await final_answer(peer)
+        assert status_of(refused) == 488, refused
+        assert "port 0" in (header(refused, "Warning") or "")
+        assert not hotline.calls and hotline.ports.in_use == 0
+    finally:
+        peer.close()
+    assert not crashes(caplog.records), crashes(caplog.records)
+
+
+@pytest.mark.parametrize("name", ["From", "To"])
+async def test_an_empty_tag_is_400(
+    start_hotline: StartHotline, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """To: <sip:12345@...>;tag= (empty) was answered 200 with
+    ";tag=;tag=<ours>", which the caller's BYE copies and no dialog matches
+    (481; the call ran on to the RTP timeout); now 400 naming the header."""
+    caplog.set_level(logging.INFO)
+    hotline = await start_hotline()
+    peer = await raw_peer()
+    try:
+        text, _, _ = invite(peer.port, hotline.endpoint.port)
+        value = header(text, name) or ""
+        base = value.split(";tag=")[0]
+        text = text.replace(f"{name}: {value}", f"{name}: {base};tag=", 1)
+        peer.send(text, hotline.endpoint.port)
+        refused = await final_answer(peer)
+        assert status_of(refused) == 400, refused
+        assert f"Empty tag in the {name} header" in refused.split("\r\n", 1)[0]
+        assert not hotline.calls
+    finally:
+        peer.close()

@@ -94,7 +94,20 @@ def check_request(request: SipRequest) -> str | None:
         return "Via header lacks host or branch"
     if from_addr is None or to_addr is None:
         return "Malformed From or To header"
+    for name in ("from", "to"):
+        if _empty_tag(request.headers.get_first(name) or ""):
+            # answered as is, our own tag would follow it: ";tag=;tag=..." matches no dialog
+            return f"Empty tag in the {name.title()} header"
     return None
+
+
+def _empty_tag(header_value: str) -> bool:
+    tail = header_value.rsplit(">", 1)[-1] if ">" in header_value else header_value
+    for part in tail.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "tag" and not value.strip():
+            return True
+    return False
 
 
 def cseq_number(message: SipMessage) -> int:

@@ -63,6 +63,8 @@ def parse_media(body: str) -> MediaOffer:
         raise SdpError(f"SDP connection address {conn.address!r} is not an IP address") from exc
     if not 0 <= audio.port <= 65535:
         raise SdpError(f"SDP audio port {audio.port} out of range")
+    if audio.port == 0:  # the stream refused or removed (RFC 3264 5.1, 8.2): no audio
+        raise SdpError("SDP audio port 0: the audio stream is disabled")
     codecs: list[tuple[int, str]] = []
     dtmf_pt: int | None = None
     for codec in audio.codecs:
