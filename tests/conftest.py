@@ -25,9 +25,15 @@ SHARED = ROOT.parent / "shared"
 StartHotline = Callable[..., Awaitable["Hotline"]]
 
 
+# where our trial callers take their RTP ports (by the IVR's SIP port); a
+# test IVR's own RTP block is kept out of it, or the fuzz's answered calls
+# could hold every port a trial caller may bind
+TRIAL_RTP_REGION = (41000, 41000 + 999 * 4 + 40)
+
+
 def trial(port: int, **kwargs: object) -> TrialOptions:
     """Options for our trial caller dialling the IVR on ``port``."""
-    low = 41000 + (port % 1000) * 4
+    low = TRIAL_RTP_REGION[0] + (port % 1000) * 4
     kwargs.setdefault("rtp_ports", (low, low + 40))
     return TrialOptions(target=f"sip:12345@127.0.0.1:{port}", **kwargs)  # type: ignore[arg-type]
 
@@ -85,7 +91,7 @@ def write_config(
     ``script``'s texts in turn, "" after the last), so tests of SIP, RTP, keys,
     queues and the console start fast; a test that checks what was *said*
     passes ``engine="auto"`` (Whisper base) or "vosk"."""
-    low, high = free_port_block(400)
+    low, high = free_port_block(400, avoid=TRIAL_RTP_REGION)
     sip_port = free_udp_port()
     while low <= sip_port <= high:
         sip_port = free_udp_port()

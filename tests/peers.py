@@ -30,12 +30,15 @@ def free_udp_port(even: bool = False) -> int:
         return port
 
 
-def free_port_block(size: int = 200) -> tuple[int, int]:
-    """A block of UDP ports that are free now (for RTP ranges)."""
+def free_port_block(size: int = 200, avoid: tuple[int, int] | None = None) -> tuple[int, int]:
+    """A block of UDP ports that are free now (for RTP ranges), outside
+    ``avoid`` (a range other peers take their ports from later)."""
     import random
 
     for _ in range(100):
         low = random.randrange(20000, 50000, 2)
+        if avoid is not None and low <= avoid[1] and low + size - 1 >= avoid[0]:
+            continue
         ok = True
         for port in range(low, low + size, 37):
             try:
