@@ -676,6 +676,8 @@ async def test_a_refer_names_a_directory_entry_or_is_refused_and_notifies_say_ho
         await asyncio.sleep(0.5)
 
         ivr_contact = (header(offer, "Contact") or "").strip("<>")
+        allowed = {m.strip() for m in (header(offer, "Allow") or "").split(",")}
+        assert {"REFER", "INFO"} <= allowed, "the IVR's INVITE to the operator must allow them"
 
         def refer(cseq: int, target: str) -> str:
             return "\r\n".join(

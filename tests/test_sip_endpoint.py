@@ -90,6 +90,17 @@ async def test_invite_answered_and_retransmission_absorbed(sip: Fixture) -> None
     assert sip.endpoint.dialog_count == 1
 
 
+async def test_the_answer_to_an_invite_allows_refer_and_info(sip: Fixture) -> None:
+    """An operator's phone learns from the 200 OK that it may send keys (INFO) and
+    transfer (REFER, taken as bringing a department in: ivr/consultation.py)."""
+    text, _, _ = invite(sip.peer.port, sip.endpoint.port)
+    sip.peer.send(text, sip.endpoint.port)
+    ok = await next_final(sip.peer)
+    assert status_of(ok) == 200
+    allowed = {m.strip() for m in (header(ok, "Allow") or "").split(",")}
+    assert {"INVITE", "ACK", "BYE", "CANCEL", "INFO", "REFER"} <= allowed, allowed
+
+
 async def test_200_retransmitted_until_ack_then_bye_ends_dialog(sip: Fixture) -> None:
     text, call_id, _ = invite(sip.peer.port, sip.endpoint.port)
     sip.peer.send(text, sip.endpoint.port)

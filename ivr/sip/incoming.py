@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aiosipua import SipRequest
 
 from ivr.sip.dialog import Dialog, DialogEnd, route_set_of
-from ivr.sip.messages import cseq_number, make_tag
+from ivr.sip.messages import ALLOWED_METHODS, cseq_number, make_tag
 from ivr.sip.messages import uri_addr as uri_addr  # was defined here
 from ivr.sip.sdp import MediaOffer
 from ivr.sip.stream_transport import dialog_hop
@@ -116,7 +116,7 @@ class IncomingInvite:
             to_tag=self.local_tag,
             headers={
                 "Contact": self._endpoint.contact_for(self.addr),
-                "Allow": "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+                "Allow": ALLOWED_METHODS,
                 "User-Agent": self._endpoint.user_agent,
             },
             body=sdp.encode(),

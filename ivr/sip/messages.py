@@ -30,7 +30,9 @@ REASONS: dict[int, str] = {
     513: "Message Too Large",
 }
 
-ALLOWED_METHODS = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+# what the IVR serves, said in Allow of every answer and INVITE it sends: REFER is
+# taken in an operator's call (ivr/consultation.py; 405 in other dialogs)
+ALLOWED_METHODS = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER"
 REQUIRED_HEADERS = ("via", "from", "to", "call-id", "cseq")
 
 __all__ = [

@@ -13,7 +13,7 @@ from aiosipua.headers import CaseInsensitiveDict
 
 from ivr.sip.dialog import Dialog, add_routes, next_hop, route_set_of
 from ivr.sip.incoming import contact_uri
-from ivr.sip.messages import make_branch, make_tag, tag_of
+from ivr.sip.messages import ALLOWED_METHODS, make_branch, make_tag, tag_of
 from ivr.sip.sdp import MediaOffer, SdpError, parse_media
 from ivr.sip.transactions import ClientTransaction
 from ivr.sip.transport import Addr
@@ -67,7 +67,7 @@ class OutgoingInvite:
         headers.set_single("CSeq", "1 INVITE")
         headers.set_single("Contact", endpoint.contact_for(addr))
         headers.set_single("User-Agent", endpoint.user_agent)
-        headers.set_single("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")
+        headers.set_single("Allow", ALLOWED_METHODS)
         for name, value in (extra_headers or {}).items():
             headers.set_single(name, value)
         headers.set_single("Content-Type", "application/sdp")
