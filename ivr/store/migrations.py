@@ -442,6 +442,115 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX followup_events_dials ON followup_events (to_state, at)",
         ),
     ),
+    Migration(
+        14,
+        "dispatch (派单) to departments by the duty list, graded supervision (督办), "
+        "leader leases; console roles department and supervisor",
+        (
+            # one row per dispatched ticket: the department holding it now; each step
+            # is also a ticket_history row (ivr/tickets/dispatch.py)
+            """
+            CREATE TABLE dispatches (
+                ticket_id        INTEGER PRIMARY KEY NOT NULL REFERENCES tickets (id),
+                department       TEXT NOT NULL,
+                state            TEXT NOT NULL CHECK (state IN ('dispatched', 'accepted',
+                                     'returned', 'replied')),
+                category         TEXT NOT NULL DEFAULT '',
+                urgency          TEXT NOT NULL DEFAULT '',
+                started_at       REAL NOT NULL,        -- the first dispatch: the time runs
+                due_at           REAL NOT NULL,        -- from it (with extensions granted)
+                passes           INTEGER NOT NULL DEFAULT 0,  -- returned or reassigned
+                level            INTEGER NOT NULL DEFAULT 0 CHECK (level BETWEEN 0 AND 3),
+                passing_raised   INTEGER NOT NULL DEFAULT 0,  -- times 推诿 (level 2) raised
+                extension_hours  REAL,                 -- asked for, not yet decided
+                extension_reason TEXT,
+                result           TEXT,                 -- the department's answer
+                replied_at       REAL,
+                dispatched_by    TEXT NOT NULL,
+                updated_at       REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX dispatches_by_department ON dispatches (department, state)",
+            "CREATE INDEX dispatches_due ON dispatches (state, due_at)",
+            """
+            CREATE TABLE supervision_raises (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                ticket_id  INTEGER NOT NULL REFERENCES tickets (id),
+                department TEXT NOT NULL,
+                level      INTEGER NOT NULL CHECK (level BETWEEN 1 AND 3),
+                reason     TEXT NOT NULL,
+                at         REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX supervision_raises_by_ticket ON supervision_raises (ticket_id, id)",
+            "CREATE INDEX supervision_raises_by_time ON supervision_raises (at)",
+            # one node of the cluster does a job at a time (ivr/leases.py)
+            """
+            CREATE TABLE leader_leases (
+                name  TEXT PRIMARY KEY NOT NULL,
+                node  TEXT NOT NULL,
+                since REAL NOT NULL,
+                until REAL NOT NULL
+            )
+            """,
+        ),
+        # users.role: the CHECK of migration 6 named operator and admin only; the
+        # roles are checked by the program (ivr/web/auth.py ROLES, its one writer),
+        # so a later role needs no table rebuilt.  SQLite cannot drop a CHECK: the
+        # table is rebuilt, its sessions kept (dropping users cascades to them).
+        sqlite_statements=(
+            "CREATE TABLE sessions_kept AS SELECT * FROM sessions",
+            """
+            CREATE TABLE users_rebuilt (
+                id            INTEGER PRIMARY KEY,
+                name          TEXT NOT NULL UNIQUE,
+                role          TEXT NOT NULL CHECK (role != ''),
+                password_hash TEXT NOT NULL,
+                sip_uri       TEXT,
+                disabled      INTEGER NOT NULL DEFAULT 0,
+                created_at    REAL NOT NULL,
+                locked_at     REAL,
+                locked_reason TEXT
+            )
+            """,
+            "INSERT INTO users_rebuilt (id, name, role, password_hash, sip_uri, disabled, "
+            "created_at, locked_at, locked_reason) SELECT id, name, role, password_hash, "
+            "sip_uri, disabled, created_at, locked_at, locked_reason FROM users",
+            "DROP TABLE users",
+            "ALTER TABLE users_rebuilt RENAME TO users",
+            "INSERT INTO sessions SELECT * FROM sessions_kept",
+            "DROP TABLE sessions_kept",
+        ),
+        postgres_statements=(
+            "ALTER TABLE users DROP CONSTRAINT IF EXISTS users_role_check",
+            "ALTER TABLE users ADD CONSTRAINT users_role_not_empty CHECK (role <> '')",
+        ),
+    ),
+    Migration(
+        15,
+        "cases (案件): one matter, many reports; a ticket's case",
+        (
+            # a ticket saved joins the open case of its matter or opens its own
+            # (ivr/tickets/cases.py); closing a case closes all its reports
+            """
+            CREATE TABLE cases (
+                id             INTEGER PRIMARY KEY AUTOINCREMENT,
+                status         TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+                city           TEXT NOT NULL DEFAULT '',
+                category       TEXT NOT NULL DEFAULT '',
+                district       TEXT NOT NULL DEFAULT '',
+                place          TEXT NOT NULL DEFAULT '',   -- as the first report named it
+                opened_at      REAL NOT NULL,
+                last_report_at REAL NOT NULL,              -- the merge window runs from it
+                closed_at      REAL,
+                closed_by      TEXT
+            )
+            """,
+            "CREATE INDEX cases_open ON cases (status, category, city, last_report_at)",
+            "ALTER TABLE tickets ADD COLUMN case_id INTEGER REFERENCES cases (id)",
+            "CREATE INDEX tickets_by_case ON tickets (case_id, created_at)",
+        ),
+    ),
 )
 
 

@@ -1,0 +1,60 @@
+"""Leader leases: one node of the cluster does a periodic job at a time.
+
+A lease is a row of ``leader_leases`` (migration 14): the job's name, the node
+holding it, until when.  ``hold`` takes the lease when it is free, expired or
+already this node's, and extends it; otherwise it says no.  It runs in one
+short transaction under the store's lock of that name, so two nodes asking at
+once cannot both get it.  A node that dies stops renewing and another takes the
+job over once ``until`` has passed; a node that stops cleanly lets it go at once.
+"""
+
+from __future__ import annotations
+
+from ivr.store import Database
+
+
+class LeaderLease:
+    def __init__(self, db: Database, name: str, node: str) -> None:
+        self._db = db
+        self.name = name
+        self.node = node
+
+    async def hold(self, now: float, *, ttl: float) -> bool:
+        """Whether this node holds the lease until ``now + ttl`` (taken or renewed)."""
+        async with self._db.transaction() as tx:
+            await tx.lock(f"lease.{self.name}")
+            row = await tx.fetch_one(
+                "SELECT node, until FROM leader_leases WHERE name = ?", (self.name,)
+            )
+            if row is None:
+                await tx.execute(
+                    "INSERT INTO leader_leases (name, node, since, until) VALUES (?, ?, ?, ?)",
+                    (self.name, self.node, now, now + ttl),
+                )
+                return True
+            if row["node"] != self.node and float(row["until"]) > now:
+                return False
+            since_now = row["node"] != self.node
+            await tx.execute(
+                "UPDATE leader_leases SET node = ?, until = ?"
+                + (", since = ?" if since_now else "")
+                + " WHERE name = ?",
+                (self.node, now + ttl, now, self.name)
+                if since_now
+                else (self.node, now + ttl, self.name),
+            )
+            return True
+
+    async def holder(self) -> tuple[str, float] | None:
+        """(the node holding it, until when), or None if nobody ever took it."""
+        row = await self._db.fetch_one(
+            "SELECT node, until FROM leader_leases WHERE name = ?", (self.name,)
+        )
+        return None if row is None else (str(row["node"]), float(row["until"]))
+
+    async def release(self) -> None:
+        """Let it go now (a clean stop), if this node holds it."""
+        await self._db.execute(
+            "UPDATE leader_leases SET until = 0 WHERE name = ? AND node = ?",
+            (self.name, self.node),
+        )
