@@ -178,6 +178,16 @@ class TicketSettings:
 
 
 @dataclass(frozen=True)
+class DispatchSettings:
+    """[dispatch]: tickets sent to departments by the duty list (权责清单), and
+    graded supervision of their time limits (ivr/tickets/dispatch.py, supervision.py)."""
+
+    duty_list: Path | None = None  # None: no dispatch (the console says so)
+    warn_share: float = 0.8  # level 1 (初级预警) once this share of the time limit is used
+    check_every: float = 30.0  # s between supervision rounds (on the node holding the lease)
+
+
+@dataclass(frozen=True)
 class EmergencySettings:
     police: str = ""  # 110: violence
     fire: str = ""  # 119: fire, gas leak
@@ -332,6 +342,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     tickets: TicketSettings = field(default_factory=TicketSettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     emergency: EmergencySettings = field(default_factory=EmergencySettings)
     consultation: ConsultationSettings = field(default_factory=ConsultationSettings)
     work_orders: WorkOrderSettings = field(default_factory=WorkOrderSettings)
@@ -774,6 +785,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     logging = _logging(root.table("logging"))
     speech = _speech(root.table("speech"), base)
     tickets = _tickets(root.table("tickets"), base)
+    dispatch = _dispatch(root.table("dispatch"), base)
     emergency = _emergency(root.table("emergency"))
     consultation = _consultation(root.table("consultation"))
     work_orders = _work_orders(root.table("work_orders"))
@@ -795,6 +807,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         logging=logging,
         speech=speech,
         tickets=tickets,
+        dispatch=dispatch,
         emergency=emergency,
         consultation=consultation,
         work_orders=work_orders,
@@ -1144,6 +1157,16 @@ def _tickets(t: _Table, base: Path) -> TicketSettings:
         screen_pop_wait=wait,
         duplicate_window_days=window,
     )
+
+
+def _dispatch(t: _Table, base: Path) -> DispatchSettings:
+    d = DispatchSettings()
+    text = t.string("duty_list", "", empty_ok=True)  # "" = no dispatch
+    duty_list = (Path(text) if Path(text).is_absolute() else base / text) if text else None
+    warn_share = t.number("warn_share", d.warn_share, 0, 1, low_open=True, what="a share")
+    check_every = t.number("check_every", d.check_every, 1, 3600, low_open=False)
+    t.reject_unknown()
+    return DispatchSettings(duty_list=duty_list, warn_share=warn_share, check_every=check_every)
 
 
 def _emergency(t: _Table) -> EmergencySettings:
@@ -1533,6 +1556,9 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "work_orders.retry",
         "tickets.screen_pop_wait",
         "tickets.duplicate_window_days",
+        "dispatch.duty_list",
+        "dispatch.warn_share",
+        "dispatch.check_every",
         "storage.recording_retention_days",
         "storage.record_conversations",
         "speech.vad_aggressiveness",

@@ -54,7 +54,7 @@ from ivr.operators import (
     QueueConfig,
 )
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
-from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
+from ivr.prefill import PrefillDataError, Prefiller, load_gazetteer, load_taxonomy
 from ivr.prefill.classifier import load_classifier
 from ivr.prompts import (
     PromptLibrary,
@@ -72,9 +72,12 @@ from ivr.startup import Listener, StartupError, check_listeners, listen_failure
 from ivr.store import Database, DatabaseError, open_store
 from ivr.store_watch import FailingRounds, PendingWrites, StoreWatch
 from ivr.tickets import TicketStore
+from ivr.tickets.dispatch import Dispatches
+from ivr.tickets.duty_list import DutyList, DutyListError, load_duty_list
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.intake import Intake
 from ivr.tickets.search import TicketSearch
+from ivr.tickets.supervision import Supervision
 from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.admin_plans import config_routes, plan_routes
 from ivr.web.allow import WebAllow
@@ -82,6 +85,7 @@ from ivr.web.api import HotlineApi
 from ivr.web.audit import audit_middleware, audit_routes
 from ivr.web.auth import Accounts, require
 from ivr.web.console import ConsoleParts, console_routes
+from ivr.web.dispatch import DispatchParts, dispatch_routes
 from ivr.web.metrics import MetricsAccess, metrics_routes
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
@@ -204,6 +208,12 @@ class Hotline:
         self.callback_queue: CallbackQueue | None = None
         self.callback_dialler: CallbackDialler | None = None
         self.followups: FollowUps | None = None  # [followups]: 回访 after closed tickets
+        # [dispatch]: the duty list running (None: none), why its last load failed,
+        # the dispatched tickets and the supervision rounds (ivr/tickets/dispatch.py)
+        self.duty_list: DutyList | None = None
+        self.duty_list_error: str | None = None
+        self.dispatches: Dispatches | None = None
+        self.supervision: Supervision | None = None
         self.calls: dict[str, LiveCall] = {}
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
@@ -365,6 +375,23 @@ class Hotline:
         )
         self.accounts.guard = self.access_guard
         self.ticket_search = TicketSearch(self.db, self.tickets)
+        self.dispatches = Dispatches(self.db)
+        self.supervision = Supervision(
+            self.db,
+            node=self.roster.node_id,
+            warn_share=lambda: self.settings.dispatch.warn_share,
+            check_every=lambda: self.settings.dispatch.check_every,
+            events=self.events,
+            clock=self.wall_clock,
+            log=self.log.getChild("supervision"),
+        )
+        if self.settings.dispatch.duty_list is not None:  # a bad duty list stops the start
+            try:
+                self.duty_list = await asyncio.to_thread(self._load_duty_list, self.settings)
+            except DutyListError as exc:
+                raise StartupError(f"the duty list ([dispatch] duty_list):\n{exc}") from exc
+            self.supervision.start()
+        self.api.app.add_routes(dispatch_routes(self._dispatch_parts()))
         self.api.use_accounts(self.accounts, secure_cookie=self.settings.web.secure_cookie)
         self.api.app.middlewares.append(  # after the log-in's: it audits the request's user
             audit_middleware(self.access_guard, lambda: self.settings.audit, log=self.audit.log)
@@ -490,6 +517,53 @@ class Hotline:
             consultations=self.consultations,
         )
 
+    def _load_duty_list(self, settings: Settings) -> DutyList:
+        """The duty list file, checked against the taxonomy's categories and the
+        gazetteer's districts (DutyListError, PrefillDataError)."""
+        path = settings.dispatch.duty_list
+        assert path is not None
+        tickets = settings.tickets
+        return load_duty_list(
+            path,
+            categories=load_taxonomy(tickets.taxonomy).names,
+            districts=load_gazetteer(tickets.gazetteer).districts,
+        )
+
+    async def reload_duty_list(self) -> str | None:
+        """Read the duty list again (SIGHUP, the admins' reload): None, or why it
+        was refused (file:line, logged) and the running list kept."""
+        if self.settings.dispatch.duty_list is None:
+            self.duty_list, self.duty_list_error = None, None
+            return None
+        running = self.duty_list.version if self.duty_list is not None else "-"
+        try:
+            duty = await asyncio.to_thread(self._load_duty_list, self.settings)
+        except (DutyListError, PrefillDataError) as exc:
+            self.duty_list_error = str(exc)
+            self.log.error("duty list reload failed, keeping version %s:\n%s", running, exc)
+            return str(exc)
+        self.duty_list, self.duty_list_error = duty, None
+        if self.supervision is not None and not self.supervision.running:
+            self.supervision.start()
+        self.log.info(
+            "duty list loaded: %s version %s (was %s)", duty.source, duty.version, running
+        )
+        return None
+
+    def _dispatch_parts(self) -> DispatchParts:
+        return DispatchParts(
+            duty_list=lambda: self.duty_list,
+            duty_error=lambda: self.duty_list_error,
+            dispatches=lambda: self.dispatches,
+            tickets=lambda: self.tickets,
+            search=lambda: self.ticket_search,
+            supervision=lambda: self.supervision,
+            reload_duty_list=self.reload_duty_list,
+            events=self.events,
+            log=self.log.getChild("dispatch"),
+            clock=self.wall_clock,
+        )
+
     async def reload_plan(self) -> bool:
         """Load the dial plan again; on any error keep the running one."""
         async with self._reloading:
@@ -556,6 +630,7 @@ class Hotline:
                 )
                 raise
             self._apply_settings(change, configs)
+            await self.reload_duty_list()  # a bad one is logged, the running one kept
             if plan is not None:
                 self.plan = plan
                 self.log.info("dial plan reloaded: %s version %s", plan.name, plan.version)
@@ -671,6 +746,8 @@ class Hotline:
             await self.callback_dialler.stop()
         if self.followups is not None:
             await self.followups.stop()
+        if self.supervision is not None:
+            await self.supervision.stop()  # the lease let go: another node goes on
         await self.api.stop()
         if self.work_orders is not None:
             await self.work_orders.stop()

@@ -176,33 +176,37 @@ class Dispatches:
         return [_dispatch(r) for r in rows]
 
     async def counts(self, now: float) -> list[dict[str, Any]]:
-        """Per department: open, overdue, returned and passed, replied, and the
-        open tickets at each supervision level."""
+        """Per department: open, overdue and replied tickets, the open ones at
+        each supervision level, and how many tickets it returned (ever)."""
         rows = await self._db.fetch_all(
             "SELECT department, "
             "SUM(CASE WHEN state != ? THEN 1 ELSE 0 END) AS open_count, "
             "SUM(CASE WHEN state != ? AND due_at < ? THEN 1 ELSE 0 END) AS overdue, "
             "SUM(CASE WHEN state = ? THEN 1 ELSE 0 END) AS replied, "
-            "SUM(passes) AS passes, "
             "SUM(CASE WHEN state != ? AND level = 1 THEN 1 ELSE 0 END) AS level1, "
             "SUM(CASE WHEN state != ? AND level = 2 THEN 1 ELSE 0 END) AS level2, "
             "SUM(CASE WHEN state != ? AND level = 3 THEN 1 ELSE 0 END) AS level3 "
-            "FROM dispatches GROUP BY department ORDER BY department",
+            "FROM dispatches GROUP BY department",
             (REPLIED, REPLIED, now, REPLIED, REPLIED, REPLIED, REPLIED),
         )
-        return [
-            {
-                "department": r["department"],
-                "open": int(r["open_count"] or 0),
-                "overdue": int(r["overdue"] or 0),
-                "replied": int(r["replied"] or 0),
-                "passes": int(r["passes"] or 0),
-                "level1": int(r["level1"] or 0),
-                "level2": int(r["level2"] or 0),
-                "level3": int(r["level3"] or 0),
-            }
-            for r in rows
-        ]
+        returns = await self._db.fetch_all(
+            "SELECT old_value AS department, COUNT(*) AS returned FROM ticket_history "
+            "WHERE what = 'returned' GROUP BY old_value"
+        )
+        keys = ("open", "overdue", "replied", "returned", "level1", "level2", "level3")
+        found: dict[str, dict[str, Any]] = {}
+
+        def of(name: str) -> dict[str, Any]:
+            return found.setdefault(name, {"department": name, **dict.fromkeys(keys, 0)})
+
+        for r in rows:
+            counted = of(str(r["department"]))
+            counted["open"] = int(r["open_count"] or 0)
+            for key in ("overdue", "replied", "level1", "level2", "level3"):
+                counted[key] = int(r[key] or 0)
+        for r in returns:
+            of(str(r["department"]))["returned"] = int(r["returned"])
+        return [found[name] for name in sorted(found)]
 
     # -- the operator ------------------------------------------------------------
     async def dispatch(

@@ -177,6 +177,10 @@ class Supervision:
         self.rounds += 1
         return await self.scan(now)
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 

@@ -1,4 +1,5 @@
-"""Who is at the web console: users (operator, admin), log-in, sessions, CSRF.
+"""Who is at the web console: users (department, operator, supervisor, admin),
+log-in, sessions, CSRF.
 
 Passwords are hashed with scrypt (a slow, memory-hard hash) in an executor, so a
 log-in never blocks the event loop; the stored form is
@@ -42,7 +43,10 @@ from aiohttp.typedefs import Handler, Middleware
 from ivr.audit import AccessGuard, AccessRefusedError
 from ivr.store import ConstraintError, Database, Row
 
-ROLES = ("operator", "admin")  # in rising order: admin can do everything an operator can
+# in rising order: each can do everything the ones before it can, except that a
+# department (a body the hotline dispatches tickets to, ivr/tickets/dispatch.py)
+# sees and acts on only its own tickets, and nothing of the operators'
+ROLES = ("department", "operator", "supervisor", "admin")
 SESSION_COOKIE = "ivr_session"
 CSRF_HEADER = "X-CSRF-Token"
 
