@@ -34,6 +34,7 @@ from ivr.callbacks.model import Callback, CallbackReason
 from ivr.caller_profiles import CallerProfile, CallerProfiles
 from ivr.config import Settings
 from ivr.conversation_recorder import ConversationRecording
+from ivr.counsellors import CounsellorRouting
 from ivr.dialer import OperatorLine
 from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.dialplan.run import RunSurvey, run_dialplan
@@ -400,7 +401,8 @@ class CallSession:
             dialog=dialog,
             stream=stream,
             record=record,
-            transfer=parts.desk.connect,
+            # to the counsellors first when the ticket says so (ivr/counsellors.py)
+            transfer=CounsellorRouting(parts.desk, parts.settings, prompts, log).transfer,
             log=log,
             inband_detector=inband_detector,
             intake=intake,

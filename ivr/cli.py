@@ -134,9 +134,11 @@ def cmd_voices_build(args: argparse.Namespace) -> int:
     except DialPlanError as exc:
         print(exc, file=sys.stderr)
         return 1
-    for line in asyncio.run(
-        library.build(plan_prompt_texts(plan, settings.callbacks.greeting), plan.dialect_prompts)
-    ):
+    from ivr.counsellors import prompt_texts as counsellor_prompts
+
+    texts = plan_prompt_texts(plan, settings.callbacks.greeting)
+    texts.update(counsellor_prompts(settings.counsellors))
+    for line in asyncio.run(library.build(texts, plan.dialect_prompts)):
         print(line)
     return 0
 
@@ -167,7 +169,10 @@ def _plan_prompts(settings: Settings) -> tuple[set[str], set[str]] | None:
     except DialPlanError as exc:
         print(f"ivr: the dial plan has errors:\n{exc}", file=sys.stderr)
         return None
+    from ivr.counsellors import prompt_texts as counsellor_prompts
+
     texts = plan_prompt_texts(plan, settings.callbacks.greeting)
+    texts.update(counsellor_prompts(settings.counsellors))
     return plan_prompt_keys(plan, texts), set(texts)
 
 

@@ -207,6 +207,26 @@ class ConsultationSettings:
     silent_after: float = 15.0  # s without RTP from a party brought in: dropped
 
 
+COUNSELLOR_CONNECTING = "正在为您转接心理援助专线，请不要挂机。"
+COUNSELLOR_BUSY = "心理咨询师正在通话中，先为您转接人工坐席，请不要挂机。"
+
+
+@dataclass(frozen=True)
+class CounsellorSettings:
+    """[counsellors]: a caller who said words of distress (心理援助) is put
+    through to the counsellors' queue; the operator may bring one in."""
+
+    queue: str = ""  # the [queues.*] of counsellors; "" = callers are not routed by distress
+    # s a caller waits for a counsellor before the queue they were going to (said so)
+    wait: float = 30.0
+    # s a transfer waits for the caller's words still being transcribed before it chooses
+    wait_for_words: float = 5.0
+    # the [consultation] directory entry the console's 请心理咨询师 button rings ("" = none)
+    consult: str = ""
+    connecting: str = COUNSELLOR_CONNECTING  # said before the counsellors' queue
+    busy: str = COUNSELLOR_BUSY  # said when no counsellor came within ``wait``
+
+
 @dataclass(frozen=True)
 class WorkOrderSettings:
     webhook: str = ""  # "" = do not post
@@ -345,6 +365,7 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     emergency: EmergencySettings = field(default_factory=EmergencySettings)
     consultation: ConsultationSettings = field(default_factory=ConsultationSettings)
+    counsellors: CounsellorSettings = field(default_factory=CounsellorSettings)
     work_orders: WorkOrderSettings = field(default_factory=WorkOrderSettings)
     web: WebSettings = field(default_factory=WebSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
@@ -788,6 +809,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     dispatch = _dispatch(root.table("dispatch"), base)
     emergency = _emergency(root.table("emergency"))
     consultation = _consultation(root.table("consultation"))
+    counsellors = _counsellors(root.table("counsellors"), queues, consultation)
     work_orders = _work_orders(root.table("work_orders"))
     web = _web(root.table("web"))
     callbacks = _callbacks(root.table("callbacks"), queues)
@@ -810,6 +832,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         dispatch=dispatch,
         emergency=emergency,
         consultation=consultation,
+        counsellors=counsellors,
         work_orders=work_orders,
         web=web,
         callbacks=callbacks,
@@ -1204,6 +1227,37 @@ def _consultation(t: _Table) -> ConsultationSettings:
     )
 
 
+def _counsellors(
+    t: _Table, queues: Mapping[str, QueueSettings], consultation: ConsultationSettings
+) -> CounsellorSettings:
+    d = CounsellorSettings()
+    queue = t.string("queue", d.queue, empty_ok=True)
+    if queue and t.ok("queue") and queues and queue not in queues:
+        t.fail("queue", f"is not a queue in this file; queues: {', '.join(queues)}")
+        queue = ""
+    wait = t.number("wait", d.wait, 0, 3600, low_open=True)
+    wait_for_words = t.number("wait_for_words", d.wait_for_words, 0, 60, low_open=False)
+    consult = t.string("consult", d.consult, empty_ok=True)
+    if consult and t.ok("consult") and consult not in consultation.directory:
+        known = ", ".join(consultation.directory) or "none"
+        t.fail(
+            "consult",
+            f"is not a name in [consultation] directory (names: {known}); add it there first",
+        )
+        consult = ""
+    connecting = t.string("connecting", d.connecting)
+    busy = t.string("busy", d.busy)
+    t.reject_unknown()
+    return CounsellorSettings(
+        queue=queue,
+        wait=wait,
+        wait_for_words=wait_for_words,
+        consult=consult,
+        connecting=connecting,
+        busy=busy,
+    )
+
+
 def _work_orders(t: _Table) -> WorkOrderSettings:
     d = WorkOrderSettings()
     webhook = t.string("webhook", d.webhook, empty_ok=True)
@@ -1551,6 +1605,10 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "consultation.directory",
         "consultation.ring_timeout",
         "consultation.silent_after",
+        "counsellors.queue",
+        "counsellors.wait",
+        "counsellors.wait_for_words",
+        "counsellors.consult",
         "work_orders.webhook",
         "work_orders.timeout",
         "work_orders.retry",

@@ -690,7 +690,11 @@ class OperatorDesk:
         call: WaitingCaller,
         queue_name: str,
         hold_prompt: PromptAudio | WaitingMusic | None,
+        *,
+        max_wait: float | None = None,
     ) -> TransferResult:
+        """``max_wait``: the wait for an operator, if shorter than the queue's
+        (a caller in distress waits this long for a counsellor, ivr/counsellors.py)."""
         queue = self.queues.get(queue_name)
         if queue is None:
             self._log.error("transfer to unknown queue %r", queue_name)
@@ -754,12 +758,13 @@ class OperatorDesk:
         music = hold_prompt if isinstance(hold_prompt, WaitingMusic) else WaitingMusic(hold_prompt)
         hold = asyncio.ensure_future(self._hold(call, queue, music))
         call.note_transfer(queue.name, None, "waiting")
+        wait = queue.max_wait if max_wait is None else min(max_wait, queue.max_wait)
         try:
             # max_wait bounds the wait and the ringing, never the talk that follows
-            async with asyncio.timeout(queue.max_wait):
+            async with asyncio.timeout(wait):
                 operator, leg = await self._until_answered(call, queue)
         except TimeoutError:
-            self._log.info("no operator of %s within %.0f s", queue.name, queue.max_wait)
+            self._log.info("no operator of %s within %.0f s", queue.name, wait)
             call.note_transfer(queue.name, None, "no_operator")
             return TransferResult(TransferOutcome.NO_OPERATOR)
         finally:

@@ -35,6 +35,7 @@ from ivr.callbacks.settings import policy_from
 from ivr.caller_profiles import CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
 from ivr.consultation import Consultations
+from ivr.counsellors import prompt_texts as counsellor_prompts
 from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
@@ -240,7 +241,8 @@ class Hotline:
         )
 
     def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
-        return plan_prompt_texts(plan, self.settings.callbacks.greeting)
+        texts = plan_prompt_texts(plan, self.settings.callbacks.greeting)
+        return {**texts, **counsellor_prompts(self.settings.counsellors)}
 
     async def _load_speech(self, plan: DialPlan) -> None:
         """Load the speech engine if ``plan`` listens and none is loaded yet.

@@ -274,6 +274,13 @@ class CallIntake:
         _, pending = await asyncio.wait(set(self._pending), timeout=timeout)
         return not pending
 
+    async def current(self) -> Ticket | None:
+        """The call's ticket as it is now (None before it has one)."""
+        if self.ticket_id is None and not self._opened_unwritten:
+            return None
+        ticket_id = self.ticket_id or 0
+        return await self._tickets(lambda s: s.get(ticket_id))
+
     async def screen_pop(self) -> dict[str, str]:
         """SIP headers for the INVITE to the operator: the ticket goes with the call."""
         ticket_id = await self.ticket()

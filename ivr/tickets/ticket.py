@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.store import Database, Row, Transaction
+from ivr.tickets.counsellor import flagged
 
 STATUSES = ("open", "in_progress", "closed", "duplicate")
 IVR = "ivr"  # the "who" of changes made by the IVR itself
@@ -83,6 +84,8 @@ class Ticket:
         head = " ".join(p for p in parts if p)
         if self.emergency:
             head = f"!{self.emergency} {head}"
+        if flagged(self.fields):
+            head = f"需心理援助 {head}"
         unreliable = [str(n) for n, r in enumerate(self.recordings, 1) if r.unreliable]
         if unreliable:
             head = f"{head} [录音{'、'.join(unreliable)}：{UNRELIABLE_NOTICE}]"

@@ -35,6 +35,10 @@ from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary
 from ivr.tickets import STATUSES, TicketError, TicketStore
+from ivr.tickets.counsellor import FIELD as COUNSELLOR_FIELD
+from ivr.tickets.counsellor import flag_value
+from ivr.tickets.counsellor import flagged as counsellor_flagged
+from ivr.tickets.counsellor import why as counsellor_why
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.search import TicketFilter, TicketSearch, tickets_csv
 from ivr.voice_recordings import VoiceImportError, check_recording, install_recording, voice_status
@@ -102,6 +106,7 @@ def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
         web.get("/api/console/queue", c.queue),
         web.get("/api/console/callbacks", c.pending_callbacks),
         web.post("/api/console/consultation", c.consult),
+        web.post("/api/console/counsellor", c.counsellor),
         web.get("/api/tickets", c.find),
         web.get("/api/tickets.csv", c.export),
         web.post("/api/tickets/{id}", c.edit),
@@ -234,7 +239,51 @@ class _Console:
                 body["call"]["caller"] = tickets[-1].caller
         body["ticket"] = ticket
         body["consultation"] = self._consultation(call_id)
+        body["counsellor"] = self._counsellor(ticket)
         return _json(body)
+
+    def _counsellor(self, ticket: dict[str, Any] | None) -> dict[str, Any]:
+        """心理援助 on the screen: whether the ticket is flagged and why, and whom
+        the 请心理咨询师 button rings ([counsellors] consult; None: no button)."""
+        talks = self.p.consultations
+        consult = talks.settings().counsellors.consult if talks is not None else ""
+        fields = ticket["fields"] if ticket is not None else {}
+        return {
+            "needed": counsellor_flagged(fields),
+            "why": counsellor_why(fields),
+            "consult": consult if talks is not None and talks.entry(consult) else None,
+        }
+
+    async def counsellor(self, request: web.Request) -> web.Response:
+        """请心理咨询师: bring the [counsellors] consult entry into the operator's
+        call, flagging its ticket needs_counsellor if it was not."""
+        user = require(request, "operator")
+        talks = self.p.consultations
+        consult = talks.settings().counsellors.consult if talks is not None else ""
+        entry = talks.entry(consult) if talks is not None and consult else None
+        if talks is None or entry is None:
+            raise _error(409, "no counsellor to call: set [counsellors] consult in config.toml")
+        call_id = self.p.desk.current_call(user.sip_uri) if user.sip_uri else None
+        talk = talks.conversations.get(call_id) if call_id else None
+        if talk is None:
+            raise _error(409, f"{user.name} has no bridged call on this node")
+        flagged_now = False
+        call = self.p.calls().get(talk.call_id)
+        ticket_id = call.ticket_id() if call is not None else None
+        store = self._store()
+        if ticket_id:
+            ticket = await store.get(ticket_id)
+            if ticket is not None and not counsellor_flagged(ticket.fields):
+                ticket = await store.edit(ticket_id, {COUNSELLOR_FIELD: "true"}, who=user.name)
+                self.p.events.publish("edited", ticket.to_json())
+                flagged_now = True
+        state = talk.request(entry, f"console ({user.name}, 请心理咨询师)")
+        if state == "over":
+            raise _error(409, "the call is over")
+        self.p.log.info(
+            "console: %s brings counsellor %s into %s: %s", user.name, entry.name, call_id, state
+        )
+        return _json({"name": entry.name, "state": state, "flagged": flagged_now})
 
     def _consultation(self, call_id: str | None) -> dict[str, Any] | None:
         """Whom the operator may bring into their bridged call, and who is in it."""
@@ -286,9 +335,11 @@ class _Console:
             for waiter in data["waiting"]:
                 waiter.update(self._call_json(waiter["call_id"]))
                 waiter["urgency"] = None
+                waiter["counsellor"] = False
                 if store is not None and waiter.get("ticket_id"):
                     ticket = await store.get(int(waiter["ticket_id"]))
                     waiter["urgency"] = ticket.value("urgency") if ticket else None
+                    waiter["counsellor"] = counsellor_flagged(ticket.fields) if ticket else False
             queues.append(data)
         return _json({"queues": queues})
 
@@ -313,6 +364,8 @@ class _Console:
                 raise _error(400, f"field name {str(name)[:40]!r}: only a-z and _")
             if not isinstance(value, str) or len(value) > 2000:
                 raise _error(400, f"field {name}: want text of at most 2000 characters")
+            if name == COUNSELLOR_FIELD and flag_value(value) is None:
+                raise _error(400, f'field {name}: want "true" or "false", not {value[:40]!r}')
             changes[name] = value
         status = body.get("status")
         if status is not None:

@@ -51,7 +51,8 @@ function showTicket(t, call) {
   if (call && call.dialect) flags.append(Console.el("span", { class: "badge" }, dialect(call.dialect)), " ");
   if (call && call.elderly) flags.append(Console.el("span", { class: "badge elderly" }, "老年人"), " ");
   if (t.fields.proxy && t.fields.proxy.value) flags.append(Console.el("span", { class: "badge" }, "亲友代办"), " ");
-  if (t.emergency) flags.append(Console.el("span", { class: "badge urgent" }, "紧急 " + Console.named(EMERGENCIES, t.emergency)));
+  if (t.emergency) flags.append(Console.el("span", { class: "badge urgent" }, "紧急 " + Console.named(EMERGENCIES, t.emergency)), " ");
+  if (needsCounsellor(t)) flags.append(Console.el("span", { class: "badge urgent" }, "需心理援助"));
   const box = document.getElementById("fields");
   const spans = [];
   if (!editing) {
@@ -104,6 +105,24 @@ function showRecordings(t) {
       : Console.el("span", { class: "empty" }, "录音已过保存期"))));
 }
 
+function needsCounsellor(t) {
+  const v = t && t.fields.needs_counsellor && t.fields.needs_counsellor.value;
+  return v === true || (typeof v === "string" && ["true", "1", "yes", "是", "需要"].includes(v.trim().toLowerCase()));
+}
+
+function showCounsellor(c, consultation) {
+  // 心理援助: why the caller needs a counsellor (the words heard), the button that
+  // brings the configured counsellor into the call, and the operator's own flag
+  const box = document.getElementById("counsellor");
+  box.classList.toggle("needed", !!(c && c.needed));
+  document.getElementById("counsellor-why").textContent = c && c.needed ? "需心理援助：" + c.why : "";
+  const call = document.getElementById("counsellor-call");
+  const inCall = consultation && (consultation.parties.includes(c && c.consult) || consultation.ringing.includes(c && c.consult));
+  call.classList.toggle("hidden", !(c && c.consult && consultation));
+  call.disabled = !!inCall;
+  document.getElementById("counsellor-flag").textContent = c && c.needed ? "取消心理援助标记" : "标记需心理援助";
+}
+
 const PARTY_NAMES = { caller: "来电人", operator: "坐席" };
 function showConsultation(c) {
   // 多方协同: a button per department / emergency service; who is in the call
@@ -143,6 +162,7 @@ async function refreshMe() {
   if (data.ticket && (!ticket || ticket.id !== data.ticket.id)) { editing = false; showTicket(data.ticket, data.call); loadDuplicates(); }
   else if (data.ticket && !editing) showTicket(data.ticket, data.call);
   showConsultation(data.consultation);
+  showCounsellor(data.counsellor, data.consultation);
 }
 
 async function refreshQueue() {
@@ -155,7 +175,8 @@ async function refreshQueue() {
       Console.el("td", {}, w.estimated_wait == null ? "—" : "约" + Math.max(1, Math.ceil(w.estimated_wait / 60)) + "分钟"),
       Console.el("td", {}, dialect(w.dialect)),
       Console.el("td", {}, w.elderly ? Console.el("span", { class: "badge elderly" }, "老年人") : "",
-        w.urgency === "紧急" ? Console.el("span", { class: "badge urgent" }, "紧急") : (w.urgency || ""))));
+        w.urgency === "紧急" ? Console.el("span", { class: "badge urgent" }, "紧急") : (w.urgency || ""),
+        w.counsellor ? Console.el("span", { class: "badge urgent" }, "心理援助") : "")));
   }
   document.getElementById("queue").replaceChildren(...(rows.length ? rows : [Console.el("tr", {}, Console.el("td", { colspan: 6, class: "empty" }, "无人排队"))]));
   const cbs = await Console.api("GET", "/api/console/callbacks");
@@ -197,6 +218,19 @@ document.getElementById("ticket-form").addEventListener("submit", async (event) 
 });
 document.getElementById("availability").addEventListener("click", async () => {
   await Console.api("POST", "/api/console/availability", { ready: !me.ready });
+  await refreshMe();
+});
+document.getElementById("counsellor-call").addEventListener("click", async (event) => {
+  const button = event.currentTarget, said = document.getElementById("counsellor-said");
+  button.disabled = true;
+  try { await Console.api("POST", "/api/console/counsellor", {}); said.textContent = "正在呼叫心理咨询师"; }  // the outcome comes as an event
+  catch (err) { said.textContent = ""; said.append(Console.el("span", { class: "error" }, err.message)); button.disabled = false; }
+  await refreshMe();
+});
+document.getElementById("counsellor-flag").addEventListener("click", async () => {
+  if (!ticket) return;
+  const updated = await Console.api("POST", `/api/tickets/${ticket.id}`, { fields: { needs_counsellor: needsCounsellor(ticket) ? "false" : "true" } });
+  if (!editing) showTicket(updated, me && me.call);
   await refreshMe();
 });
 document.getElementById("logout").addEventListener("click", () => Console.logout());
