@@ -23,6 +23,7 @@ from tests.audio_tools import best_match, write_wav
 from tests.conftest import StartHotline, trial
 from tests.peers import SippUas, free_udp_port
 from tests.test_call_path import wait_records
+from tests.test_web_console import browser  # noqa: F401 (a fixture)
 
 LOG = logging.getLogger("ivr.test.counsellors")
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,3 +329,60 @@ async def test_the_operator_brings_a_counsellor_in_and_flags_the_ticket(
     assert hotline.tickets is not None
     history = await hotline.tickets.history(ticket_id)
     assert any(h.what == "field:needs_counsellor" and h.who == "op1" for h in history)
+
+
+async def test_the_screen_says_why_and_its_button_brings_the_counsellor_in(
+    start_hotline: StartHotline,
+    tmp_path: Path,
+    browser: Any,  # noqa: F811 (the fixture)
+) -> None:
+    """In Chromium: a caller who said 想不开 ... 不想活了 is with an operator (no
+    counsellors' queue configured); the screen pop says 需心理援助 and the words
+    heard; 请心理咨询师 rings the counsellor in and the screen shows them in the call."""
+    from tests.test_web_console import CHROMIUM, log_in, shot
+    from tests.web_client import PASSWORD
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed")
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
+    counsellor = SippUas(
+        tmp_path / "xl", free_udp_port(), free_udp_port(even=True), user="counsellor", trace=True
+    )
+    await operator.start()
+    await counsellor.start()
+    try:
+        hotline = await start_hotline(
+            [operator.uri],
+            dialplan=DESCRIBE_PLAN,
+            script=[DISTRESS],
+            extra=(
+                f'[consultation]\ndirectory = {{ "心理援助热线" = "{counsellor.uri}" }}\n'
+                '[counsellors]\nconsult = "心理援助热线"\n'
+            ),
+        )
+        assert hotline.accounts is not None
+        await hotline.accounts.add_user("op1", PASSWORD, "operator", sip_uri=operator.uri)
+        base = f"http://127.0.0.1:{hotline.api.port}"
+        page = await log_in(browser, base, "op1")
+        await page.wait_for_url(f"{base}/operator")
+        call = asyncio.ensure_future(
+            place_call(
+                trial(hotline.endpoint.port, play=caller_voice(tmp_path, "c"), duration=25.0), LOG
+            )
+        )
+        await page.wait_for_selector("#counsellor-call:not(.hidden)", timeout=30_000)
+        await page.wait_for_selector("#counsellor-why:has-text('不想活')", timeout=10_000)
+        said = await page.locator("#counsellor-why").text_content() or ""
+        assert said.startswith("需心理援助：来电人说了「想不开」"), said
+        assert "需心理援助" in (await page.locator("#ticket-flags").text_content() or "")
+        await page.click("#counsellor-call")
+        await page.wait_for_selector("#consult-parties:has-text('心理援助热线')", timeout=20_000)
+        assert await page.locator("#counsellor-call").is_disabled()
+        await page.wait_for_selector("#counsellor-said:has-text('已加入通话')", timeout=5_000)
+        await shot(page, "operator-counsellor")
+        result = await asyncio.wait_for(call, 40)
+    finally:
+        await operator.stop()
+        await counsellor.stop()
+    assert result.ended_by == "caller"
+    assert invites(counsellor), "the counsellor was never rung"

@@ -251,6 +251,7 @@ document.getElementById("logout").addEventListener("click", () => Console.logout
     const c = JSON.parse(e.data);
     if (!me || c.operator !== me.sip_uri) return;  // another operator's call
     document.getElementById("consult-said").textContent = c.words;
+    if (me.counsellor && c.name === me.counsellor.consult) document.getElementById("counsellor-said").textContent = c.words;
     refreshMe();
   });
   setInterval(refreshMe, 1500);
