@@ -386,3 +386,78 @@ async def test_the_screen_says_why_and_its_button_brings_the_counsellor_in(
         await counsellor.stop()
     assert result.ended_by == "caller"
     assert invites(counsellor), "the counsellor was never rung"
+
+
+async def test_in_a_cluster_the_counsellors_line_and_the_flag_are_shared(
+    request: pytest.FixtureRequest, tmp_path: Path, prompt_cache: Path
+) -> None:
+    """Two nodes on one PostgreSQL store: a caller in distress rings node A, is put
+    through to the counsellor (their phone in both nodes' [queues.counsellors]);
+    the counsellor's screen on node B's console shows the ticket, 需心理援助 and the
+    words heard: the flag comes through the store, the line is the cluster's."""
+    import re
+
+    from ivr.config import load_settings
+    from ivr.logs import setup_logging
+    from ivr.server import Hotline
+    from tests.conftest import new_postgres_database, write_config
+    from tests.web_client import hotline_client
+
+    url = new_postgres_database(request, request.getfixturevalue("postgres_server"))
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
+    counsellor = SippUas(
+        tmp_path / "xl", free_udp_port(), free_udp_port(even=True), user="counsellor", trace=True
+    )
+    await operator.start()
+    await counsellor.start()
+    nodes: list[Hotline] = []
+    log = setup_logging("DEBUG", "text")
+    try:
+        for name, script in (("node-a", [DISTRESS]), ("node-b", [])):
+            (tmp_path / name).mkdir()
+            path = write_config(
+                tmp_path / name,
+                operators=[operator.uri],
+                prompt_cache=prompt_cache,
+                dialplan=DESCRIBE_PLAN,
+                script=script,
+                extra=counsellors_config(counsellor.uri) + f'[node]\nid = "{name}"\n',
+            )
+            text, n = re.subn(r'(?m)^database = ".*"$', f'url = "{url}"', path.read_text())
+            assert n == 1
+            path.write_text(text)
+            hotline = Hotline(load_settings(path), log)
+            await hotline.start()
+            nodes.append(hotline)
+        a, b = nodes
+        client = await hotline_client(b, "operator", "xl1", sip_uri=counsellor.uri)
+        base = f"http://127.0.0.1:{b.api.port}"
+        try:
+            call = asyncio.ensure_future(
+                place_call(
+                    trial(a.endpoint.port, play=caller_voice(tmp_path, "c"), duration=20.0), LOG
+                )
+            )
+            me: dict[str, Any] = {}
+            for _ in range(150):
+                async with client.get(f"{base}/api/console/me") as r:
+                    me = await r.json()
+                if me.get("ticket"):
+                    break
+                await asyncio.sleep(0.2)
+            assert me.get("ticket"), "node B's console never showed the counsellor's call"
+            assert me["counsellor"]["needed"] is True
+            assert "想不开" in me["counsellor"]["why"] and "不想活" in me["counsellor"]["why"]
+            assert me["consultation"] is None  # the call is node A's
+            await asyncio.wait_for(call, 40)
+        finally:
+            await client.close()
+        (record,) = await wait_records(a, 1)
+    finally:
+        for hotline in nodes:
+            await hotline.stop(drain_timeout=2.0)
+        logging.getLogger("ivr").handlers.clear()
+        await operator.stop()
+        await counsellor.stop()
+    assert (record.queue, record.operator, record.node) == ("counsellors", counsellor.uri, "node-a")
+    assert len(invites(counsellor)) == 1
