@@ -130,6 +130,15 @@ class Call(Protocol):
         """Slower prompts, longer timeouts and end-of-speech silence from now on."""
 
     @property
+    def enterprise(self) -> str | None:
+        """The business the caller calls for (企业专席): its name in the enterprise
+        registry, "" when they chose 企业服务; None: not a business."""
+        ...
+
+    def enter_enterprise_service(self) -> None:
+        """The caller chose 企业服务: their transfers go to the enterprise seats."""
+
+    @property
     def dialect(self) -> str:
         """The dialect prompts are said in (one of ivr.dialects.DIALECTS)."""
         ...

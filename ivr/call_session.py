@@ -38,6 +38,7 @@ from ivr.counsellors import CounsellorRouting
 from ivr.dialer import OperatorLine
 from ivr.dialplan.model import DialPlan, TransferNode
 from ivr.dialplan.run import RunSurvey, run_dialplan
+from ivr.enterprises import EnterpriseRegistry
 from ivr.live_call import LiveCall
 from ivr.logs import CallLog
 from ivr.media.clock import MediaClock
@@ -92,6 +93,7 @@ class CallParts:
     watch: StoreWatch | None = None
     pending: PendingWrites | None = None
     metrics: HotlineMetrics | None = None  # calls ended by reason (/metrics)
+    enterprises: EnterpriseRegistry | None = None  # business numbers (企业专席)
 
     def ended(self, reason: str | None) -> None:
         if self.metrics is not None:
@@ -409,12 +411,21 @@ class CallSession:
             screen_pop_wait=screen_pop_wait,
             elderly=settings.elderly,
             dialect=settings.prompts.dialect,
+            enterprise=settings.enterprise,
         )
         call.priority = priority
         parts.calls[call_id] = call
         profile = await parts.read(
             "caller profile", lambda: parts.profiles.get(caller), log, default=None
         )
+        registry = parts.enterprises
+        if registry is not None:
+            business = await parts.read(
+                "enterprise registry", lambda: registry.find(caller), log, default=None
+            )
+            if business is not None:
+                call.enterprise = business.name
+                log.info("enterprise caller: %s", business.name)
         session = cls(parts, call, intake, plan=plan, prompts=prompts, profile=profile)
         session._apply_profile()
         return session

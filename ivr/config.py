@@ -284,6 +284,14 @@ class ElderlySettings:
 
 
 @dataclass(frozen=True)
+class EnterpriseSettings:
+    """[enterprise]: 企业专席. Callers whose number is in the enterprise registry
+    (ivr/enterprises.py) or who chose 企业服务 are transferred to ``queue``."""
+
+    queue: str = ""  # the [queues.*] of the enterprise seats; "" = as the dial plan says
+
+
+@dataclass(frozen=True)
 class WebSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -309,6 +317,14 @@ class QueueSettings:
     operators: tuple[str, ...]
     max_waiting: int = 50
     max_wait: float = 300.0
+    # seconds within which a caller should be answered (服务水平); 0 = none. A caller
+    # waiting longer is logged and counted (/metrics ivr_queue_answered{within_target})
+    target_answer: float = 0.0
+    # another queue whose free operators a caller of this one may take once they have
+    # waited overflow_to_after s (a free general operator takes an enterprise caller
+    # whose target is near), when no caller of that queue is waiting for them; "" = none
+    overflow_to: str = ""
+    overflow_to_after: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -370,6 +386,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     elderly: ElderlySettings = field(default_factory=ElderlySettings)
+    enterprise: EnterpriseSettings = field(default_factory=EnterpriseSettings)
     dialects: DialectSettings = field(default_factory=DialectSettings)
     node: NodeSettings = field(default_factory=NodeSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
@@ -814,6 +831,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     web = _web(root.table("web"))
     callbacks = _callbacks(root.table("callbacks"), queues)
     elderly = _elderly(root.table("elderly"), queues)
+    enterprise = _enterprise(root.table("enterprise"), queues)
     dialects = _dialects(root.table("dialects"), prompts, queues)
     node = _node(root.table("node"), base)
     audit = _audit(root.table("audit"))
@@ -837,6 +855,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         web=web,
         callbacks=callbacks,
         elderly=elderly,
+        enterprise=enterprise,
         dialects=dialects,
         node=node,
         audit=audit,
@@ -972,6 +991,20 @@ def _elderly(t: _Table, queues: Mapping[str, QueueSettings]) -> ElderlySettings:
         seats=seats,
         seat_overflow_after=after,
     )
+
+
+def _enterprise(t: _Table, queues: Mapping[str, QueueSettings]) -> EnterpriseSettings:
+    d = EnterpriseSettings()
+    queue = t.string("queue", d.queue, empty_ok=True)
+    if queue and t.ok("queue") and queues and queue not in queues:
+        t.fail(
+            "queue",
+            f"is not a queue in this file; add [queues.{queue}] with the enterprise seats "
+            f"(queues: {', '.join(queues)})",
+        )
+        queue = ""
+    t.reject_unknown()
+    return EnterpriseSettings(queue=queue)
 
 
 def _speeds(t: _Table, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -1525,6 +1558,7 @@ def _operators(t: _Table) -> OperatorSettings:
 
 def _queues(root: _Table, t: _Table) -> Mapping[str, QueueSettings]:
     queues: dict[str, QueueSettings] = {}
+    tables: dict[str, _Table] = {}
     for name in t.names():
         if _QUEUE_NAME.fullmatch(name) is None:
             t.table(name)  # mark as known; its contents are not checked
@@ -1537,6 +1571,20 @@ def _queues(root: _Table, t: _Table) -> Mapping[str, QueueSettings]:
         queue = t.table(name)
         if t.ok(name):
             queues[name] = _queue(name, queue)
+            tables[name] = queue
+    for name, q in queues.items():
+        if not q.overflow_to:
+            continue
+        table = tables[name]
+        if q.overflow_to == name or q.overflow_to not in queues:
+            others = ", ".join(n for n in queues if n != name) or "none"
+            table.fail("overflow_to", f"must name another queue of this file (others: {others})")
+            queues[name] = replace(q, overflow_to="")
+        elif q.overflow_to_after >= q.max_wait:
+            table.fail(
+                "overflow_to_after",
+                f"must be less than max_wait ({q.max_wait:g}), or no caller ever overflows",
+            )
     if not queues and t.ok(*t.names()):
         root.fail(
             "queues",
@@ -1565,9 +1613,29 @@ def _queue(name: str, t: _Table) -> QueueSettings:
             break
     max_waiting = t.integer("max_waiting", d.max_waiting, 0, 100_000)
     max_wait = t.number("max_wait", d.max_wait, 0, 86400, low_open=True)
+    target = t.number("target_answer", d.target_answer, 0, 86400, low_open=False)
+    overflow_to = t.string("overflow_to", d.overflow_to, empty_ok=True)
+    overflow_after = d.overflow_to_after
+    if t.has("overflow_to_after"):
+        overflow_after = t.number("overflow_to_after", 0.0, 0, 86400, low_open=False)
+        if not overflow_to and t.ok("overflow_to_after"):
+            t.fail("overflow_to_after", "is set but overflow_to is not; name the queue too")
+    elif overflow_to and target > 0:
+        overflow_after = round(target * 0.75, 1)  # "the target is near"
+    elif overflow_to and t.ok("overflow_to"):
+        t.fail(
+            "overflow_to",
+            "needs overflow_to_after (seconds of waiting) or target_answer (then 3/4 of it)",
+        )
     t.reject_unknown()
     return QueueSettings(
-        name=name, operators=operators or (), max_waiting=max_waiting, max_wait=max_wait
+        name=name,
+        operators=operators or (),
+        max_waiting=max_waiting,
+        max_wait=max_wait,
+        target_answer=target,
+        overflow_to=overflow_to,
+        overflow_to_after=overflow_after,
     )
 
 
@@ -1626,6 +1694,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "elderly.end_silence",
         "elderly.seats",
         "elderly.seat_overflow_after",
+        "enterprise.queue",
         "callbacks.retry",
         "callbacks.quiet_hours",
         "callbacks.timezone",

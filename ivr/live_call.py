@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ivr.call import CallEnded, EndReason, TransferResult
 from ivr.call_records import CallRecord
-from ivr.config import ElderlySettings
+from ivr.config import ElderlySettings, EnterpriseSettings
 from ivr.dialects import MANDARIN
 from ivr.keypad import Keypad
 from ivr.media.prompt_audio import PromptAudio
@@ -47,8 +47,12 @@ class LiveCall:
         screen_pop_wait: float = 0.0,
         elderly: ElderlySettings | None = None,
         dialect: str = MANDARIN,
+        enterprise: EnterpriseSettings | None = None,
     ) -> None:
         self._elderly = elderly or ElderlySettings()
+        self._enterprise = enterprise or EnterpriseSettings()
+        # 企业专席: the business's name (registry), "" (chose 企业服务), None: not one
+        self.enterprise: str | None = None
         self._default_dialect = dialect
         self.dialect = dialect  # prompts are said in it; not the default: routed to its seats
         self.elderly = False  # in the elderly service (slower prompts, more time)
@@ -162,7 +166,29 @@ class LiveCall:
     ) -> TransferResult:
         self._check()
         music = WaitingMusic(hold_prompt, announce, announce_every, wait)
-        return await self._transfer(self, queue, music)
+        return await self._transfer(self, self.route(queue), music)
+
+    def route(self, queue: str) -> str:
+        """The queue a transfer to ``queue`` goes to: a business's goes to the
+        enterprise seats ([enterprise] queue) when the deployment has them."""
+        seats = self._enterprise.queue
+        if self.enterprise is None or not seats or queue == seats:
+            return queue
+        self.log.info(
+            "enterprise caller (%s): to queue %s, not %s",
+            self.enterprise or "企业服务",
+            seats,
+            queue,
+        )
+        return seats
+
+    def enter_enterprise_service(self) -> None:
+        if self.enterprise is None:
+            self.enterprise = ""
+        self.log.info(
+            "enterprise service%s",
+            f" (seats: {self._enterprise.queue})" if self._enterprise.queue else "",
+        )
 
     async def hangup(self) -> None:
         self.end(EndReason.IVR_HANGUP)
@@ -216,7 +242,11 @@ class LiveCall:
             return {}
         if not await self.intake.settled(self._screen_pop_wait):
             self.log.info("screen pop before the transcript is back; the screen will update")
-        return await self.intake.screen_pop()
+        headers = await self.intake.screen_pop()
+        if self.enterprise is not None:  # the operator's phone shows it is a business
+            name = " ".join(self.enterprise.split())
+            headers["X-Enterprise"] = name or "企业服务"
+        return headers
 
     async def note(self, text: str) -> None:
         if self.intake is not None:

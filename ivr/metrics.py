@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 STORE_READ_TIMEOUT_S = 1.0  # a scrape waits at most this long for the store
 # seconds: a short answer in a menu (tenths) up to a long description on a busy pool
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+# seconds a caller waits in an operator queue: answered at once up to ten minutes
+WAIT_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 # the operators' states as the console says them
 STATE_NAMES: Mapping[OperatorState, str] = {
     OperatorState.FREE: "ready",
@@ -131,6 +133,28 @@ class HotlineMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.queue_answered = Counter(
+            "ivr_queue_answered",
+            "Callers of an operator queue answered by an operator on this node, by whether "
+            "within the queue's target_answer (yes, no; none: the queue has no target) and "
+            "the queue of the operator who answered (another: its overflow_to)",
+            ("node", "queue", "within_target", "by"),
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "ivr_queue_answer_wait_seconds",
+            "Seconds a caller waited in an operator queue until an operator answered",
+            ("node", "queue"),
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_past_target = Counter(
+            "ivr_queue_past_target",
+            "Callers whose wait in an operator queue passed its target_answer (answered "
+            "later, or not at all)",
+            ("node", "queue"),
+            registry=self.registry,
+        )
         self._live: LiveFigures | None = None
         self._failing = FailingRounds(log, "metrics: the store not read for a scrape")
         self._abandoned: set[asyncio.Future[Any]] = set()  # reads a scrape gave up on
@@ -164,6 +188,15 @@ class HotlineMetrics:
 
     def prefilled(self, seconds: float) -> None:
         self.prefill_seconds.labels(self.node).observe(seconds)
+
+    def queue_answer(self, queue: str, waited: float, target: float, by: str) -> None:
+        """A caller of ``queue`` answered after ``waited`` s (OperatorDesk.on_answered)."""
+        within = "none" if target <= 0 else ("yes" if waited <= target else "no")
+        self.queue_answered.labels(self.node, queue, within, by).inc()
+        self.queue_wait_seconds.labels(self.node, queue).observe(waited)
+
+    def past_target(self, queue: str) -> None:
+        self.queue_past_target.labels(self.node, queue).inc()
 
     # -- a scrape --------------------------------------------------------------
     async def scrape(self) -> bytes:

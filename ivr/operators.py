@@ -169,6 +169,8 @@ class Waiter:
     skipped: set[str] = field(default_factory=set)  # operators who did not answer them
     ringing: str | None = None  # the operator being rung for them now
     overflowed: bool = False  # waited overflow_after for a skilled seat (logged once)
+    past_target: bool = False  # waited longer than the queue's target_answer (logged once)
+    lent_to: bool = False  # may take a spare operator of the overflow_to queue (logged once)
 
     def may_take(self, operator: Operator, now: float, overflow_after: float | None) -> bool:
         if self.skill is None or self.skill in operator.skills:
@@ -196,6 +198,12 @@ class Queue:
     max_wait: float
     overflow_after: float | None = OVERFLOW_AFTER_S
     elderly_overflow_after: float = ELDERLY_OVERFLOW_AFTER_S
+    # 服务水平: seconds within which a caller should be answered (0 = none)
+    target_answer: float = 0.0
+    # a caller who waited overflow_to_after s may also take a spare operator of
+    # the queue overflow_to (one free and not due to any caller of that queue)
+    overflow_to: str = ""
+    overflow_to_after: float = 0.0
     retired: bool = False  # removed from config.toml: serves the callers in line, then goes
     line: list[str] = field(default_factory=list)  # call ids, head first
     priority: set[str] = field(default_factory=set)  # call ids that keep an earlier place
@@ -226,7 +234,10 @@ class Queue:
         return position * statistics.fmean(self.handled) / staffed
 
     def assignment(
-        self, now: float, only: set[str] | None = None
+        self,
+        now: float,
+        only: set[str] | None = None,
+        spare: Sequence[Operator] = (),
     ) -> dict[str, tuple[Operator, bool]]:
         """Who gets which free operator now: call id -> (operator, start over).
 
@@ -235,11 +246,15 @@ class Queue:
         did not answer them, unless they skipped every one they may take
         (start over: ``True``). Callers whose operator is ringing are passed over.
         ``only``: the line is these callers (a desk deciding alone: its own).
+        ``spare``: free operators of the ``overflow_to`` queue nobody there is
+        due to (:func:`spare_operators`); a caller who has waited
+        ``overflow_to_after`` takes one of them when none of this queue's is theirs.
         """
         free = [op for op in self.operators if op.state is OperatorState.FREE]
+        lendable = [op for op in spare if op.state is OperatorState.FREE and op not in free]
         plan: dict[str, tuple[Operator, bool]] = {}
         for call_id in self.line:
-            if not free:
+            if not free and not lendable:
                 break
             if only is not None and call_id not in only:
                 continue
@@ -247,13 +262,37 @@ class Queue:
             if waiter is None or waiter.ringing is not None:
                 continue
             allowed = [op for op in free if waiter.may_take(op, now, waiter.overflow_after(self))]
-            untried = [op for op in allowed if op.uri not in waiter.skipped]
-            if not allowed:
-                continue
-            operator = min(untried or allowed, key=waiter.preference)
-            plan[call_id] = (operator, not untried)
-            free.remove(operator)
+            lent = list(lendable) if lendable and self.lends_to(waiter, now) else []
+            # their own queue's operators first, then spare ones; those who did not
+            # answer them only once every one was tried (start over)
+            rounds = ((allowed, False), (lent, False), (allowed, True), (lent, True))
+            for pool, start_over in rounds:
+                choice = [op for op in pool if start_over or op.uri not in waiter.skipped]
+                if choice:
+                    operator = min(choice, key=waiter.preference)
+                    plan[call_id] = (operator, start_over)
+                    (free if operator in free else lendable).remove(operator)
+                    break
         return plan
+
+    def lends_to(self, waiter: Waiter, now: float) -> bool:
+        """``waiter`` may take a spare operator of ``overflow_to`` now."""
+        return bool(self.overflow_to) and now - waiter.joined >= self.overflow_to_after
+
+
+def spare_operators(queue: Queue, other: Queue | None, now: float) -> list[Operator]:
+    """The free operators of ``other`` (``queue``'s overflow_to) that no caller
+    waiting in ``other`` gets now: they may take a caller of ``queue`` who has
+    waited overflow_to_after. None while ``other``'s own callers need them."""
+    if other is None or other is queue:
+        return []
+    due = {op.uri for op, _ in other.assignment(now).values()}
+    own = {op.uri for op in queue.operators}
+    return [
+        op
+        for op in other.operators
+        if op.state is OperatorState.FREE and op.uri not in due and op.uri not in own
+    ]
 
 
 # states in which an operator is held by the node that rang them
@@ -284,6 +323,9 @@ class QueueConfig:
     overflow_after: float | None = OVERFLOW_AFTER_S
     # the same for a caller in the elderly service waiting for the elderly seat
     elderly_overflow_after: float = ELDERLY_OVERFLOW_AFTER_S
+    target_answer: float = 0.0  # seconds within which a caller should be answered; 0 = none
+    overflow_to: str = ""  # a queue whose spare operators take callers who waited ...
+    overflow_to_after: float = 0.0  # ... this long
 
 
 @dataclass(frozen=True)
@@ -317,6 +359,13 @@ class QueueSnapshot:
     max_waiting: int
     max_wait: float
     overflow_after: float | None
+    target_answer: float = 0.0  # 0 = none
+    overflow_to: str = ""
+
+
+# called when a caller of a queue is answered: queue, seconds waited in it, the
+# queue's target_answer (0 = none), the queue of the operator who answered
+Answered = Callable[[str, float, float, str], None]
 
 
 class OperatorDesk:
@@ -337,6 +386,8 @@ class OperatorDesk:
         self.on_operator_free: list[Callable[[], None]] = []
         self.on_bridged: ConversationHook | None = None
         self.on_talking: TalkHook | None = None  # others may join the call (consultation)
+        self.on_answered: Answered | None = None  # counted per queue (/metrics)
+        self.on_past_target: Callable[[str], None] | None = None  # a wait passed the target
         self.queues: dict[str, Queue] = {}
         # one Operator per phone, shared by every queue it serves: a person in two
         # queues is rung for one caller at a time
@@ -556,6 +607,10 @@ class OperatorDesk:
                     f"queue {name!r}: overflow_after must be 0 or more seconds "
                     f"(or None: never), got {cfg.overflow_after}"
                 )
+            if cfg.overflow_to and (cfg.overflow_to == name or cfg.overflow_to not in queues):
+                raise ValueError(
+                    f"queue {name!r}: overflow_to {cfg.overflow_to!r} is not another queue"
+                )
             for uri in cfg.operators:
                 skills[uri] = skills.get(uri, frozenset()) | frozenset(cfg.skills.get(uri, ()))
         return skills
@@ -610,6 +665,9 @@ class OperatorDesk:
             queue.max_wait = cfg.max_wait
             queue.overflow_after = cfg.overflow_after
             queue.elderly_overflow_after = cfg.elderly_overflow_after
+            queue.target_answer = cfg.target_answer
+            queue.overflow_to = cfg.overflow_to
+            queue.overflow_to_after = cfg.overflow_to_after
             queue.retired = False
         for name, queue in list(self.queues.items()):
             if name in queues:
@@ -681,6 +739,8 @@ class OperatorDesk:
                     max_waiting=queue.max_waiting,
                     max_wait=queue.max_wait,
                     overflow_after=queue.overflow_after,
+                    target_answer=queue.target_answer,
+                    overflow_to=queue.overflow_to,
                 )
             )
         return shots
@@ -789,12 +849,65 @@ class OperatorDesk:
             raise CallEnded(call.gone.result())
         operator.state = OperatorState.TALKING
         operator.calls_taken += 1
+        self._answered(queue, operator, time.time() - waiter.joined)
         if self.shared is not None:
             await self._store(
                 "talking", self.shared.rang(call.call_id, operator.uri, answered=True)
             )
         await self._talk(call, leg, operator, queue)
         return TransferResult(TransferOutcome.BRIDGED, operator=operator.uri)
+
+    def _answered(self, queue: Queue, operator: Operator, waited: float) -> None:
+        """A caller of ``queue`` is answered after ``waited`` s in its line."""
+        lent = operator not in queue.operators
+        if lent:
+            self._log.info(
+                "answered by %s of queue %s (overflow from %s after %.1f s)",
+                operator.uri, operator.queue, queue.name, waited,
+            )  # fmt: skip
+        if self.on_answered is not None:
+            try:
+                self.on_answered(
+                    queue.name, waited, queue.target_answer, operator.queue if lent else queue.name
+                )
+            except Exception:
+                self._log.exception("answer not counted")
+
+    def _mark_target(self, call: WaitingCaller, queue: Queue, waiter: Waiter, now: float) -> None:
+        """Say once when the caller's wait passes the queue's target, and when they
+        may take a spare operator of its overflow_to queue."""
+        waited = now - waiter.joined
+        if queue.target_answer > 0 and waited >= queue.target_answer and not waiter.past_target:
+            waiter.past_target = True
+            self._log.warning(
+                "%s has waited %.0f s in queue %s: past its target answer time (%g s)",
+                call.call_id, waited, queue.name, queue.target_answer,
+            )  # fmt: skip
+            if self.on_past_target is not None:
+                self.on_past_target(queue.name)
+        if queue.lends_to(waiter, now) and not waiter.lent_to:
+            waiter.lent_to = True
+            self._log.info(
+                "%s has waited %.0f s in queue %s: a spare operator of %s may take them",
+                call.call_id, waited, queue.name, queue.overflow_to,
+            )  # fmt: skip
+
+    def _next_moment(self, queue: Queue, waiter: Waiter, now: float) -> float | None:
+        """The next moment this caller's options change by time alone (their
+        target passed, the overflow_to queue opened to them), if any is ahead."""
+        moments = []
+        if queue.target_answer > 0 and not waiter.past_target:
+            moments.append(waiter.joined + queue.target_answer)
+        if queue.overflow_to and not waiter.lent_to:
+            moments.append(waiter.joined + queue.overflow_to_after)
+        ahead = [m for m in moments if m > now]
+        return min(ahead) if ahead else None
+
+    def spare(self, queue: Queue, now: float) -> list[Operator]:
+        """This desk's view of the spare operators ``queue``'s callers may take."""
+        if not queue.overflow_to:
+            return []
+        return spare_operators(queue, self.queues.get(queue.overflow_to), now)
 
     async def _next_operator(self, call: WaitingCaller, queue: Queue, waiter: Waiter) -> Operator:
         """Wait until a free operator is this caller's (see :meth:`Queue.assignment`)."""
@@ -803,6 +916,7 @@ class OperatorDesk:
                 raise CallEnded(call.gone.result())
             changed = queue.changed  # taken before looking: no change goes unseen
             now = time.time()
+            self._mark_target(call, queue, waiter, now)
             overflow_after = waiter.overflow_after(queue)
             overflow_at = (
                 None
@@ -831,6 +945,9 @@ class OperatorDesk:
             wake = WAKE_EVERY_S
             if overflow_at is not None and now < overflow_at:
                 wake = min(wake, overflow_at - now)
+            moment = self._next_moment(queue, waiter, now)
+            if moment is not None:
+                wake = min(wake, moment - now)
             woken: asyncio.Future[Any] = asyncio.ensure_future(changed.wait())
             watched: set[asyncio.Future[Any]] = {woken, call.gone}
             try:
@@ -846,10 +963,11 @@ class OperatorDesk:
         this desk alone (one machine; or the store lost: among this node's
         callers only, with the operators as last seen)."""
         if self.shared is None:
-            return queue.assignment(now).get(call_id)
+            return queue.assignment(now, spare=self.spare(queue, now)).get(call_id)
         if self._shared_usable:
             try:
-                claim = await self.shared.claim(queue, call_id)
+                lender = self.queues.get(queue.overflow_to) if queue.overflow_to else None
+                claim = await self.shared.claim(queue, call_id, lender=lender)
             except Exception as exc:
                 if not self._unreachable(exc):
                     raise
@@ -865,7 +983,8 @@ class OperatorDesk:
                 return operator, claim.start_over
         else:
             self._go_alone()
-        mine = queue.assignment(now, only=self._local_calls).get(call_id)
+        spare = self.spare(queue, now)
+        mine = queue.assignment(now, only=self._local_calls, spare=spare).get(call_id)
         if mine is not None:
             self._mine[mine[0].uri] = None
         return mine
@@ -1071,8 +1190,9 @@ class OperatorDesk:
             operator.state = OperatorState.PAUSED
             return
         operator.state = OperatorState.FREE
+        lenders = {q.name for q in self.queues.values() if operator in q.operators}
         for queue in self.queues.values():
-            if operator in queue.operators:
+            if operator in queue.operators or queue.overflow_to in lenders:
                 queue.notify()  # callers of every queue they serve may take them now
         for listener in list(self.on_operator_free):
             listener()

@@ -39,6 +39,7 @@ from ivr.counsellors import prompt_texts as counsellor_prompts
 from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
 from ivr.dialplan.model import DialPlan, TransferNode
+from ivr.enterprises import EnterpriseRegistry
 from ivr.event_relay import EventRelay
 from ivr.followups.service import FollowUps
 from ivr.followups.web import followup_routes
@@ -187,6 +188,8 @@ class Hotline:
         self.desk.on_talking = self.consultations.begin
         # GET /metrics: this hotline's figures (a registry of its own, ivr/metrics.py)
         self.metrics = HotlineMetrics(log.getChild("metrics"), node=settings.node.id)
+        self.desk.on_answered = self.metrics.queue_answer  # 服务水平 per queue
+        self.desk.on_past_target = self.metrics.past_target
         self.listen = ListenSettings(
             end_silence=settings.speech.end_silence,
             pre_roll=settings.speech.pre_roll,
@@ -839,6 +842,7 @@ class Hotline:
             watch=self.store_watch,
             pending=self.pending_writes,
             metrics=self.metrics,
+            enterprises=EnterpriseRegistry(self.db),
         )
         # calls in progress written as they go: whoever takes over after a kill
         # (a survivor, or this node alone when it starts again) reads their path
@@ -963,6 +967,9 @@ def _queue_configs(settings: Settings) -> dict[str, QueueConfig]:
             },
             overflow_after=settings.dialects.overflow_after,
             elderly_overflow_after=settings.elderly.seat_overflow_after,
+            target_answer=q.target_answer,
+            overflow_to=q.overflow_to,
+            overflow_to_after=q.overflow_to_after,
         )
         for name, q in settings.queues.items()
     }

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ivr.node_roster import NodeRoster, live_nodes_sql
-from ivr.operators import Operator, OperatorState, Queue, Waiter
+from ivr.operators import Operator, OperatorState, Queue, Waiter, spare_operators
 from ivr.store import Database, Transaction
 
 DESK_LOCK = "desk"
@@ -122,10 +122,14 @@ class SharedLine:
     async def operators(self, uris: Iterable[str] | None = None) -> dict[str, OperatorRow]:
         return await _operators(self.db, self.roster, uris)
 
-    async def claim(self, queue: Queue, call_id: str) -> Claim | None:
+    async def claim(
+        self, queue: Queue, call_id: str, *, lender: Queue | None = None
+    ) -> Claim | None:
         """The free operator this caller gets now, marked ringing for this node;
         None while no free operator is theirs (someone earlier in line, or a
-        skill they wait for)."""
+        skill they wait for). ``lender``: ``queue``'s overflow_to queue, whose
+        spare operators (free, due to none of its own line) a caller who has
+        waited overflow_to_after may take."""
         async with self.db.transaction() as tx:
             await tx.lock(DESK_LOCK)
             now = self.roster.clock()
@@ -137,9 +141,23 @@ class SharedLine:
             ]
             if not any(e.call_id == call_id for e in entries):
                 return None
-            states = await _operators(tx, self.roster, [op.uri for op in queue.operators])
+            uris = [op.uri for op in queue.operators]
+            spare: list[Operator] = []
+            if lender is not None:
+                uris += [op.uri for op in lender.operators]
+            states = await _operators(tx, self.roster, uris)
             view = _view(queue, entries, states)
-            mine = view.assignment(now).get(call_id)
+            waiter = view.waiting[call_id]
+            if lender is not None and view.lends_to(waiter, now):
+                lender_line = [
+                    _entry(r)
+                    for r in await tx.fetch_all(
+                        _WAITERS + " AND w.queue = ?" + _ORDER,
+                        (self.roster.alive_since(), lender.name),
+                    )
+                ]
+                spare = spare_operators(view, _view(lender, lender_line, states), now)
+            mine = view.assignment(now, spare=spare).get(call_id)
             if mine is None:
                 return None
             operator, start_over = mine
@@ -357,6 +375,9 @@ def _view(queue: Queue, entries: list[LineEntry], states: Mapping[str, OperatorR
         max_wait=queue.max_wait,
         overflow_after=queue.overflow_after,
         elderly_overflow_after=queue.elderly_overflow_after,
+        target_answer=queue.target_answer,
+        overflow_to=queue.overflow_to,
+        overflow_to_after=queue.overflow_to_after,
     )
     for e in entries:
         view.line.append(e.call_id)

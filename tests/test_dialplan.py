@@ -237,6 +237,12 @@ class ScriptedCall:
     def enter_elderly_mode(self) -> None:
         self.speed, self.timeout_factor = 0.8, 1.5
 
+    enterprise: str | None = None
+
+    def enter_enterprise_service(self) -> None:
+        if self.enterprise is None:
+            self.enterprise = ""
+
     dialect = "mandarin"
     callback_person = "caller"
 

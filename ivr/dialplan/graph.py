@@ -24,6 +24,7 @@ from ivr.dialplan.model import (
     DialectNode,
     DialPlan,
     ElderlyNode,
+    EnterpriseNode,
     GotoNode,
     HangupNode,
     HoursNode,
@@ -55,6 +56,7 @@ def plan_graph(plan: DialPlan) -> dict[str, Any]:
         "version": plan.version,
         "start": plan.start,
         "elderly_start": plan.elderly_start,
+        "enterprise_start": plan.enterprise_start,
         "nodes": nodes,
         "edges": edges,
     }
@@ -78,6 +80,8 @@ def node_kind(node: Node) -> tuple[str, str]:
         return "no_callback", node.prompt or ""
     if isinstance(node, ElderlyNode):
         return "elderly", node.prompt or ""
+    if isinstance(node, EnterpriseNode):
+        return "enterprise", node.prompt or ""
     if isinstance(node, DialectNode):
         return "dialect", node.dialect
     if isinstance(node, SpeedNode):
@@ -108,7 +112,13 @@ def node_edges(node: Node) -> list[tuple[str, str]]:
         return [("next", node.next), ("on_no_speech", node.on_no_speech)]
     if isinstance(
         node,
-        PlayNode | NoCallbackNode | ElderlyNode | DialectNode | SpeedNode | CallbackToNode,
+        PlayNode
+        | NoCallbackNode
+        | ElderlyNode
+        | EnterpriseNode
+        | DialectNode
+        | SpeedNode
+        | CallbackToNode,
     ):
         return [("next", node.next)]
     if isinstance(node, HoursNode):
@@ -139,6 +149,7 @@ TYPE_NAMES = {
     "proxy": "代办描述",
     "no_callback": "不回拨",
     "elderly": "老年人服务",
+    "enterprise": "企业服务",
     "dialect": "切换方言",
     "speed": "语速",
     "callback_to": "回拨对象",
@@ -196,14 +207,19 @@ def graph_dot(graph: dict[str, Any]) -> str:
     after: dict[str, list[str]] = {}
     for source, target in merged:
         after.setdefault(source, []).append(target)
-    back, parent = _depth_first(ids, after, [graph.get("start"), graph.get("elderly_start")])
+    roots = [graph.get("start"), graph.get("elderly_start"), graph.get("enterprise_start")]
+    back, parent = _depth_first(ids, after, roots)
     sources: dict[str, int] = {}
     for _, target in merged:
         sources[target] = sources.get(target, 0) + 1
 
     starts = {
         str(node): why
-        for node, why in ((graph.get("start"), "入口"), (graph.get("elderly_start"), "老年人入口"))
+        for node, why in (
+            (graph.get("start"), "入口"),
+            (graph.get("elderly_start"), "老年人入口"),
+            (graph.get("enterprise_start"), "企业入口"),
+        )
         if node
     }
     lines = [

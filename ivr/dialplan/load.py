@@ -31,6 +31,7 @@ from ivr.dialplan.model import (
     DialectNode,
     DialPlan,
     ElderlyNode,
+    EnterpriseNode,
     GotoNode,
     HangupNode,
     HoursNode,
@@ -54,6 +55,7 @@ NODE_TYPES = (
     "describe",
     "no_callback",
     "elderly",
+    "enterprise",
     "dialect",
     "speed",
     "proxy",
@@ -90,6 +92,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "goto": {"type": str, "target": str},
     "no_callback": {"type": str, "next": str, "prompt": str},
     "elderly": {"type": str, "next": str, "prompt": str},
+    "enterprise": {"type": str, "next": str, "prompt": str},
     "dialect": {"type": str, "dialect": str, "next": str, "prompt": str},
     "speed": {"type": str, "speed": (int, float), "next": str, "prompt": str},
     "callback_to": {"type": str, "person": str, "next": str, "prompt": str},
@@ -138,6 +141,7 @@ REQUIRED = {
     "describe": ("prompt", "next", "on_no_speech"),
     "no_callback": ("next",),
     "elderly": ("next",),
+    "enterprise": ("next",),
     "dialect": ("dialect", "next"),
     "speed": ("speed", "next"),
     "proxy": ("prompt", "next", "on_no_speech"),
@@ -243,8 +247,8 @@ def parse_dialplan(
             fail(lines.table(key), f"unknown table [{key}]{_did_you_mean(key, TOP_LEVEL)}")
 
     plan_table = raw.get("plan")
-    name, start, elderly_start = "", "", ""
-    plan_keys = ("name", "start", "elderly_start")
+    name, start, elderly_start, enterprise_start = "", "", "", ""
+    plan_keys = ("name", "start", "elderly_start", "enterprise_start")
     if not isinstance(plan_table, dict):
         fail(1, "missing [plan] table with name and start")
     else:
@@ -258,6 +262,10 @@ def parse_dialplan(
         if not isinstance(elderly_start, str):
             fail(lines.key("plan", "elderly_start"), "plan.elderly_start must name a node")
             elderly_start = ""
+        enterprise_start = plan_table.get("enterprise_start", "")
+        if not isinstance(enterprise_start, str):
+            fail(lines.key("plan", "enterprise_start"), "plan.enterprise_start must name a node")
+            enterprise_start = ""
         name = plan_table.get("name", "")
         start = plan_table.get("start", "")
         if not isinstance(name, str) or not name:
@@ -295,12 +303,15 @@ def parse_dialplan(
 
     if problems:
         raise DialPlanError(problems)
-    _check_graph(start, nodes, node_table, lines, fail, filename, also=elderly_start)
-    if elderly_start and elderly_start not in nodes:
-        fail(
-            lines.key("plan", "elderly_start"),
-            f"plan.elderly_start: no node {elderly_start!r}{_did_you_mean(elderly_start, nodes)}",
-        )
+    _check_graph(
+        start, nodes, node_table, lines, fail, filename, also=(elderly_start, enterprise_start)
+    )
+    for key, entry in (("elderly_start", elderly_start), ("enterprise_start", enterprise_start)):
+        if entry and entry not in nodes:
+            fail(
+                lines.key("plan", key),
+                f"plan.{key}: no node {entry!r}{_did_you_mean(entry, nodes)}",
+            )
     _check_prompts(nodes, prompts, recorded_prompts, lines, fail)
     for dialect, own in dialect_prompts.items():
         for key in own:
@@ -348,6 +359,7 @@ def parse_dialplan(
         name=name,
         start=start,
         elderly_start=elderly_start or None,
+        enterprise_start=enterprise_start or None,
         prompts=prompts,
         dialect_prompts=dialect_prompts,
         nodes=nodes,
@@ -514,6 +526,8 @@ def _node(node_id: str, body: Any, lines: LineMap, fail: Any) -> Node | None:
         return NoCallbackNode(node_id, line, body["next"], body.get("prompt"))
     if kind == "elderly":
         return ElderlyNode(node_id, line, body["next"], body.get("prompt"))
+    if kind == "enterprise":
+        return EnterpriseNode(node_id, line, body["next"], body.get("prompt"))
     return GotoNode(node_id, line, body["target"])
 
 
@@ -738,7 +752,10 @@ def _edges(node: Node) -> list[tuple[str, str]]:
         return [("target", node.target)]
     if isinstance(node, DescribeNode):
         return [("next", node.next), ("on_no_speech", node.on_no_speech)]
-    if isinstance(node, NoCallbackNode | ElderlyNode | DialectNode | SpeedNode | CallbackToNode):
+    if isinstance(
+        node,
+        NoCallbackNode | ElderlyNode | EnterpriseNode | DialectNode | SpeedNode | CallbackToNode,
+    ):
         return [("next", node.next)]
     if isinstance(node, HoursNode):
         return [("open_next", node.open_next), ("closed_next", node.closed_next)]
@@ -755,7 +772,7 @@ def _check_graph(
     fail: Any,
     filename: str,
     *,
-    also: str = "",
+    also: tuple[str, ...] = (),
 ) -> None:
     if start not in nodes:
         fail(
@@ -779,7 +796,7 @@ def _check_graph(
                 broken = True
     if broken:
         return
-    roots = [start, *([also] if also in nodes else [])]
+    roots = [start, *(root for root in also if root in nodes)]
     seen = set(roots)
     todo = list(roots)
     while todo:

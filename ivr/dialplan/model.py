@@ -126,6 +126,17 @@ class ElderlyNode:
 
 
 @dataclass(frozen=True)
+class EnterpriseNode:
+    """The caller is a business (企业服务): their transfers go to the enterprise
+    seats (config.toml [enterprise] queue; where none is set, as the plan says)."""
+
+    id: str
+    line: int
+    next: str
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
 class DialectNode:
     """The caller chose a dialect: prompts in it from now on (the fallback chain
     of ivr.prompts) and, unless every operator speaks it, its dialect seats."""
@@ -204,6 +215,7 @@ Node = (
     | DescribeNode
     | NoCallbackNode
     | ElderlyNode
+    | EnterpriseNode
     | DialectNode
     | SpeedNode
     | CallbackToNode
@@ -224,6 +236,8 @@ class DialPlan:
     # where callers already in the elderly service start (e.g. straight to a human,
     # as carriers do for callers over 65); None: at start like everyone
     elderly_start: str | None = None
+    # where callers whose number is in the enterprise registry start (企业专席); None: at start
+    enterprise_start: str | None = None
     # a dialect's own wording of some prompts ([prompts.yue] in the file), for synthesis
     dialect_prompts: dict[str, dict[str, str]] = field(default_factory=dict)
 

@@ -16,6 +16,7 @@ from ivr.dialplan.model import (
     DialectNode,
     DialPlan,
     ElderlyNode,
+    EnterpriseNode,
     GotoNode,
     HangupNode,
     HoursNode,
@@ -87,7 +88,9 @@ async def run_dialplan(
     "hangup", "loop_guard"). CallEnded propagates when the caller leaves.
     ``survey`` runs survey nodes (a follow-up call's); without it one ends the call."""
     node_id = plan.start
-    if call.speed < 1.0 and plan.elderly_start:
+    if plan.enterprise_start and call.enterprise:
+        node_id = plan.enterprise_start  # a number in the enterprise registry (企业专席)
+    elif call.speed < 1.0 and plan.elderly_start:
         node_id = plan.elderly_start  # a known elderly caller (registry or last call)
     for _ in range(MAX_STEPS):
         node = plan.nodes[node_id]
@@ -123,6 +126,11 @@ async def run_dialplan(
             node_id = await _describe(node, call, prompts, listen)
         elif isinstance(node, ElderlyNode):
             call.enter_elderly_mode()
+            if node.prompt:
+                await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
+            node_id = node.next
+        elif isinstance(node, EnterpriseNode):
+            call.enter_enterprise_service()
             if node.prompt:
                 await call.play(_prompt(prompts, node.prompt, call), barge_in=True)
             node_id = node.next

@@ -551,6 +551,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX tickets_by_case ON tickets (case_id, created_at)",
         ),
     ),
+    Migration(
+        16,
+        "enterprise registry (企业专席): business numbers routed to the enterprise seats",
+        (
+            # one row per registered number (ivr/enterprises.py); imported from a CSV
+            """
+            CREATE TABLE enterprise_numbers (
+                number      TEXT PRIMARY KEY NOT NULL,
+                name        TEXT NOT NULL,
+                credit_code TEXT NOT NULL DEFAULT '',  -- 统一社会信用代码, if given
+                added_at    REAL NOT NULL,
+                source      TEXT NOT NULL DEFAULT ''   -- the file:line it came from
+            )
+            """,
+        ),
+    ),
 )
 
 
