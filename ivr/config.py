@@ -178,6 +178,16 @@ class TicketSettings:
 
 
 @dataclass(frozen=True)
+class MergingSettings:
+    """[merging]: a saved ticket of the same matter joins the open case (ivr/tickets/cases.py)."""
+
+    enabled: bool = True
+    window_hours: float = 36.0  # since a case's latest report, a new report may join it
+    burst_hours: float = 3.0  # an outage reported again this soon joins at street level
+    area_categories: tuple[str, ...] = ("供水", "供电", "燃气", "供暖")  # outages of an area
+
+
+@dataclass(frozen=True)
 class DispatchSettings:
     """[dispatch]: tickets sent to departments by the duty list (权责清单), and
     graded supervision of their time limits (ivr/tickets/dispatch.py, supervision.py)."""
@@ -391,6 +401,7 @@ class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     followups: FollowupSettings = field(default_factory=FollowupSettings)
+    merging: MergingSettings = field(default_factory=MergingSettings)
     # the file these settings were read from (load_settings sets it; a reload reads it again)
     source: Path | None = field(default=None, compare=False)
 
@@ -836,6 +847,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     node = _node(root.table("node"), base)
     audit = _audit(root.table("audit"))
     followups = _followups(root.table("followups"), base)
+    merging = _merging(root.table("merging"))
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -860,6 +872,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         node=node,
         audit=audit,
         followups=followups,
+        merging=merging,
     )
 
 
@@ -1223,6 +1236,24 @@ def _dispatch(t: _Table, base: Path) -> DispatchSettings:
     check_every = t.number("check_every", d.check_every, 1, 3600, low_open=False)
     t.reject_unknown()
     return DispatchSettings(duty_list=duty_list, warn_share=warn_share, check_every=check_every)
+
+
+def _merging(t: _Table) -> MergingSettings:
+    d = MergingSettings()
+    enabled = t.boolean("enabled", d.enabled)
+    window = t.number("window_hours", d.window_hours, 0, 24 * 365, low_open=True)
+    burst = t.number("burst_hours", d.burst_hours, 0, 24 * 365, low_open=False)
+    if t.ok("window_hours", "burst_hours") and burst > window:
+        t.fail("burst_hours", f"must be at most window_hours ({window:g}), not {burst:g}")
+        burst = min(d.burst_hours, window)
+    categories = t.string_list("area_categories")
+    t.reject_unknown()
+    return MergingSettings(
+        enabled=enabled,
+        window_hours=window,
+        burst_hours=burst,
+        area_categories=d.area_categories if categories is None else categories,
+    )
 
 
 def _emergency(t: _Table) -> EmergencySettings:

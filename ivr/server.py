@@ -74,6 +74,7 @@ from ivr.startup import Listener, StartupError, check_listeners, listen_failure
 from ivr.store import Database, DatabaseError, open_store
 from ivr.store_watch import FailingRounds, PendingWrites, StoreWatch
 from ivr.tickets import TicketStore
+from ivr.tickets.cases import CaseStore, MergeRule
 from ivr.tickets.dispatch import Dispatches
 from ivr.tickets.duty_list import DutyList, DutyListError, load_duty_list
 from ivr.tickets.events import TicketEvents
@@ -86,6 +87,7 @@ from ivr.web.allow import WebAllow
 from ivr.web.api import HotlineApi
 from ivr.web.audit import audit_middleware, audit_routes
 from ivr.web.auth import Accounts, require
+from ivr.web.cases import case_routes
 from ivr.web.console import ConsoleParts, console_routes
 from ivr.web.dispatch import DispatchParts, dispatch_routes
 from ivr.web.metrics import MetricsAccess, metrics_routes
@@ -169,6 +171,7 @@ class Hotline:
         self.audit: AuditLog | None = None  # who read, exported, changed what (ivr/audit.py)
         self.access_guard: AccessGuard | None = None  # [audit] thresholds and locks
         self.ticket_search: TicketSearch | None = None
+        self.cases: CaseStore | None = None  # [merging]: one matter, many reports
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
         self.profiles: CallerProfiles | None = None
@@ -309,6 +312,21 @@ class Hotline:
             raise StartupError(f"{exc}; change [storage] url{where}") from exc
         self.records = CallRecordStore(self.db)
         self.tickets = TicketStore(self.db)
+        merging = self.settings.merging
+        self.cases = (
+            CaseStore(
+                self.db,
+                self.tickets,
+                MergeRule(
+                    window=merging.window_hours * 3600.0,
+                    burst=merging.burst_hours * 3600.0,
+                    area_categories=frozenset(merging.area_categories),
+                    home_city=prefiller.gazetteer.city or "",
+                ),
+            )
+            if merging.enabled
+            else None
+        )
         self.profiles = CallerProfiles(self.db)
         self.store_watch = StoreWatch(self.db, log=self.log.getChild("store"))
         self.store_watch.start()
@@ -407,6 +425,14 @@ class Hotline:
         self._console = self._console_parts()
         self.api.app.add_routes(console_routes(self._console))
         self.api.app.add_routes(
+            case_routes(
+                lambda: self.cases,
+                lambda: self.tickets,
+                self.events,
+                log=self.log.getChild("cases"),
+            )
+        )
+        self.api.app.add_routes(
             followup_routes(
                 lambda: self.followups.queue if self.followups is not None else None,
                 lambda: self.db,
@@ -439,6 +465,7 @@ class Hotline:
         self.intake.watch = self.store_watch
         self.intake.pending = self.pending_writes
         self.intake.metrics = self.metrics
+        self.intake.cases = self.cases
         parts = await self._start_calls()
         if self.settings.followups.enabled:  # a bad survey plan stops the start (file:line)
             self.followups = FollowUps(
@@ -520,6 +547,7 @@ class Hotline:
             log=self.log.getChild("web"),
             audit=lambda: self.settings.audit,
             consultations=self.consultations,
+            cases=lambda: self.cases,
         )
 
     def _load_duty_list(self, settings: Settings) -> DutyList:

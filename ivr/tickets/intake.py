@@ -31,6 +31,7 @@ from ivr.speech.transcriber import Transcriber
 from ivr.speech.utterance import RATE, Utterance, UtteranceEnd
 from ivr.store_watch import PendingWrites, StoreWatch, Write
 from ivr.tickets import UNRELIABLE_NOTICE, Ticket, TicketStore
+from ivr.tickets.cases import CaseStore
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.unwritten import TicketChanges, UnwrittenTicket
 from ivr.tickets.work_orders import WorkOrderOutbox
@@ -88,6 +89,7 @@ class Intake:
         self.watch: StoreWatch | None = None
         self.pending: PendingWrites | None = None
         self.metrics: HotlineMetrics | None = None  # the prefill's latency (/metrics)
+        self.cases: CaseStore | None = None  # [merging]: the ticket joins its matter's case
 
     async def write(self, what: str, content: str, write: Write) -> None:
         """Write now, or keep it for when the store is back (PendingWrites)."""
@@ -306,6 +308,31 @@ class CallIntake:
             await self._intake.write(
                 f"ticket of call {self.call_id}", unwritten.content(), self._write_unwritten
             )
+        elif self.ticket_id is not None:
+            await self._file_case(self.ticket_id)
+
+    async def _file_case(self, ticket_id: int) -> None:
+        """The call is over, its ticket saved: into the open case of its matter
+        or a case of its own ([merging]); the store being away loses no ticket."""
+        cases = self._intake.cases
+        if cases is None:
+            return
+        try:
+            filing = await cases.file(ticket_id)
+        except Exception:
+            self.log.exception("ticket %d: filing into a case failed", ticket_id)
+            return
+        if filing.merged:
+            self.log.info(
+                "ticket %d merged into case %d (%d reports): %s",
+                ticket_id,
+                filing.case.id,
+                len(filing.case.reports),
+                filing.why,
+            )
+            ticket = await self._intake.tickets.get(ticket_id)
+            if ticket is not None:
+                self._publish("edited", ticket)
 
     async def _write_unwritten(self) -> None:
         """The ticket kept in memory goes to the store (made, or its changes

@@ -35,6 +35,7 @@ from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary
 from ivr.tickets import STATUSES, TicketError, TicketStore
+from ivr.tickets.cases import CaseStore
 from ivr.tickets.counsellor import FIELD as COUNSELLOR_FIELD
 from ivr.tickets.counsellor import flag_value
 from ivr.tickets.counsellor import flagged as counsellor_flagged
@@ -91,6 +92,8 @@ class ConsoleParts:
     audit: Callable[[], AuditSettings] = AuditSettings
     # departments the operator brings into their call (ivr/consultation.py)
     consultations: Consultations | None = None
+    # [merging]: a ticket an operator saves joins its matter's case (ivr/tickets/cases.py)
+    cases: Callable[[], CaseStore | None] = lambda: None
 
 
 def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
@@ -379,6 +382,12 @@ class _Console:
             ticket = await store.edit(ticket_id, changes, who=user.name)
         except TicketError as exc:
             raise _error(404 if "does not exist" in str(exc) else 400, str(exc)) from None
+        cases = self.p.cases()
+        if cases is not None and ticket.status in ("open", "in_progress"):
+            filing = await cases.file(ticket_id)  # saved: into its matter's case
+            if filing.merged:
+                self.p.log.info("console: ticket %d merged into case %d: %s",
+                                ticket_id, filing.case.id, filing.why)
         self.p.events.publish("edited", ticket.to_json())
         self.p.log.info(
             "console: %s edited ticket %d (%s)", user.name, ticket_id, ", ".join(changes)
