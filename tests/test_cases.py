@@ -15,6 +15,7 @@ import pytest
 
 from bench.merge import score
 from ivr.callbacks.policy import CallbackPolicy
+from ivr.config import ConfigError, load_settings
 from ivr.followups import FollowupQueue
 from ivr.store import open_store
 from ivr.tickets import TicketStore
@@ -233,3 +234,27 @@ def test_the_bench_scores_pairs() -> None:
     assert s.dispatch_ratio == 3 / 5
     perfect = score(truth, {"a": "p", "b": "p", "c": "p", "d": "q", "e": "q"})
     assert perfect.precision == perfect.recall == 1.0 and perfect.dispatch_ratio == 2 / 5
+
+
+def test_bad_merging_settings_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[queues.general]\noperators = ["sip:operator@127.0.0.1:5080"]\n'
+        "[merging]\nwindow_hours = 2\nburst_hours = 5\narea_categories = \"供水\"\n"
+        "windows = 3\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert "config.toml:5: merging.burst_hours = 5: must be at most window_hours (2)" in message
+    assert "config.toml:6: merging.area_categories" in message
+    assert "config.toml:7: merging.windows" in message
+    path.write_text(
+        '[queues.general]\noperators = ["sip:operator@127.0.0.1:5080"]\n'
+        '[merging]\nwindow_hours = 24\narea_categories = ["供电"]\n',
+        encoding="utf-8",
+    )
+    merging = load_settings(path).merging
+    assert merging.enabled and merging.window_hours == 24.0 and merging.burst_hours == 3.0
+    assert merging.area_categories == ("供电",)
