@@ -16,7 +16,7 @@
   const NAMES = { open: "待处理", in_progress: "处理中", closed: "已办结", duplicate: "重复" };
 
   async function load() {
-    const id = (ticketId.textContent || "").trim();
+    const id = (ticketId.textContent || "").trim().replace(/^#/, "");  // shown as "#12"
     if (!/^[0-9]+$/.test(id)) { box.classList.add("hidden"); shown = null; return; }
     shown = id;
     let data;

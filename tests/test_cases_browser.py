@@ -1,0 +1,85 @@
+"""The operator's case box in a real browser (Chromium, Playwright): a real
+call (our trial caller) is put through to the operator (sipp); its ticket,
+about the same water cut as a report already in a case, is saved on the
+screen and shows 已并入案件 X（共 2 件反映）; the operator splits it back out.
+Screenshot docs/screenshots/operator-case.png."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.trial_call import place_call
+from tests.conftest import StartHotline, trial
+from tests.peers import SippUas, free_udp_port
+from tests.test_cases_api import WATER
+from tests.test_web_console import CHROMIUM, browser, log_in, shot, until
+from tests.web_client import PASSWORD
+
+PLANS = Path(__file__).parent / "data" / "dialplans"
+LOG = logging.getLogger("ivr.test.caller")
+
+__all__ = ["browser"]  # the fixture, used by name
+
+pytestmark = [
+    pytest.mark.peers,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+]
+
+
+async def test_a_saved_ticket_shows_its_case_and_is_split(
+    start_hotline: StartHotline, tmp_path: Path, browser: Any
+) -> None:
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True))
+    await operator.start()
+    call: asyncio.Future[Any] | None = None
+    try:
+        hotline = await start_hotline(
+            [operator.uri], dialplan=PLANS / "straight_to_queue.toml"
+        )
+        tickets, cases = hotline.tickets, hotline.cases
+        assert hotline.accounts is not None and tickets is not None and cases is not None
+        # an earlier report of the water cut, already in its case
+        earlier = await tickets.create("earlier-call", "13800000001")
+        await tickets.apply_prefill(earlier.id, WATER, "文三路90号停水了，一点水都没有", None)
+        first = await cases.file(earlier.id)
+        await hotline.accounts.add_user("op1", PASSWORD, "operator", sip_uri=operator.uri)
+        base = f"http://127.0.0.1:{hotline.api.port}"
+        page = await log_in(browser, base, "op1")
+        await page.wait_for_url(f"{base}/operator")
+        call = asyncio.ensure_future(
+            place_call(trial(hotline.endpoint.port, duration=40.0, caller="13700002222"), LOG)
+        )
+        await page.locator("#ticket-id").wait_for(timeout=30_000)  # the screen pop
+
+        async def popped() -> bool:
+            return (await page.locator("#ticket-id").text_content() or "").startswith("#")
+
+        await until(popped)
+        ticket_id = int((await page.locator("#ticket-id").text_content() or "#0")[1:])
+        # what the caller said, as the prefill would have filled it
+        await tickets.apply_prefill(ticket_id, WATER, "我家水龙头没水了，文三路90号的", None)
+        await page.select_option("#status", "in_progress")
+        await page.click("#save")
+        merged = f"已并入案件 {first.case.id}（共 2 件反映）"
+        await page.wait_for_selector(f"#case-said:has-text('{merged}')")
+        reports = page.locator("#case-reports li")
+        assert await reports.count() == 2
+        assert await page.locator("#case-reports li button.split").count() == 2
+        await shot(page, "operator-case")
+        await page.locator(f"#case-reports li[data-ticket='{ticket_id}'] button.split").click()
+        await page.wait_for_selector("#case-status:has-text('已拆分')")
+        await page.wait_for_selector("#case-said:has-text('仅此一件')")
+        own = await cases.case_of(ticket_id)
+        kept = await cases.get(first.case.id)
+        assert own is not None and own.id != first.case.id and own.reports == (ticket_id,)
+        assert kept is not None and kept.reports == (earlier.id,)
+    finally:
+        if call is not None:
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+        await operator.stop()
