@@ -83,3 +83,47 @@ async def test_a_saved_ticket_shows_its_case_and_is_split(
             call.cancel()
             await asyncio.gather(call, return_exceptions=True)
         await operator.stop()
+
+
+async def test_tickets_of_two_calls_are_filed_when_the_calls_are_over(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """Two callers describe the same water cut in their own words (the
+    scripted recogniser hears them; the real prefill fills the tickets); no
+    operator is free, so the IVR says goodbye; when each call is over its
+    ticket is filed: the second joins the first's case."""
+    import numpy as np
+
+    from tests.audio_tools import write_wav
+
+    hotline = await start_hotline(
+        dialplan=PLANS / "describe_then_operator.toml",
+        script=["文三路90号停水了，一点水都没有", "我家水龙头拧开没水，西湖区文三路90号的"],
+    )
+    assert hotline.tickets is not None and hotline.cases is not None
+    rng = np.random.default_rng(3)
+    t = np.arange(8000 * 2) / 8000
+    buzz = (np.sin(2 * np.pi * 180 * t) * 0.5 + rng.normal(0, 0.1, t.size)) * 12000
+    audio = np.concatenate([np.zeros(8000 * 2), buzz, np.zeros(8000 * 10)]).astype(np.int16)
+    voice = write_wav(tmp_path / "caller.wav", audio)
+    filed: list[int] = []
+    for caller in ("13700000001", "13700000002"):
+        options = trial(hotline.endpoint.port, play=voice, duration=12.0, caller=caller)
+        await place_call(options, LOG)
+
+        async def in_a_case(number: str = caller) -> bool:
+            row = await hotline.db.fetch_one(  # type: ignore[union-attr]
+                "SELECT id FROM tickets WHERE caller = ? AND case_id IS NOT NULL", (number,)
+            )
+            if row is not None:
+                filed.append(int(row["id"]))
+            return row is not None
+
+        await until(in_a_case, 30.0)
+    first, second = [await hotline.cases.case_of(i) for i in filed]
+    assert first is not None and second is not None
+    assert first.id == second.id and second.reports == tuple(filed)
+    ticket = await hotline.tickets.get(filed[1])
+    assert ticket is not None and ticket.value("category") == "供水"
+    history = [h.new_value or "" for h in await hotline.tickets.history(filed[1])]
+    assert any(h.startswith(f"merged into case {first.id}: same address") for h in history)
