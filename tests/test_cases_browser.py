@@ -2,7 +2,9 @@
 call (our trial caller) is put through to the operator (sipp); its ticket,
 about the same water cut as a report already in a case, is saved on the
 screen and shows 已并入案件 X（共 2 件反映）; the operator splits it back out.
-Screenshot docs/screenshots/operator-case.png."""
+Screenshot docs/screenshots/operator-case.png.  And two real calls whose
+tickets are filed into one case when the calls are over (no browser needed,
+kept here beside the call set-up)."""
 
 from __future__ import annotations
 
