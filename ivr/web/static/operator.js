@@ -223,7 +223,8 @@ document.getElementById("availability").addEventListener("click", async () => {
 document.getElementById("counsellor-call").addEventListener("click", async (event) => {
   const button = event.currentTarget, said = document.getElementById("counsellor-said");
   button.disabled = true;
-  try { await Console.api("POST", "/api/console/counsellor", {}); said.textContent = "正在呼叫心理咨询师"; }  // the outcome comes as an event
+  said.textContent = "正在呼叫心理咨询师";  // the outcome comes as an event (it may beat the answer)
+  try { await Console.api("POST", "/api/console/counsellor", {}); }
   catch (err) { said.textContent = ""; said.append(Console.el("span", { class: "error" }, err.message)); button.disabled = false; }
   await refreshMe();
 });
