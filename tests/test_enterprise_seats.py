@@ -226,7 +226,7 @@ async def test_a_registered_business_goes_to_the_enterprise_seat(
     finally:
         await seat.stop()
         await general.stop()
-    assert record.path == ["enterprise_welcome", "operator"]  # no menus
+    assert record.path == ["enterprise_welcome", "enterprise_operator"]  # no menus
     assert (record.queue, record.operator, record.outcome) == ("enterprise", seat.uri, "bridged")
     assert "X-Enterprise: 某某科技有限公司" in seat.messages()  # the seat's phone shows it
     assert "INVITE sip:" not in general.messages()
