@@ -25,7 +25,9 @@ from ivr.enterprises import (
     normal_number,
     read_registry_csv,
 )
-from ivr.operators import OperatorDesk, OperatorState, QueueConfig
+from ivr.node_roster import NodeRoster
+from ivr.operators import Operator, OperatorDesk, OperatorState, Queue, QueueConfig
+from ivr.shared_line import SharedLine
 from ivr.store import open_store
 from ivr.trial_call import place_call
 from tests.conftest import StartHotline, trial
@@ -304,3 +306,59 @@ async def test_a_business_past_the_target_is_logged_counted_and_lent_a_general_o
     assert figures.value("ivr_queue_past_target_total", node=node, queue="enterprise") == 1
     assert "past its target answer time (2 s)" in caplog.text
     assert "a spare operator of general may take them" in caplog.text
+
+
+# -- the same rule decided in the store, for every node (SQLite and PostgreSQL) ---------
+def _queue(name: str, *uris: str, overflow_to: str = "", after: float = 0.0) -> Queue:
+    return Queue(
+        name=name,
+        operators=[Operator(uri=u, queue=name) for u in uris],
+        max_waiting=100,
+        max_wait=600,
+        target_answer=60.0,
+        overflow_to=overflow_to,
+        overflow_to_after=after,
+    )
+
+
+async def test_two_nodes_lend_a_general_operator_only_when_no_general_caller_needs_them(
+    store_location: str | Path,
+) -> None:
+    clock = [1_000_000.0]
+    made = []
+    for name in ("node-a", "node-b"):
+        db = await open_store(store_location)
+        roster = NodeRoster(db, name, clock=lambda: clock[0], timeout=5.0)
+        await roster.join()
+        made.append((db, SharedLine(db, roster)))
+    (db_a, a), (db_b, b) = made
+    try:
+        await a.add_operators([SEAT, GENERAL_OP])
+        seats = _queue("enterprise", SEAT, overflow_to="general", after=45.0)
+        general = _queue("general", GENERAL_OP)
+        await a.join("enterprise", "first", "13900000001", None, priority=False)
+        got = await a.claim(seats, "first", lender=general)
+        assert got is not None and got.operator == SEAT  # the seat is rung for the first
+        await a.rang("first", SEAT, answered=True)
+        await a.leave("first")
+        await a.join("enterprise", "business", "13900000002", None, priority=False)
+        assert await a.claim(seats, "business", lender=general) is None  # seat busy, 0 s waited
+        clock[0] += 46  # the target is near: the spare general operator may take them ...
+        for line in (a, b):
+            await line.roster.beat()  # both nodes live on
+        await b.join("general", "citizen", "13800000001", None, priority=False)
+        # ... but a general caller (on the other node) is due to them
+        assert await a.claim(seats, "business", lender=general) is None
+        got = await b.claim(general, "citizen")
+        assert got is not None and got.operator == GENERAL_OP
+        await b.rang("citizen", GENERAL_OP, answered=True)
+        await b.leave("citizen")
+        await b.talked(GENERAL_OP, wrap_up=0)  # free again, nobody in the general line
+        got = await a.claim(seats, "business", lender=general)
+        assert got is not None and got.operator == GENERAL_OP
+        states = await b.operators()
+        assert states[GENERAL_OP].state is OperatorState.RINGING
+        assert states[GENERAL_OP].call_id == "business" and states[GENERAL_OP].node == "node-a"
+    finally:
+        await db_a.close()
+        await db_b.close()
