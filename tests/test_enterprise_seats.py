@@ -362,3 +362,38 @@ async def test_two_nodes_lend_a_general_operator_only_when_no_general_caller_nee
     finally:
         await db_a.close()
         await db_b.close()
+
+
+# -- config: a mistake names its key and line -------------------------------------------
+def test_enterprise_settings_with_a_mistake_name_the_key_and_line(tmp_path: Path) -> None:
+    from ivr.config import ConfigError, load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[queues.general]\noperators = ["sip:op@127.0.0.1:5080"]\n'  # lines 1-2
+        '[queues.enterprise]\noperators = ["sip:seat@127.0.0.1:5081"]\n'  # lines 3-4
+        'target_answer = 60\noverflow_to = "genral"\n'  # lines 5-6
+        '[enterprise]\nqueue = "enterprises"\n'  # lines 7-8
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    text = str(caught.value)
+    assert f'{path}:6: queues.enterprise.overflow_to = "genral": must name another queue' in text
+    assert f'{path}:8: enterprise.queue = "enterprises": is not a queue in this file' in text
+    path.write_text(
+        '[queues.general]\noperators = ["sip:op@127.0.0.1:5080"]\n'
+        '[queues.enterprise]\noperators = ["sip:seat@127.0.0.1:5081"]\n'
+        'overflow_to = "general"\n'  # line 5: no target_answer, no overflow_to_after
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert f"{path}:5: queues.enterprise.overflow_to" in str(caught.value)
+    assert "needs overflow_to_after" in str(caught.value)
+    path.write_text(
+        '[queues.general]\noperators = ["sip:op@127.0.0.1:5080"]\n'
+        '[queues.enterprise]\noperators = ["sip:seat@127.0.0.1:5081"]\n'
+        'target_answer = 60\noverflow_to = "general"\n[enterprise]\nqueue = "enterprise"\n'
+    )
+    settings = load_settings(path)
+    assert settings.queues["enterprise"].overflow_to_after == 45.0  # 3/4 of the target
+    assert settings.enterprise.queue == "enterprise"
