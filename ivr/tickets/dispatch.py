@@ -75,6 +75,7 @@ class Dispatch:
             "started_at": self.started_at,
             "due_at": self.due_at,
             "overdue": self.state != REPLIED and now > self.due_at,
+            "seconds_left": round(self.due_at - now),  # by the server's clock
             "share_used": round(self.share_used(now), 3),
             "passes": self.passes,
             "level": self.level,
