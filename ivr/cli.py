@@ -543,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ivr.followups.cli import add_followup_commands
 
     add_followup_commands(sub)
+    from ivr.tickets.dispatch_cli import add_dispatch_commands
+
+    add_dispatch_commands(sub)
     from ivr.enterprises import add_enterprise_commands
 
     add_enterprise_commands(sub)

@@ -303,3 +303,40 @@ async def test_one_node_runs_the_rounds(db: Database, store_location: str | Path
         assert await leader.round() == []
     raises = await db.fetch_all("SELECT ticket_id FROM supervision_raises")
     assert len(raises) == 3  # each ticket raised once, whoever ran
+
+
+def test_ivr_dispatch_check(tmp_path: Path) -> None:
+    """`ivr dispatch check`: the bundled list is ok; a wrong one gives file:line, exit 1."""
+    import subprocess
+    import sys
+
+    command = ("dispatch", "check")
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ivr.cli",
+                "--config",
+                str(ROOT / "config.toml"),
+                *command,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+
+    good = check()
+    assert good.returncode == 0 and "ok, version" in good.stdout and "13 departments" in good.stdout
+    lines = DUTY_LIST.read_text(encoding="utf-8").split("\n")
+    wrong = lines.index('district = "西湖区"') + 1
+    lines[wrong - 1] = 'district = "西虎区"'
+    bad = tmp_path / "duty.toml"
+    bad.write_text("\n".join(lines), encoding="utf-8")
+    said = check("--duty-list", str(bad))
+    assert said.returncode == 1
+    assert said.stderr.startswith(f"{bad}:{wrong}: duty: district '西虎区'"), said.stderr
