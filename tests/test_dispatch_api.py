@@ -79,6 +79,9 @@ async def test_dispatch_departments_and_supervision(
         await hotline_client(hotline, "department", "stranger") as stranger,
         await hotline_client(hotline, "supervisor", "boss") as boss,
     ):
+        for http, page in ((water_dept, "/department"), (boss, "/supervisor"), (op, "/operator")):
+            async with http.get(f"{url}/", allow_redirects=False) as response:
+                assert response.headers["Location"] == page  # each role's own page
         # the operator's list: each ticket with the department the duty list proposes
         status, body = await get_json(op, f"{url}/api/dispatch/tickets")
         assert status == 200

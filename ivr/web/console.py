@@ -164,7 +164,8 @@ class _Console:
     # -- pages ------------------------------------------------------------------
     async def home(self, request: web.Request) -> web.Response:
         user = request.get(USER_KEY)
-        target = "/login" if user is None else ("/admin" if user.role == "admin" else "/operator")
+        pages = {"admin": "/admin", "supervisor": "/supervisor", "department": "/department"}
+        target = "/login" if user is None else pages.get(user.role, "/operator")
         raise web.HTTPFound(target)
 
     def page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
