@@ -340,3 +340,19 @@ def test_ivr_dispatch_check(tmp_path: Path) -> None:
     said = check("--duty-list", str(bad))
     assert said.returncode == 1
     assert said.stderr.startswith(f"{bad}:{wrong}: duty: district '西虎区'"), said.stderr
+
+
+async def test_department_and_supervisor_users_are_stored(db: Database) -> None:
+    """Migration 14 let users.role take the new roles on both back ends (and
+    the program still refuses an unknown one)."""
+    from ivr.web.auth import Accounts, AuthError
+
+    accounts = Accounts(db)
+    await accounts.add_user("water", "a-long-test-password", "department")
+    await accounts.add_user("boss", "a-long-test-password", "supervisor")
+    assert {(u.name, u.role) for u in await accounts.users()} == {
+        ("water", "department"),
+        ("boss", "supervisor"),
+    }
+    with pytest.raises(AuthError, match="not one of"):
+        await accounts.add_user("root", "a-long-test-password", "root")
