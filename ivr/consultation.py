@@ -31,7 +31,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from aiosipua import SipRequest
 
+from ivr.call_commands import CommandFailed, Handler
 from ivr.conference import CALLER, GUEST, OPERATOR, Conference, Party
 from ivr.config import Settings
 from ivr.media.clock import MediaClock
@@ -49,6 +50,7 @@ from ivr.sip.outgoing import Failed
 from ivr.tickets.events import TicketEvents
 
 if TYPE_CHECKING:
+    from ivr.consultation_board import ConsultationBoard
     from ivr.dialer import OperatorLine, SipDialer
     from ivr.sip.endpoint import SipEndpoint
 
@@ -87,6 +89,11 @@ def bare_uri(text: str) -> str:
     """``<sip:a@b:5060;transport=udp>`` -> ``sip:a@b:5060`` (for comparing URIs)."""
     match = _URI.search(text)
     return match.group(1).lower() if match else text.strip().lower()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def busy_tone() -> npt.NDArray[np.int16]:
@@ -131,6 +138,7 @@ class Conversation:
         self.guests: dict[str, OperatorLine] = {}
         self.ringing: dict[str, asyncio.Task[str]] = {}
         self.outcomes: dict[str, str] = {}  # name -> last state (joined, busy, left...)
+        self._stops: dict[str, asyncio.Future[None]] = {}  # set: stop ringing that one
         loop = asyncio.get_running_loop()
         self._over: asyncio.Future[str] = loop.create_future()
         self._keys = ""
@@ -174,8 +182,31 @@ class Conversation:
             return "already"
         task = asyncio.ensure_future(self.bring_in(entry, how))
         self.ringing[entry.name] = task
-        task.add_done_callback(lambda _: self.ringing.pop(entry.name, None))
+        task.add_done_callback(lambda _: self._rung(entry.name))
         return "ringing"
+
+    def _rung(self, name: str) -> None:
+        self.ringing.pop(name, None)
+        self._stops.pop(name, None)
+        self._owner.changed(self)
+
+    def drop(self, name: str) -> str:
+        """The operator drops ``name`` (a department or expert brought in): hung up,
+        or its ringing stopped; the others go on. At once: dropping, cancelled,
+        absent (neither in the call nor rung) or over."""
+        if self._over.done():
+            return "over"
+        line = self.guests.get(name)
+        if line is not None:
+            self.log.info("consultation: %s drops %s", self.operator_uri, name)
+            self._owner.spawn(line.hangup())  # _guest_left tells the screen
+            return "dropping"
+        stop = self._stops.get(name)
+        if stop is not None and not stop.done():
+            self.log.info("consultation: %s stops ringing %s", self.operator_uri, name)
+            stop.set_result(None)
+            return "cancelled"
+        return "absent"
 
     async def bring_in(self, entry: Entry, how: str) -> str:
         """Ring ``entry`` and add them to the call: their final state."""
@@ -192,12 +223,15 @@ class Conversation:
         mark = getattr(self.call, "mark", None)
         if callable(mark):
             mark(f"consult:{entry.name}")
+        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stops[entry.name] = stop
+        self._over.add_done_callback(lambda _: _settle(stop))
         try:
             result = await self._owner.dialer.call_out(
                 entry.uri,
                 caller_id=self.call.caller or "anonymous",
                 timeout=settings.consultation.ring_timeout,
-                abort=self._over,
+                abort=stop,
                 codec_first=self.call.stream.codec,
             )
         except Exception as exc:  # a URI the dialer cannot reach at all
@@ -207,6 +241,10 @@ class Conversation:
             state, words = failure(result.status)
             if self._over.done():
                 return "over"
+            if stop.done():  # the operator dropped it while it rang
+                self._tell_screen(entry, "cancelled", "已取消呼叫，通话继续")
+                self._check_over()
+                return "cancelled"
             self.log.warning(
                 "consultation: %s (%s) %s: %d %s",
                 entry.name,
@@ -220,9 +258,13 @@ class Conversation:
             self._check_over()
             return state
         line = result
-        if self._over.done():
+        if self._over.done() or stop.done():
             await line.hangup()
-            return "over"
+            if self._over.done():
+                return "over"
+            self._tell_screen(entry, "cancelled", "已取消呼叫，通话继续")
+            self._check_over()
+            return "cancelled"
         self.guests[entry.name] = line
         conference.add(entry.name, GUEST, line.stream)
         line.ended.add_done_callback(lambda _: self._guest_left(entry, line))
@@ -344,6 +386,7 @@ class Conversation:
 
     def _tell_screen(self, entry: Entry, state: str, words: str, status: int | None = None) -> None:
         self.outcomes[entry.name] = state
+        self._owner.changed(self)
         self._owner.events.publish(
             "consultation",
             {
@@ -395,6 +438,7 @@ class Conversation:
             return
         self.conference.remove("operator")
         self.log.info("consultation: operator %s left; the call goes on", self.operator_uri)
+        self._owner.changed(self)
         self._check_over()
 
     def _check_over(self) -> None:
@@ -456,6 +500,8 @@ class Consultations:
         self.endpoint = endpoint
         self.tone = busy_tone()
         self.conversations: dict[str, Conversation] = {}
+        # who is in each conversation, for the consoles of other nodes (a cluster)
+        self.board: ConsultationBoard | None = None
         self._recordings: dict[str, Callable[[list[PcmListener]], None]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -463,6 +509,7 @@ class Consultations:
         """The desk bridged ``call`` to ``operator_uri``: its conversation."""
         talk = Conversation(self, call, leg, operator_uri)
         self.conversations[call.call_id] = talk
+        self.changed(talk)
         right = self._recordings.pop(call.call_id, None)
         if right is not None:
             talk.recorded_by(right)
@@ -479,7 +526,54 @@ class Consultations:
     def forget(self, talk: Conversation) -> None:
         if self.conversations.get(talk.call_id) is talk:
             del self.conversations[talk.call_id]
+            if self.board is not None:
+                self.board.remove(talk.call_id)
         self._recordings.pop(talk.call_id, None)
+
+    def changed(self, talk: Conversation) -> None:
+        """Who is in ``talk`` changed: written for the other nodes' consoles."""
+        if self.board is not None and self.conversations.get(talk.call_id) is talk:
+            self.board.put(talk.call_id, talk.to_json())
+
+    # -- console commands (ivr/call_commands.py: from this node's console or another's)
+    def commands(self) -> dict[str, Handler]:
+        return {"consult": self._consult_command, "drop": self._drop_command}
+
+    def _talk(self, call_id: str) -> Conversation:
+        talk = self.conversations.get(call_id)
+        if talk is None:
+            raise CommandFailed("这通电话没有接通坐席，无法多方协同 (not bridged)")
+        return talk
+
+    async def _consult_command(
+        self, call_id: str, args: Mapping[str, Any], by: str
+    ) -> dict[str, Any]:
+        """{"name": a directory entry}: ring it into the call."""
+        talk = self._talk(call_id)
+        name = args.get("name")
+        entry = self.entry(name) if isinstance(name, str) else None
+        if entry is None:
+            known = ", ".join(e.name for e in self.directory()) or "none configured"
+            raise CommandFailed(f"{str(name)[:40]!r} 不在协同目录中 (known: {known})")
+        state = talk.request(entry, f"console ({by})")
+        if state == "over":
+            raise CommandFailed("通话已结束")
+        self.log.info("console: %s brings %s into %s: %s", by, entry.name, call_id, state)
+        return {"name": entry.name, "state": state}
+
+    async def _drop_command(self, call_id: str, args: Mapping[str, Any], by: str) -> dict[str, Any]:
+        """{"name": a party brought in}: hang it up (or stop ringing it)."""
+        talk = self._talk(call_id)
+        name = args.get("name")
+        if not isinstance(name, str) or name in ("caller", "operator"):
+            raise CommandFailed("只能移出被邀请的一方 (a department or expert brought in)")
+        state = talk.drop(name)
+        if state == "over":
+            raise CommandFailed("通话已结束")
+        if state == "absent":
+            raise CommandFailed(f"{name[:40]} 不在通话中")
+        self.log.info("console: %s drops %s from %s: %s", by, name, call_id, state)
+        return {"name": name, "state": state}
 
     def directory(self) -> list[Entry]:
         return directory(self.settings())

@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from socket import SOCK_DGRAM, SOCK_STREAM
+from typing import Any
 
 from aiohttp import web_request
 
 from ivr.audit import AccessGuard, AuditLog
 from ivr.call import EndReason
+from ivr.call_commands import CallCommands, CommandFailed
 from ivr.call_progress import CallProgress
 from ivr.call_records import CallRecordStore
 from ivr.call_session import (
@@ -35,6 +37,7 @@ from ivr.callbacks.settings import policy_from
 from ivr.caller_profiles import CallerProfiles
 from ivr.config import ConfigError, ConfigProblem, ConfigReload, Settings, reload_settings
 from ivr.consultation import Consultations
+from ivr.consultation_board import ConsultationBoard
 from ivr.counsellors import prompt_texts as counsellor_prompts
 from ivr.dialer import SipDialer
 from ivr.dialplan.load import DialPlanError, load_dialplan, parse_dialplan
@@ -212,6 +215,8 @@ class Hotline:
         self.shared_recordings: SharedRecordings | None = None
         self._plan_follower: asyncio.Task[None] | None = None
         self.event_relay: EventRelay | None = None
+        # console commands on calls, whichever node holds them (ivr/call_commands.py)
+        self.call_commands: CallCommands | None = None
         self.callback_queue: CallbackQueue | None = None
         self.callback_dialler: CallbackDialler | None = None
         self.followups: FollowUps | None = None  # [followups]: 回访 after closed tickets
@@ -354,6 +359,18 @@ class Hotline:
             self.db, self.roster, self.events, log=self.log.getChild("events")
         )
         self.event_relay.start()  # screen pops of calls on other nodes reach these screens
+        # who is in each consultation, and the console's buttons, on every node
+        board = ConsultationBoard(self.db, self.roster, log=self.log.getChild("consultation"))
+        await board.start()
+        self.consultations.board = board
+        self.call_commands = CallCommands(
+            self.db,
+            self.roster,
+            {**self.consultations.commands(), "hangup": self._hangup_command},
+            holds=lambda call_id: call_id in self.calls,
+            log=self.log.getChild("commands"),
+        )
+        self.call_commands.start()
         wo = self.settings.work_orders
         self.work_orders = WorkOrderOutbox(
             self.db,
@@ -547,6 +564,8 @@ class Hotline:
             log=self.log.getChild("web"),
             audit=lambda: self.settings.audit,
             consultations=self.consultations,
+            commands=lambda: self.call_commands,
+            board=lambda: self.consultations.board,
             cases=lambda: self.cases,
         )
 
@@ -791,6 +810,10 @@ class Hotline:
         await self.desk.detach()
         if self.event_relay is not None:
             await self.event_relay.stop()
+        if self.call_commands is not None:
+            await self.call_commands.stop()
+        if self.consultations.board is not None:
+            await self.consultations.board.stop()
         if self.lost_nodes is not None:
             await self.lost_nodes.stop()
         if self.call_progress is not None:
@@ -829,6 +852,17 @@ class Hotline:
         return health
 
     # -- calls (their life: ivr/call_session.py) -----------------------------------
+    async def _hangup_command(
+        self, call_id: str, args: Mapping[str, Any], by: str
+    ) -> dict[str, Any]:
+        """The console's 挂断 (a command, ivr/call_commands.py): end the call."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CommandFailed("通话已结束")
+        self.log.info("console: %s hangs up %s", by, call_id)
+        call.end(EndReason.OPERATOR_HANGUP)
+        return {"state": "ended"}
+
     def _on_invite(self, invite: IncomingInvite) -> None:
         assert self._call_parts is not None  # on_invite is set once they are built
         call = answer(self._call_parts, invite)

@@ -567,6 +567,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        17,
+        "cluster: console commands on calls carried out by the node holding the call; "
+        "who is in each consultation, for every node's console",
+        (
+            """
+            CREATE TABLE call_commands (
+                id             INTEGER PRIMARY KEY AUTOINCREMENT,
+                call_id        TEXT NOT NULL,
+                node           TEXT NOT NULL,         -- the node holding the call: carries it out
+                command        TEXT NOT NULL,         -- consult, drop, hangup
+                args           TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(args)),
+                requested_by   TEXT NOT NULL,         -- the console user
+                requested_from TEXT NOT NULL,         -- the node whose console asked
+                requested_at   REAL NOT NULL,
+                state          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'running', 'done', 'failed', 'expired')),
+                taken_at       REAL,
+                finished_at    REAL,
+                reason         TEXT NOT NULL DEFAULT '',  -- why it failed, for the screen
+                result         TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(result))
+            )
+            """,
+            "CREATE INDEX call_commands_to_do ON call_commands (node, state)",
+            "CREATE INDEX call_commands_by_time ON call_commands (requested_at)",
+            """
+            CREATE TABLE call_conversations (
+                call_id    TEXT PRIMARY KEY NOT NULL,
+                node       TEXT NOT NULL,
+                operator   TEXT NOT NULL,
+                state      TEXT NOT NULL CHECK (json_valid(state)),
+                updated_at REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

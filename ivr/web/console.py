@@ -28,9 +28,11 @@ import soundfile as sf
 from aiohttp import web
 
 from ivr.audit import masked_csv
+from ivr.call_commands import CallCommands, CommandOutcome
 from ivr.callbacks import CallbackQueue, CallbackState
 from ivr.config import AuditSettings
 from ivr.consultation import Consultations
+from ivr.consultation_board import ConsultationBoard
 from ivr.media.prompt_audio import SAMPLE_RATE
 from ivr.operators import OperatorDesk
 from ivr.prompts import PromptError, PromptLibrary
@@ -92,6 +94,10 @@ class ConsoleParts:
     audit: Callable[[], AuditSettings] = AuditSettings
     # departments the operator brings into their call (ivr/consultation.py)
     consultations: Consultations | None = None
+    # commands on calls carried out by the node holding the call (ivr/call_commands.py)
+    commands: Callable[[], CallCommands | None] = lambda: None
+    # who is in the consultations of calls other nodes hold (ivr/consultation_board.py)
+    board: Callable[[], ConsultationBoard | None] = lambda: None
     # [merging]: a ticket an operator saves joins its matter's case (ivr/tickets/cases.py)
     cases: Callable[[], CaseStore | None] = lambda: None
 
@@ -109,6 +115,8 @@ def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
         web.get("/api/console/queue", c.queue),
         web.get("/api/console/callbacks", c.pending_callbacks),
         web.post("/api/console/consultation", c.consult),
+        web.post("/api/console/consultation/drop", c.drop_party),
+        web.post("/api/console/hangup", c.hang_up),
         web.post("/api/console/counsellor", c.counsellor),
         web.get("/api/tickets", c.find),
         web.get("/api/tickets.csv", c.export),
@@ -242,7 +250,7 @@ class _Console:
                 body["call"]["ticket_id"] = tickets[-1].id
                 body["call"]["caller"] = tickets[-1].caller
         body["ticket"] = ticket
-        body["consultation"] = self._consultation(call_id)
+        body["consultation"] = await self._consultation(call_id)
         body["counsellor"] = self._counsellor(ticket)
         return _json(body)
 
@@ -267,57 +275,108 @@ class _Console:
         entry = talks.entry(consult) if talks is not None and consult else None
         if talks is None or entry is None:
             raise _error(409, "no counsellor to call: set [counsellors] consult in config.toml")
-        call_id = self.p.desk.current_call(user.sip_uri) if user.sip_uri else None
-        talk = talks.conversations.get(call_id) if call_id else None
-        if talk is None:
-            raise _error(409, f"{user.name} has no bridged call on this node")
+        call_id = self._operator_call(user)  # whichever node holds it (a command)
         flagged_now = False
-        call = self.p.calls().get(talk.call_id)
+        call = self.p.calls().get(call_id)
         ticket_id = call.ticket_id() if call is not None else None
         store = self._store()
+        if ticket_id is None:  # a call another node holds: its ticket is in the store
+            tickets = await store.for_call(call_id)
+            ticket_id = tickets[-1].id if tickets else None
         if ticket_id:
             ticket = await store.get(ticket_id)
             if ticket is not None and not counsellor_flagged(ticket.fields):
                 ticket = await store.edit(ticket_id, {COUNSELLOR_FIELD: "true"}, who=user.name)
                 self.p.events.publish("edited", ticket.to_json())
                 flagged_now = True
-        state = talk.request(entry, f"console ({user.name}, 请心理咨询师)")
-        if state == "over":
-            raise _error(409, "the call is over")
+        outcome = await self._run(user.name, call_id, "consult", {"name": entry.name})
         self.p.log.info(
-            "console: %s brings counsellor %s into %s: %s", user.name, entry.name, call_id, state
+            "console: %s brings counsellor %s into %s: %s",
+            user.name,
+            entry.name,
+            call_id,
+            outcome.result.get("state"),
         )
-        return _json({"name": entry.name, "state": state, "flagged": flagged_now})
+        return _json(
+            {"name": entry.name, "state": outcome.result.get("state"), "flagged": flagged_now}
+        )
 
-    def _consultation(self, call_id: str | None) -> dict[str, Any] | None:
-        """Whom the operator may bring into their bridged call, and who is in it."""
+    async def _consultation(self, call_id: str | None) -> dict[str, Any] | None:
+        """Whom the operator may bring into their bridged call, and who is in it
+        (this node's conversation, or the one the node holding the call wrote)."""
         talks = self.p.consultations
-        talk = talks.conversations.get(call_id) if talks and call_id else None
-        if talks is None or talk is None:
+        if talks is None or call_id is None:
             return None
-        return {**talk.to_json(), "directory": [e.to_json() for e in talks.directory()]}
+        talk = talks.conversations.get(call_id)
+        state: dict[str, Any] | None = talk.to_json() if talk is not None else None
+        board = self.p.board()
+        if state is None and board is not None:
+            try:
+                state = await board.read(call_id)
+            except Exception as exc:  # the store is away: no buttons for another node's call
+                self.p.log.debug("console: consultation of %s not read: %s", call_id, exc)
+        if state is None:
+            return None
+        return {**state, "directory": [e.to_json() for e in talks.directory()]}
+
+    async def _run(
+        self, user_name: str, call_id: str, command: str, args: dict[str, Any]
+    ) -> CommandOutcome:
+        """``command`` on the call, carried out by the node holding it; its outcome,
+        or 409 with the reason (ivr/call_commands.py)."""
+        commands = self.p.commands()
+        if commands is None:
+            raise _error(503, "starting up")
+        outcome = await commands.run(call_id, command, args, user_name)
+        if not outcome.ok:
+            self.p.log.info(
+                "console: %s's %s on %s failed: %s", user_name, command, call_id, outcome.reason
+            )
+            raise _error(409, outcome.reason)
+        return outcome
+
+    def _operator_call(self, user: Any) -> str:
+        call_id = self.p.desk.current_call(user.sip_uri) if user.sip_uri else None
+        if call_id is None:
+            raise _error(409, f"{user.name} has no bridged call")
+        return call_id
 
     async def consult(self, request: web.Request) -> web.Response:
-        """Bring a directory entry into the operator's call: {"name": "住建局"}."""
+        """Bring a directory entry into the operator's call: {"name": "住建局"}
+        (whichever node holds the call)."""
         user = require(request, "operator")
         body = await self._body(request)
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise _error(400, 'want {"name": "<a name of [consultation] directory>"}')
         talks = self.p.consultations
-        call_id = self.p.desk.current_call(user.sip_uri) if user.sip_uri else None
-        talk = talks.conversations.get(call_id) if talks and call_id else None
-        if talks is None or talk is None:
-            raise _error(409, f"{user.name} has no bridged call on this node")
-        entry = talks.entry(name)
+        if talks is None:
+            raise _error(409, "consultation is not available")
+        call_id = self._operator_call(user)
+        entry = talks.entry(name)  # every node has the same directory
         if entry is None:
             known = ", ".join(e.name for e in talks.directory()) or "none configured"
             raise _error(404, f"{name[:40]!r} is not in the directory (known: {known})")
-        state = talk.request(entry, f"console ({user.name})")
-        if state == "over":
-            raise _error(409, "the call is over")
-        self.p.log.info("console: %s brings %s into %s: %s", user.name, name, call_id, state)
-        return _json({"name": entry.name, "state": state})
+        outcome = await self._run(user.name, call_id, "consult", {"name": entry.name})
+        return _json(outcome.to_json())
+
+    async def drop_party(self, request: web.Request) -> web.Response:
+        """Drop a party brought into the operator's call: {"name": "住建局"}."""
+        user = require(request, "operator")
+        body = await self._body(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise _error(400, 'want {"name": "<a party brought into the call>"}')
+        call_id = self._operator_call(user)
+        outcome = await self._run(user.name, call_id, "drop", {"name": name[:200]})
+        return _json(outcome.to_json())
+
+    async def hang_up(self, request: web.Request) -> web.Response:
+        """End the operator's call (the caller hears the line close)."""
+        user = require(request, "operator")
+        call_id = self._operator_call(user)
+        outcome = await self._run(user.name, call_id, "hangup", {})
+        return _json(outcome.to_json())
 
     async def availability(self, request: web.Request) -> web.Response:
         user = require(request, "operator")

@@ -132,7 +132,8 @@ function showConsultation(c) {
   document.getElementById("consult-parties").textContent =
     "通话中: " + c.parties.map((p) => PARTY_NAMES[p] || p).join("、");
   const buttons = document.getElementById("consult-buttons");
-  const want = c.directory.map((e) => e.name + (c.parties.includes(e.name) || c.ringing.includes(e.name))).join("|");
+  const want = c.directory.map((e) => e.name + (c.parties.includes(e.name) || c.ringing.includes(e.name))).join("|")
+    + "/" + c.parties.join("|") + "/" + c.ringing.join("|");
   if (buttons.dataset.shown === want) return;
   buttons.dataset.shown = want;
   buttons.replaceChildren(...c.directory.map((e) => {
@@ -145,6 +146,19 @@ function showConsultation(c) {
       const said = document.getElementById("consult-said");
       try { await Console.api("POST", "/api/console/consultation", { name: e.name }); }  // the outcome comes as an event
       catch (err) { said.textContent = e.name + ": " + err.message; button.disabled = false; }
+    });
+    return button;
+  }));
+  // each one brought in (or being rung) can be dropped; the others go on
+  const guests = [...c.parties, ...c.ringing].filter((n) => !(n in PARTY_NAMES));
+  document.getElementById("consult-drop").replaceChildren(...guests.map((name) => {
+    const button = Console.el("button", { type: "button", class: "secondary", "data-drop": name },
+      (c.ringing.includes(name) ? "取消呼叫 " : "移出 ") + name);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      const said = document.getElementById("consult-said");
+      try { await Console.api("POST", "/api/console/consultation/drop", { name }); }
+      catch (err) { said.textContent = name + ": " + err.message; button.disabled = false; }
     });
     return button;
   }));
