@@ -787,6 +787,7 @@ class Hotline:
                 call.end(EndReason.SHUTDOWN)
             if pending:
                 await asyncio.wait(pending, timeout=5.0)
+            await self._cancel_unfinished(tasks)
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._housekeeping is not None:
@@ -828,6 +829,23 @@ class Hotline:
             await self.db.close()
         self.stopped.set()
         self.log.info("ivr: stopped")
+
+    async def _cancel_unfinished(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Calls still finishing their tickets (a transcription running after the
+        caller hung up) when the drain is over are cancelled before the store
+        closes: their tickets are already saved; what they would still add (a
+        transcript, the case) is given up here and said in the log, rather than
+        written to a closed store later."""
+        unfinished = [task for task in tasks if not task.done()]
+        if not unfinished:
+            return
+        self.log.warning(
+            "ivr: %d call(s) still finishing their tickets at shutdown: given up",
+            len(unfinished),
+        )
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
 
     def _health(self) -> dict[str, object]:
         """GET /api/health: the node, its state, the store; ``degraded`` while
