@@ -603,6 +603,55 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        18,
+        "quality inspection (双重质检): the day's conversations sampled at random, their "
+        "automatic checks, and reviewers' scores",
+        (
+            # one row per local day sampled, written with its samples: a day is sampled once
+            """
+            CREATE TABLE quality_days (
+                day        TEXT PRIMARY KEY NOT NULL,  -- YYYY-MM-DD, local time
+                share      REAL NOT NULL,              -- [quality] share at the time
+                candidates INTEGER NOT NULL,           -- conversations recorded that day
+                picked     INTEGER NOT NULL,
+                sampled_at REAL NOT NULL,
+                node       TEXT NOT NULL               -- the node that sampled it
+            )
+            """,
+            """
+            CREATE TABLE quality_samples (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                day          TEXT NOT NULL REFERENCES quality_days (day),
+                recording_id INTEGER NOT NULL UNIQUE,  -- conversation_recordings.id
+                call_id      TEXT NOT NULL,
+                operator     TEXT NOT NULL,            -- never shown to reviewers
+                seat_code    TEXT NOT NULL,            -- 坐席 A, B ... drawn anew each day
+                sampled_at   REAL NOT NULL,
+                check_state  TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (check_state IN ('pending', 'done', 'error')),
+                checks       TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(checks)),
+                checked_at   REAL,
+                checked_on   TEXT NOT NULL DEFAULT ''  -- the node that ran the checks
+            )
+            """,
+            "CREATE INDEX quality_samples_by_day ON quality_samples (day)",
+            "CREATE INDEX quality_samples_by_operator ON quality_samples (operator)",
+            "CREATE INDEX quality_samples_to_check ON quality_samples (check_state)",
+            """
+            CREATE TABLE quality_reviews (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                sample_id   INTEGER NOT NULL REFERENCES quality_samples (id),
+                reviewer    TEXT NOT NULL,             -- the console user
+                score       INTEGER NOT NULL CHECK (score BETWEEN 0 AND 100),
+                items       TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(items)),
+                comment     TEXT NOT NULL DEFAULT '',
+                reviewed_at REAL NOT NULL,
+                UNIQUE (sample_id, reviewer)
+            )
+            """,
+        ),
+    ),
 )
 
 
