@@ -188,6 +188,23 @@ class MergingSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """[quality]: quality inspection (双重质检, ivr/quality/): each day's recorded
+    conversations sampled at random, checked automatically, scored by reviewers."""
+
+    enabled: bool = True
+    share: float = 0.05  # of a day's recorded conversations sampled (at least one if any)
+    seed: str | None = None  # None: a fresh random draw; a value: the same picks for a day
+    days_back: int = 7  # ended days not yet sampled are caught up this far back
+    check_every: float = 300.0  # s between rounds (on the node holding the lease "quality")
+    silence_s: float = 10.0  # both sides silent this long mid-conversation: a long silence
+    talk_over_s: float = 2.0  # both sides speaking at once this long: talk-over
+    speech_level_db: float = -40.0  # a 20 ms frame louder than this (dBFS) is speech
+    greeting_words: tuple[str, ...] = ("您好", "你好", "12345", "很高兴为您服务")
+    closing_words: tuple[str, ...] = ("再见", "感谢来电", "感谢您的来电", "谢谢", "祝您")
+
+
+@dataclass(frozen=True)
 class DispatchSettings:
     """[dispatch]: tickets sent to departments by the duty list (权责清单), and
     graded supervision of their time limits (ivr/tickets/dispatch.py, supervision.py)."""
@@ -402,6 +419,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     followups: FollowupSettings = field(default_factory=FollowupSettings)
     merging: MergingSettings = field(default_factory=MergingSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
     # the file these settings were read from (load_settings sets it; a reload reads it again)
     source: Path | None = field(default=None, compare=False)
 
@@ -848,6 +866,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     audit = _audit(root.table("audit"))
     followups = _followups(root.table("followups"), base)
     merging = _merging(root.table("merging"))
+    quality = _quality(root.table("quality"))
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -873,6 +892,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         audit=audit,
         followups=followups,
         merging=merging,
+        quality=quality,
     )
 
 
@@ -1253,6 +1273,40 @@ def _merging(t: _Table) -> MergingSettings:
         window_hours=window,
         burst_hours=burst,
         area_categories=d.area_categories if categories is None else categories,
+    )
+
+
+def _quality(t: _Table) -> QualitySettings:
+    d = QualitySettings()
+    enabled = t.boolean("enabled", d.enabled)
+    share = t.number("share", d.share, 0, 1, low_open=True, what="a share")
+    seed: str | None = d.seed
+    raw = t.raw("seed")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        seed = str(raw)
+    elif isinstance(raw, str) and raw.strip():
+        seed = raw.strip()
+    elif raw is not None and raw != "":
+        t.fail("seed", 'must be an integer or a string (the same picks each run), or "" for none')
+    days_back = t.integer("days_back", d.days_back, 1, 366)
+    check_every = t.number("check_every", d.check_every, 1, 86400, low_open=False)
+    silence = t.number("silence_s", d.silence_s, 1, 600, low_open=False)
+    talk_over = t.number("talk_over_s", d.talk_over_s, 0.2, 60, low_open=False)
+    level = t.number("speech_level_db", d.speech_level_db, -90, -1, low_open=False, what="dBFS")
+    greeting = t.string_list("greeting_words")
+    closing = t.string_list("closing_words")
+    t.reject_unknown()
+    return QualitySettings(
+        enabled=enabled,
+        share=share,
+        seed=seed,
+        days_back=days_back,
+        check_every=check_every,
+        silence_s=silence,
+        talk_over_s=talk_over,
+        speech_level_db=level,
+        greeting_words=d.greeting_words if greeting is None else greeting,
+        closing_words=d.closing_words if closing is None else closing,
     )
 
 
@@ -1716,6 +1770,16 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "dispatch.duty_list",
         "dispatch.warn_share",
         "dispatch.check_every",
+        "quality.enabled",
+        "quality.share",
+        "quality.seed",
+        "quality.days_back",
+        "quality.check_every",
+        "quality.silence_s",
+        "quality.talk_over_s",
+        "quality.speech_level_db",
+        "quality.greeting_words",
+        "quality.closing_words",
         "storage.recording_retention_days",
         "storage.record_conversations",
         "speech.vad_aggressiveness",
