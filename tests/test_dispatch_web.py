@@ -54,7 +54,9 @@ async def test_department_and_supervisor_pages(
 
     # the operator dispatches the water ticket from the page: the proposal is chosen
     page = await log_in(browser, url, "op1")
-    await page.goto(f"{url}/dispatch")
+    assert page.url.endswith("/operator")
+    await page.locator("#to-dispatch").click()  # from the operator's page to 派单
+    await page.wait_for_url(f"{url}/dispatch")
     row = page.locator(f'tr[data-ticket="{water.id}"]')
     await row.wait_for()
     assert await row.locator("select").input_value() == "市水务集团"
