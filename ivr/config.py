@@ -215,6 +215,19 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True)
+class SituationSettings:
+    """[situation]: the situation map's shapes and the spike alert's rule
+    (ivr/tickets/situation.py, ivr/tickets/district_map.py)."""
+
+    map: Path | None = None  # a GeoJSON file of the districts; None: a grid of squares
+    window_hours: float = 24.0  # a spike is counted over this many hours back from now
+    baseline_days: int = 14  # against the same hours on each of this many days before
+    min_count: int = 5  # at least this many tickets in the window
+    sd_factor: float = 3.0  # and more than mean + sd_factor x sd of the baseline
+    ratio: float = 2.0  # and at least ratio x its mean
+
+
+@dataclass(frozen=True)
 class EmergencySettings:
     police: str = ""  # 110: violence
     fire: str = ""  # 119: fire, gas leak
@@ -420,6 +433,7 @@ class Settings:
     followups: FollowupSettings = field(default_factory=FollowupSettings)
     merging: MergingSettings = field(default_factory=MergingSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    situation: SituationSettings = field(default_factory=SituationSettings)
     # the file these settings were read from (load_settings sets it; a reload reads it again)
     source: Path | None = field(default=None, compare=False)
 
@@ -867,6 +881,7 @@ def _settings(root: _Table, base: Path) -> Settings:
     followups = _followups(root.table("followups"), base)
     merging = _merging(root.table("merging"))
     quality = _quality(root.table("quality"))
+    situation = _situation(root.table("situation"), base)
     root.reject_unknown()
     return Settings(
         queues=queues,
@@ -893,6 +908,7 @@ def _settings(root: _Table, base: Path) -> Settings:
         followups=followups,
         merging=merging,
         quality=quality,
+        situation=situation,
     )
 
 
@@ -1307,6 +1323,26 @@ def _quality(t: _Table) -> QualitySettings:
         speech_level_db=level,
         greeting_words=d.greeting_words if greeting is None else greeting,
         closing_words=d.closing_words if closing is None else closing,
+    )
+
+
+def _situation(t: _Table, base: Path) -> SituationSettings:
+    d = SituationSettings()
+    text = t.string("map", "", empty_ok=True)  # "" = the grid
+    drawn = (Path(text) if Path(text).is_absolute() else base / text) if text else None
+    window = t.number("window_hours", d.window_hours, 0, 24, low_open=True, what="hours")
+    days = t.integer("baseline_days", d.baseline_days, 1, 60)
+    least = t.integer("min_count", d.min_count, 1, 100000)
+    sd_factor = t.number("sd_factor", d.sd_factor, 0, 100, low_open=False, what="a number")
+    ratio = t.number("ratio", d.ratio, 1, 100, low_open=False, what="a number")
+    t.reject_unknown()
+    return SituationSettings(
+        map=drawn,
+        window_hours=window,
+        baseline_days=days,
+        min_count=least,
+        sd_factor=sd_factor,
+        ratio=ratio,
     )
 
 
@@ -1770,6 +1806,11 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "dispatch.duty_list",
         "dispatch.warn_share",
         "dispatch.check_every",
+        "situation.window_hours",
+        "situation.baseline_days",
+        "situation.min_count",
+        "situation.sd_factor",
+        "situation.ratio",
         "quality.enabled",
         "quality.share",
         "quality.seed",
