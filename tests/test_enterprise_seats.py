@@ -33,8 +33,10 @@ from ivr.trial_call import place_call
 from tests.conftest import StartHotline, trial
 from tests.peers import SippUas, free_udp_port
 from tests.test_call_path import wait_records
+from tests.test_console_api import base, get_json
 from tests.test_metrics import scrape
 from tests.test_operator_seats import FakeCaller, FakeDialer, until
+from tests.web_client import hotline_client
 
 LOG = logging.getLogger("ivr.test.enterprise")
 SEAT = "sip:seat@127.0.0.1:5091"
@@ -220,14 +222,28 @@ async def test_a_registered_business_goes_to_the_enterprise_seat(
         )
         code, out, _ = await _cli(config, "import", str(good))
         assert code == 0 and "2 business number(s) imported: 2 new" in out
-        await place_call(
-            trial(hotline.endpoint.port, duration=14.0, caller="13900002222"),
-            logging.getLogger("ivr.test.caller"),
+        calling = asyncio.create_task(
+            place_call(
+                trial(hotline.endpoint.port, duration=14.0, caller="13900002222"),
+                logging.getLogger("ivr.test.caller"),
+            )
         )
+        # the seat's console shows whose call it is while it is on
+        async with await hotline_client(hotline, "operator", name="seat", sip_uri=seat.uri) as http:
+            shown = None
+            for _ in range(120):
+                status, me = await get_json(http, f"{base(hotline)}/api/console/me")
+                assert status == 200
+                if me["call"] is not None:
+                    shown = me["call"].get("enterprise")
+                    break
+                await asyncio.sleep(0.1)
+        await calling
         (record,) = await wait_records(hotline, 1)
     finally:
         await seat.stop()
         await general.stop()
+    assert shown == "某某科技有限公司"
     assert record.path == ["enterprise_welcome", "enterprise_operator"]  # no menus
     assert (record.queue, record.operator, record.outcome) == ("enterprise", seat.uri, "bridged")
     assert "X-Enterprise: 某某科技有限公司" in seat.messages()  # the seat's phone shows it

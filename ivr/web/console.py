@@ -67,6 +67,7 @@ class LiveCallView(Protocol):
 
     dialect: str
     elderly: bool
+    enterprise: str | None
 
     def ticket_id(self) -> int | None: ...
 
@@ -225,6 +226,8 @@ class _Console:
             "caller": call.caller,
             "dialect": call.dialect,
             "elderly": call.elderly,
+            # a business's name (企业专席), "" for the key 企业服务, null for a citizen
+            "enterprise": call.enterprise,
             "ticket_id": call.ticket_id(),
         }
 
@@ -446,8 +449,12 @@ class _Console:
         if cases is not None and ticket.status in ("open", "in_progress"):
             filing = await cases.file(ticket_id)  # saved: into its matter's case
             if filing.merged:
-                self.p.log.info("console: ticket %d merged into case %d: %s",
-                                ticket_id, filing.case.id, filing.why)
+                self.p.log.info(
+                    "console: ticket %d merged into case %d: %s",
+                    ticket_id,
+                    filing.case.id,
+                    filing.why,
+                )
         self.p.events.publish("edited", ticket.to_json())
         self.p.log.info(
             "console: %s edited ticket %d (%s)", user.name, ticket_id, ", ".join(changes)

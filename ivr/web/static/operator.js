@@ -50,6 +50,10 @@ function showTicket(t, call) {
   flags.replaceChildren();
   if (call && call.dialect) flags.append(Console.el("span", { class: "badge" }, dialect(call.dialect)), " ");
   if (call && call.elderly) flags.append(Console.el("span", { class: "badge elderly" }, "老年人"), " ");
+  if (call && typeof call.enterprise === "string") {
+    const business = call.enterprise ? "企业 " + call.enterprise : "企业服务";
+    flags.append(Console.el("span", { class: "badge", id: "enterprise" }, business), " ");
+  }
   if (t.fields.proxy && t.fields.proxy.value) flags.append(Console.el("span", { class: "badge" }, "亲友代办"), " ");
   if (t.emergency) flags.append(Console.el("span", { class: "badge urgent" }, "紧急 " + Console.named(EMERGENCIES, t.emergency)), " ");
   if (needsCounsellor(t)) flags.append(Console.el("span", { class: "badge urgent" }, "需心理援助"));
