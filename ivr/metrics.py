@@ -14,8 +14,9 @@ Two kinds of figure:
   the recogniser's queue, refused SIP requests by reason (the endpoint's own
   counter), and from the store, which every node shares, the callers waiting
   and the operators' states (the shared line is the truth in a cluster),
-  callbacks by state and the work-order outbox. Keeping a second count of
-  these could only drift from them.
+  callbacks by state, the work-order outbox and the situation map's spike
+  alerts (computed from the tickets). Keeping a second count of these could
+  only drift from them.
 
 Store reads are bounded (``STORE_READ_TIMEOUT_S``): a scrape while the store
 is away or slow answers at once with what the node knows (the line and the
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ivr.shared_line import LineEntry, OperatorRow
     from ivr.speech.transcriber import Transcriber
     from ivr.store_watch import StoreWatch
+    from ivr.tickets.situation import Situation, Spike
     from ivr.tickets.work_orders import WorkOrderOutbox
 
 STORE_READ_TIMEOUT_S = 1.0  # a scrape waits at most this long for the store
@@ -81,6 +83,8 @@ class MetricSources:
     work_orders: Callable[[], WorkOrderOutbox | None]
     watch: Callable[[], StoreWatch | None]
     clock: Callable[[], float] = time.time
+    # the situation map's spike alerts, computed from the tickets (ivr/tickets/situation.py)
+    situation: Callable[[], Situation | None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,13 @@ class StoreFigures:
     operators: dict[str, OperatorRow] | None = None
     callbacks: dict[str, int] | None = None
     outbox: OutboxDepth | None = None
+    spikes: list[Spike] | None = None
+    spikes_asked: bool = False  # a situation is watched, so spikes were to be read
 
     @property
     def complete(self) -> bool:
+        if self.spikes_asked and self.spikes is None:
+            return False
         return None not in (self.line, self.operators, self.callbacks, self.outbox)
 
 
@@ -228,6 +236,7 @@ class HotlineMetrics:
             )
             return figures
         desk, callbacks, outbox = sources.desk, sources.callbacks(), sources.work_orders()
+        situation = sources.situation()
         shared = desk.shared
         reads: dict[str, asyncio.Future[Any]] = {}
         if shared is not None:
@@ -237,6 +246,9 @@ class HotlineMetrics:
             reads["callbacks"] = asyncio.ensure_future(callbacks.counts())
         if outbox is not None:
             reads["the outbox"] = asyncio.ensure_future(outbox_depth(outbox))
+        if situation is not None:
+            figures.spikes_asked = True
+            reads["spike alerts"] = asyncio.ensure_future(situation.spikes())
         if not reads:
             return figures
         _, pending = await asyncio.wait(reads.values(), timeout=STORE_READ_TIMEOUT_S)
@@ -255,6 +267,7 @@ class HotlineMetrics:
         figures.operators = answers.get("operators")
         figures.callbacks = answers.get("callbacks")
         figures.outbox = answers.get("the outbox")
+        figures.spikes = answers.get("spike alerts")
         if figures.complete:
             self._failing.worked()
         return figures
@@ -337,6 +350,9 @@ class LiveFigures:
                 value=max(0.0, src.clock() - oldest) if oldest is not None else 0.0,
             )
 
+        if store.spikes is not None:
+            yield from _spikes(store.spikes)
+
     def _line(self, store: StoreFigures) -> Iterable[Metric]:
         """Callers waiting per queue and the longest wait: every node's callers
         (the store's line), or this desk's view when the store did not answer."""
@@ -384,6 +400,31 @@ class LiveFigures:
         for name, count in counts.items():
             family.add_metric((name,), count)
         return family
+
+
+def _spikes(spikes: list[Spike]) -> Iterable[Metric]:
+    """The spike alerts (every node's tickets: the cluster's figure, no node label)."""
+    yield GaugeMetricFamily(
+        "ivr_situation_spikes",
+        "District x category pairs whose tickets in the last [situation] window_hours rose "
+        "well above the same hours of the previous baseline_days days (未诉先办)",
+        value=len(spikes),
+    )
+    count = GaugeMetricFamily(
+        "ivr_situation_spike_tickets",
+        "Tickets in the window of a district x category that spikes (only those that do)",
+        labels=("district", "category"),
+    )
+    mean = GaugeMetricFamily(
+        "ivr_situation_spike_baseline",
+        "The baseline's mean tickets per window of a district x category that spikes",
+        labels=("district", "category"),
+    )
+    for spike in spikes:
+        count.add_metric((spike.district, spike.category), spike.count)
+        mean.add_metric((spike.district, spike.category), spike.mean)
+    yield count
+    yield mean
 
 
 def _gauge(name: str, documentation: str, node: str, value: float) -> GaugeMetricFamily:

@@ -79,10 +79,17 @@ from ivr.store_watch import FailingRounds, PendingWrites, StoreWatch
 from ivr.tickets import TicketStore
 from ivr.tickets.cases import CaseStore, MergeRule
 from ivr.tickets.dispatch import Dispatches
+from ivr.tickets.district_map import (
+    DistrictLayout,
+    DistrictMapError,
+    grid_layout,
+    load_district_map,
+)
 from ivr.tickets.duty_list import DutyList, DutyListError, load_duty_list
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.intake import Intake
 from ivr.tickets.search import TicketSearch
+from ivr.tickets.situation import Situation, SpikeRule
 from ivr.tickets.supervision import Supervision
 from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.admin_plans import config_routes, plan_routes
@@ -94,6 +101,7 @@ from ivr.web.cases import case_routes
 from ivr.web.console import ConsoleParts, console_routes
 from ivr.web.dispatch import DispatchParts, dispatch_routes
 from ivr.web.metrics import MetricsAccess, metrics_routes
+from ivr.web.situation import SituationParts, situation_routes
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
 RECORDINGS_SHARE_CHECK_S = 30.0  # is recordings_dir shared with every live node?
@@ -174,6 +182,9 @@ class Hotline:
         self.audit: AuditLog | None = None  # who read, exported, changed what (ivr/audit.py)
         self.access_guard: AccessGuard | None = None  # [audit] thresholds and locks
         self.ticket_search: TicketSearch | None = None
+        # the situation map (态势): counts and spike alerts from the store, the districts' shapes
+        self.situation: Situation | None = None
+        self.district_layout: DistrictLayout | None = None
         self.cases: CaseStore | None = None  # [merging]: one matter, many reports
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
@@ -308,6 +319,10 @@ class Hotline:
             load_gazetteer(tickets_cfg.gazetteer),
             classifier=None if unknown else classifier,
         )
+        # a bad [situation] map stops the start (file:line)
+        self.district_layout = await asyncio.to_thread(
+            self._load_district_layout, prefiller.gazetteer.districts
+        )
         await self._load_speech(self.plan)  # SpeechModelError stops the start
         await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)
         try:
@@ -415,6 +430,7 @@ class Hotline:
         )
         self.accounts.guard = self.access_guard
         self.ticket_search = TicketSearch(self.db, self.tickets)
+        self.situation = Situation(self.db, rule=self._spike_rule, clock=self.wall_clock)
         self.dispatches = Dispatches(self.db)
         self.supervision = Supervision(
             self.db,
@@ -441,6 +457,13 @@ class Hotline:
         self.api.app.add_routes(config_routes(self._reload_json, admin))
         self._console = self._console_parts()
         self.api.app.add_routes(console_routes(self._console))
+        self.api.app.add_routes(
+            situation_routes(
+                SituationParts(
+                    situation=lambda: self.situation, layout=lambda: self.district_layout
+                )
+            )
+        )
         self.api.app.add_routes(
             case_routes(
                 lambda: self.cases,
@@ -530,6 +553,7 @@ class Hotline:
                 callbacks=lambda: self.callback_queue,
                 work_orders=lambda: self.work_orders,
                 watch=lambda: self.store_watch,
+                situation=lambda: self.situation,
             )
         )
         access = MetricsAccess(
@@ -567,6 +591,34 @@ class Hotline:
             commands=lambda: self.call_commands,
             board=lambda: self.consultations.board,
             cases=lambda: self.cases,
+        )
+
+    def _load_district_layout(self, districts: tuple[str, ...]) -> DistrictLayout:
+        """The situation map's shapes: [situation] map, or a grid without one."""
+        path = self.settings.situation.map
+        if path is None:
+            return grid_layout(districts)
+        try:
+            layout = load_district_map(path, districts)
+        except DistrictMapError as exc:
+            raise StartupError(f"the situation map ([situation] map):\n{exc}") from exc
+        if layout.missing:
+            self.log.warning(
+                "situation: %s does not draw %s; they are listed beside the map",
+                path,
+                "、".join(layout.missing),
+            )
+        return layout
+
+    def _spike_rule(self) -> SpikeRule:
+        """[situation]'s rule as it is now (the keys reload)."""
+        s = self.settings.situation
+        return SpikeRule(
+            window=s.window_hours * 3600.0,
+            baseline_days=s.baseline_days,
+            min_count=s.min_count,
+            sd_factor=s.sd_factor,
+            ratio=s.ratio,
         )
 
     def _load_duty_list(self, settings: Settings) -> DutyList:
