@@ -262,9 +262,13 @@ class Hotline:
             speeds=settings.elderly.speeds,
         )
 
-    def _prompt_texts(self, plan: DialPlan) -> dict[str, str]:
-        texts = plan_prompt_texts(plan, self.settings.callbacks.greeting)
-        return {**texts, **counsellor_prompts(self.settings.counsellors)}
+    def _prompt_texts(self, plan: DialPlan, settings: Settings | None = None) -> dict[str, str]:
+        """The prompts to build for ``plan`` under ``settings`` (the running ones by
+        default; a reload passes the new ones, so a counsellors' queue enabled by
+        the reload gets its prompts)."""
+        settings = settings or self.settings
+        texts = plan_prompt_texts(plan, settings.callbacks.greeting)
+        return {**texts, **counsellor_prompts(settings.counsellors)}
 
     async def _load_speech(self, plan: DialPlan) -> None:
         """Load the speech engine if ``plan`` listens and none is loaded yet.
@@ -686,7 +690,7 @@ class Hotline:
         try:
             plan = self._load_plan(settings)
             await self._load_speech(plan)
-            await self.prompts.build(self._prompt_texts(plan), plan.dialect_prompts)
+            await self.prompts.build(self._prompt_texts(plan, settings), plan.dialect_prompts)
         except DialPlanError as exc:
             self.log.error("dial plan reload failed, keeping version %s:\n%s", running, exc)
             return None, str(exc)

@@ -200,6 +200,48 @@ async def test_a_caller_in_distress_goes_to_a_counsellor_and_a_calm_one_to_an_op
     assert not flagged(calm_ticket.fields) and not calm_ticket.notes
 
 
+async def test_counsellors_enabled_by_a_reload_get_their_prompt_and_their_callers(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The counsellors' seats exist but [counsellors] is off; SIGHUP's reload
+    turns it on: the next caller in distress hears 正在为您转接心理援助专线
+    (built by the reload, not at start) and reaches the counsellor."""
+    operator = SippUas(tmp_path / "op", free_udp_port(), free_udp_port(even=True), trace=True)
+    counsellor = SippUas(
+        tmp_path / "xl", free_udp_port(), free_udp_port(even=True), user="counsellor", trace=True
+    )
+    await operator.start()
+    await counsellor.start()
+    try:
+        seats_only = f'[queues.counsellors]\noperators = ["{counsellor.uri}"]\nmax_wait = 60\n'
+        hotline = await start_hotline(
+            [operator.uri], dialplan=DESCRIBE_PLAN, script=[DISTRESS], extra=seats_only
+        )
+        config = hotline.settings.source
+        assert config is not None
+        with config.open("a", encoding="utf-8") as out:
+            out.write('\n[counsellors]\nqueue = "counsellors"\n')
+        result = await hotline.reload()
+        assert "counsellors.queue" in result.applied
+        recording = tmp_path / "heard.wav"
+        await place_call(
+            trial(
+                hotline.endpoint.port,
+                play=caller_voice(tmp_path, "distress"),
+                duration=16.0,
+                record=recording,
+            ),
+            LOG,
+        )
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await operator.stop()
+        await counsellor.stop()
+    assert (record.queue, record.operator) == ("counsellors", counsellor.uri)
+    assert not invites(operator)
+    assert said_to_caller(hotline, "counsellor_connecting", recording) > 0.8
+
+
 async def test_no_counsellor_within_the_wait_the_caller_is_told_and_an_operator_answers(
     start_hotline: StartHotline, tmp_path: Path
 ) -> None:
