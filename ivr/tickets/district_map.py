@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ivr.toml_lines import line_containing, located
+from ivr.toml_lines import located
 
 WIDTH = 1000.0  # px of the drawn map; its height follows the shapes
 MARGIN = 10.0
@@ -147,11 +147,11 @@ def _features(
         return {}
     features = data.get("features")
     if not isinstance(features, list):
-        problems.append(
-            located(path, line_containing(text, '"features"'), '"features" must be a list')
-        )
+        line = next((n for n, t in enumerate(text.splitlines(), 1) if '"features"' in t), None)
+        problems.append(located(path, line, '"features" must be a list'))
         return {}
     found: dict[str, list[Ring]] = {}
+    after = 0  # the features are in the file in order: each is looked for after the last
     for index, feature in enumerate(features):
         what = f"features[{index}]"
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
@@ -162,7 +162,8 @@ def _features(
         if not isinstance(name, str) or not name.strip():
             problems.append(located(path, None, f'{what}: no "name" in its "properties"'))
             continue
-        line = _line_of_name(text, name)
+        line = _line_of_name(text, name, after)
+        after = line + 1 if line is not None else after
         if name not in districts:
             known = "、".join(sorted(districts))
             problems.append(
@@ -180,12 +181,14 @@ def _features(
     return found
 
 
-def _line_of_name(text: str, name: str) -> int | None:
-    """The line of ``"name": "西湖区"`` (written as is, or \\u-escaped)."""
+def _line_of_name(text: str, name: str, after: int) -> int | None:
+    """The first line at or after ``after`` holding the name as a JSON string
+    (written as is, or \\u-escaped)."""
+    lines = text.splitlines()
     for written in (json.dumps(name, ensure_ascii=False), json.dumps(name)):
-        line = line_containing(text, written)
-        if line is not None:
-            return line
+        for number in range(max(after, 1), len(lines) + 1):
+            if written in lines[number - 1]:
+                return number
     return None
 
 

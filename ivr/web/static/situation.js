@@ -1,0 +1,115 @@
+// The situation map (态势地图): the districts of the gazetteer drawn from
+// GET /api/situation/map, coloured by the tickets of the chosen period and
+// category (GET /api/situation), districts spiking outlined in red. Redrawn on
+// every ticket event (from any node) and every 30 s.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const el = (...args) => Console.el(...args);
+  const SVGNS = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs, text) => {
+    const node = document.createElementNS(SVGNS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  // light to dark blue; 0 tickets a pale grey
+  const LOW = [222, 235, 247], HIGH = [8, 81, 156], NONE = "#eef1f4";
+  function shade(n, max) {
+    if (!n) return NONE;
+    const t = 0.15 + 0.85 * (n / Math.max(1, max));
+    const c = LOW.map((lo, i) => Math.round(lo + (HIGH[i] - lo) * t));
+    return `rgb(${c.join(",")})`;
+  }
+  let layout = null, loading = false, again = false;
+
+  function query() {
+    const q = new URLSearchParams(), period = $("period").value;
+    if (period === "dates") { if ($("from").value) q.set("from", $("from").value); if ($("to").value) q.set("to", $("to").value); }
+    else q.set("hours", period);
+    if ($("category").value) q.set("category", $("category").value);
+    return q.toString();
+  }
+
+  function draw(data) {
+    const counts = data.by_district, max = Math.max(0, ...Object.values(counts));
+    const spiking = new Set(data.spikes.filter(s => !data.category || s.category === data.category).map(s => s.district));
+    const root = svg("svg", { id: "map-svg", viewBox: `0 0 ${layout.width} ${layout.height}`, role: "img" });
+    for (const d of layout.districts) {
+      const n = counts[d.name] || 0, fill = shade(n, max);
+      const g = svg("g", { "data-district": d.name, "data-count": n });
+      const shape = svg("path", { d: d.path, fill, "data-fill": fill, class: spiking.has(d.name) ? "spike" : "" });
+      shape.append(svg("title", {}, `${d.name}：${n} 件`));
+      const dark = n && n / Math.max(1, max) > 0.5;
+      g.append(shape,
+        svg("text", { x: d.label[0], y: d.label[1] - 4, fill: dark ? "#fff" : "#1b1f24" }, d.name),
+        svg("text", { x: d.label[0], y: d.label[1] + 12, class: "count", fill: dark ? "#fff" : "#1b1f24" }, (spiking.has(d.name) ? "⚠ " : "") + n));
+      root.append(g);
+    }
+    $("map").replaceChildren(root);
+    $("legend").replaceChildren(...[0, 0.25, 0.5, 0.75, 1].map(t => el("span", { class: "swatch", "data-shade": t })));
+    for (const s of $("legend").children) s.style.background = shade(Number(s.dataset.shade) * Math.max(1, max), Math.max(1, max));
+    // the table: every district of the map, then any the map does not draw (未知 included)
+    const names = [...layout.districts.map(d => d.name), ...layout.missing];
+    for (const name of Object.keys(counts)) if (!names.includes(name)) names.push(name);
+    $("rows").replaceChildren(...names.map(name => el("tr", { "data-district": name, class: spiking.has(name) ? "spike" : "" },
+      el("td", {}, name + (layout.missing.includes(name) ? "（不在地图上）" : "")), el("td", { class: "n" }, counts[name] || 0))));
+    $("missing").classList.toggle("hidden", !layout.missing.length);
+    $("missing").textContent = layout.missing.length ? `地图未画出：${layout.missing.join("、")}` : "";
+    $("total").textContent = `共 ${data.total} 件`;
+    $("what").textContent = `${data.period} · ${data.category || "全部分类"}`;
+    $("updated").textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
+    const r = data.rule;
+    $("rule").textContent = `最近 ${r.window_hours} 小时内某区县某分类工单不少于 ${r.min_count} 件，且超过前 ${r.baseline_days} 天同时段的均值 + ${r.sd_factor} 倍标准差，并不低于均值的 ${r.ratio} 倍时预警。`;
+  }
+
+  function categories(data) {
+    const select = $("category"), chosen = select.value;
+    const names = Object.keys(data.categories);
+    if (chosen && !names.includes(chosen)) names.push(chosen);
+    select.replaceChildren(el("option", { value: "" }, "全部分类"),
+      ...names.map(c => el("option", { value: c }, `${c}（${data.categories[c] || 0}）`)));
+    select.value = chosen;
+  }
+
+  async function refresh() {
+    if (loading) { again = true; return; }
+    loading = true;
+    try {
+      if (!layout) layout = await Console.api("GET", "/api/situation/map");
+      const data = await Console.api("GET", "/api/situation?" + query());
+      categories(data); draw(data);
+      $("error").classList.add("hidden");
+      document.body.dataset.loaded = query();
+    } catch (e) {
+      $("error").textContent = "无法读取态势：" + e.message; $("error").classList.remove("hidden");
+    } finally {
+      loading = false;
+      if (again) { again = false; refresh(); }
+    }
+  }
+
+  let pending = null;
+  function soon() { clearTimeout(pending); pending = setTimeout(refresh, 500); }
+
+  $("period").addEventListener("change", () => { $("dates").classList.toggle("hidden", $("period").value !== "dates"); refresh(); });
+  for (const id of ["from", "to", "category"]) $(id).addEventListener("change", refresh);
+  $("logout").addEventListener("click", () => Console.logout());
+  (async () => {
+    const me = await Console.whoami();
+    $("who").textContent = me.name;
+    if (me.role !== "admin" && me.role !== "supervisor") {
+      $("denied-why").textContent = `账号 ${me.name}（${me.role}）不能使用此页面：态势地图只对督办员和管理员开放。`;
+      $("denied").classList.remove("hidden");
+      return;
+    }
+    if (me.role === "supervisor") $("back").href = "/supervisor";
+    document.querySelector("main").classList.remove("hidden");
+    const today = new Date().toISOString().slice(0, 10);
+    $("from").value = today; $("to").value = today;
+    await refresh();
+    const events = new EventSource("/api/events");
+    for (const kind of ["created", "prefilled", "edited", "emergency"]) events.addEventListener(kind, soon);
+    setInterval(refresh, 30000);
+  })();
+})();
