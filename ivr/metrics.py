@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ivr.shared_line import LineEntry, OperatorRow
     from ivr.speech.transcriber import Transcriber
     from ivr.store_watch import StoreWatch
+    from ivr.tickets.dispatch import Dispatches
     from ivr.tickets.situation import Situation, Spike
     from ivr.tickets.work_orders import WorkOrderOutbox
 
@@ -85,6 +86,8 @@ class MetricSources:
     clock: Callable[[], float] = time.time
     # the situation map's spike alerts, computed from the tickets (ivr/tickets/situation.py)
     situation: Callable[[], Situation | None] = lambda: None
+    # dispatched tickets per department and supervision level (ivr/tickets/dispatch.py)
+    dispatches: Callable[[], Dispatches | None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,14 @@ class StoreFigures:
     outbox: OutboxDepth | None = None
     spikes: list[Spike] | None = None
     spikes_asked: bool = False  # a situation is watched, so spikes were to be read
+    departments: list[dict[str, Any]] | None = None  # Dispatches.counts
+    departments_asked: bool = False
 
     @property
     def complete(self) -> bool:
         if self.spikes_asked and self.spikes is None:
+            return False
+        if self.departments_asked and self.departments is None:
             return False
         return None not in (self.line, self.operators, self.callbacks, self.outbox)
 
@@ -249,6 +256,10 @@ class HotlineMetrics:
         if situation is not None:
             figures.spikes_asked = True
             reads["spike alerts"] = asyncio.ensure_future(situation.spikes())
+        dispatches = sources.dispatches()
+        if dispatches is not None:
+            figures.departments_asked = True
+            reads["dispatches"] = asyncio.ensure_future(dispatches.counts(sources.clock()))
         if not reads:
             return figures
         _, pending = await asyncio.wait(reads.values(), timeout=STORE_READ_TIMEOUT_S)
@@ -268,6 +279,7 @@ class HotlineMetrics:
         figures.callbacks = answers.get("callbacks")
         figures.outbox = answers.get("the outbox")
         figures.spikes = answers.get("spike alerts")
+        figures.departments = answers.get("dispatches")
         if figures.complete:
             self._failing.worked()
         return figures
@@ -352,6 +364,8 @@ class LiveFigures:
 
         if store.spikes is not None:
             yield from _spikes(store.spikes)
+        if store.departments is not None:
+            yield from _departments(store.departments)
 
     def _line(self, store: StoreFigures) -> Iterable[Metric]:
         """Callers waiting per queue and the longest wait: every node's callers
@@ -400,6 +414,35 @@ class LiveFigures:
         for name, count in counts.items():
             family.add_metric((name,), count)
         return family
+
+
+def _departments(departments: list[dict[str, Any]]) -> Iterable[Metric]:
+    """Dispatched tickets per department (every node's): open, overdue, and the
+    open ones at each supervision level (1 初级预警, 2 中级警示, 3 高级督办)."""
+    open_ = GaugeMetricFamily(
+        "ivr_dispatch_open",
+        "Dispatched tickets a department has not replied to yet",
+        labels=("department",),
+    )
+    overdue = GaugeMetricFamily(
+        "ivr_dispatch_overdue",
+        "Dispatched tickets past their time limit, not replied to",
+        labels=("department",),
+    )
+    levels = GaugeMetricFamily(
+        "ivr_supervision_tickets",
+        "Open dispatched tickets by supervision level (1 初级预警, 2 中级警示, 3 高级督办)",
+        labels=("department", "level"),
+    )
+    for counted in departments:
+        name = str(counted["department"])
+        open_.add_metric((name,), counted["open"])
+        overdue.add_metric((name,), counted["overdue"])
+        for level in (1, 2, 3):
+            levels.add_metric((name, str(level)), counted[f"level{level}"])
+    yield open_
+    yield overdue
+    yield levels
 
 
 def _spikes(spikes: list[Spike]) -> Iterable[Metric]:

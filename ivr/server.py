@@ -558,6 +558,8 @@ class Hotline:
                 work_orders=lambda: self.work_orders,
                 watch=lambda: self.store_watch,
                 situation=lambda: self.situation,
+                dispatches=lambda: self.dispatches,
+                clock=self.wall_clock,  # the time the tickets' deadlines are kept in
             )
         )
         access = MetricsAccess(

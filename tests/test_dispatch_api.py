@@ -28,6 +28,7 @@ from tests.test_console_api import (
     post_json,
     ticket,
 )
+from tests.test_metrics import scrape
 from tests.web_client import hotline_client
 
 HOUR = 3600.0
@@ -170,6 +171,14 @@ async def test_dispatch_departments_and_supervision(
         reasons = [r["reason"] for r in seen["raises"] if r["ticket_id"] == gas.id]
         assert any("超期未答复" in r for r in reasons) and any("时限已用" in r for r in reasons)
         assert seen["rounds_on"] == hotline.roster.node_id  # type: ignore[union-attr]
+        # the same counts for Prometheus
+        figures = await scrape(hotline)
+        gas_dept, water_co = "杭州市燃气集团", "市水务集团"
+        assert figures.value("ivr_supervision_tickets", department=gas_dept, level="3") == 1
+        assert figures.value("ivr_supervision_tickets", department=gas_dept, level="1") == 0
+        assert figures.value("ivr_dispatch_overdue", department=gas_dept) == 1
+        assert figures.value("ivr_dispatch_open", department=water_co) == 1
+        assert figures.value("ivr_dispatch_overdue", department=water_co) == 0
 
         # the water company answers; every step is in the ticket's history
         status, _ = await post_json(
