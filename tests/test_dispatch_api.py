@@ -9,6 +9,8 @@ duty list with a mistake is refused with file:line and the running one kept."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import shutil
 import time
 from pathlib import Path
@@ -179,6 +181,25 @@ async def test_dispatch_departments_and_supervision(
         assert figures.value("ivr_dispatch_overdue", department=gas_dept) == 1
         assert figures.value("ivr_dispatch_open", department=water_co) == 1
         assert figures.value("ivr_dispatch_overdue", department=water_co) == 0
+        # and as the supervisors' CSV: where each ticket stands, no caller's details
+        async with boss.get(f"{url}/api/supervision.csv") as response:
+            assert response.status == 200 and response.content_type == "text/csv"
+            text = await response.text()
+        assert text.startswith("\ufeff工单,承办部门,状态")
+        rows = {r["工单"]: r for r in csv.DictReader(io.StringIO(text.lstrip("\ufeff")))}
+        assert set(rows) == {str(water.id), str(noise.id), str(gas.id)}
+        gas_row = rows[str(gas.id)]
+        assert (gas_row["承办部门"], gas_row["督办级别"], gas_row["超期"]) == (
+            gas_dept,
+            "高级督办",
+            "是",
+        )
+        assert (gas_row["区县"], gas_row["时限已用"]) == ("上城区", "108%")
+        assert rows[str(noise.id)]["督办级别"] == "中级警示"
+        assert rows[str(noise.id)]["推诿次数"] == "2"
+        assert "陈刚" not in text and "解放路" not in text  # no caller's name or address
+        async with op.get(f"{url}/api/supervision.csv") as response:
+            assert response.status == 403
 
         # the water company answers; every step is in the ticket's history
         status, _ = await post_json(

@@ -113,4 +113,10 @@ async def test_department_and_supervisor_pages(
     assert city[4] == "1"  # returned once
     assert "超期未答复" in await page.locator("#raises").inner_text()
     await shot(page, "supervisor")
+    async with page.expect_download() as downloading:  # the 导出 CSV button
+        await page.locator("#supervision-csv").click()
+    download = await downloading.value
+    assert download.suggested_filename == "supervision.csv"
+    exported = Path(await download.path()).read_text("utf-8-sig")
+    assert f"{gas.id},杭州市燃气集团," in exported and "高级督办" in exported
     await page.close()

@@ -16,12 +16,17 @@ supervision.py) reads them as 推诿.
 
 from __future__ import annotations
 
+import csv
+import datetime
+import io
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ivr.store import Database, Row, Transaction
 from ivr.tickets.duty_list import DutyList
+from ivr.tickets.search import spreadsheet_cell
 from ivr.tickets.ticket import Ticket, TicketError
 
 DISPATCHED, ACCEPTED, RETURNED, REPLIED = "dispatched", "accepted", "returned", "replied"
@@ -30,6 +35,25 @@ HOUR = 3600.0
 MAX_TEXT = 2000
 MAX_EXTENSION_HOURS = 24 * 90
 LEVEL_NAMES = {0: "", 1: "初级预警", 2: "中级警示", 3: "高级督办"}
+STATE_NAMES = {DISPATCHED: "已派单", ACCEPTED: "办理中", RETURNED: "已退回", REPLIED: "已答复"}
+CSV_HEADER = (
+    "工单",
+    "承办部门",
+    "状态",
+    "类别",
+    "紧急程度",
+    "区县",
+    "派单时间",
+    "办理时限",
+    "时限已用",
+    "超期",
+    "推诿次数",
+    "督办级别",
+    "延期（小时）",
+    "答复时间",
+    "答复",
+    "派单人",
+)
 
 
 class DispatchError(TicketError):
@@ -402,3 +426,40 @@ class Dispatches:
         if found is None:
             raise DispatchNotFoundError(f"ticket {ticket_id} was not dispatched")
         return found
+
+
+def dispatches_csv(rows: Iterable[tuple[Dispatch, str]], now: float) -> str:
+    """The supervisors' export: each dispatched ticket (with its district) and
+    where it stands, as CSV in UTF-8 with a BOM (spreadsheet programs read
+    Chinese); no caller's name, number or address (the tickets' own export,
+    for roles that may see them, has those)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(CSV_HEADER)
+    for d, district in rows:
+        writer.writerow(
+            [
+                d.ticket_id,
+                spreadsheet_cell(d.department),
+                STATE_NAMES.get(d.state, d.state),
+                spreadsheet_cell(d.category),
+                spreadsheet_cell(d.urgency),
+                spreadsheet_cell(district),
+                _local(d.started_at),
+                _local(d.due_at),
+                f"{d.share_used(d.replied_at if d.replied_at else now):.0%}",
+                "是" if d.state != REPLIED and now > d.due_at else "",
+                d.passes,
+                LEVEL_NAMES[d.level],
+                d.extension_hours if d.extension_hours is not None else "",
+                _local(d.replied_at) if d.replied_at else "",
+                spreadsheet_cell(d.result),
+                spreadsheet_cell(d.dispatched_by),
+            ]
+        )
+    return out.getvalue()
+
+
+def _local(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).isoformat(sep=" ", timespec="minutes")

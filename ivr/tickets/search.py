@@ -88,8 +88,7 @@ class TicketSearch:
             # "operator"...) would match every ticket
             dialect = self._db.sql
             where.append(
-                f"({dialect.contains('transcript')} OR "
-                f"{dialect.text_in_values('tickets.fields')})"
+                f"({dialect.contains('transcript')} OR {dialect.text_in_values('tickets.fields')})"
             )
             args.extend([f.text, f.text])
         sql = "SELECT id FROM tickets"
@@ -198,14 +197,21 @@ def tickets_csv(tickets: Iterable[Ticket]) -> str:
     writer = csv.writer(out)
     writer.writerow(["id", "created_at", "status", "caller", *CSV_FIELDS, "transcript"])
     for t in tickets:
-        values = [_cell(t.value(name)) for name in CSV_FIELDS]
+        values = [spreadsheet_cell(t.value(name)) for name in CSV_FIELDS]
         writer.writerow(
-            [t.id, _iso(t.created_at), t.status, _cell(t.caller), *values, _cell(t.transcript)]
+            [
+                t.id,
+                _iso(t.created_at),
+                t.status,
+                spreadsheet_cell(t.caller),
+                *values,
+                spreadsheet_cell(t.transcript),
+            ]
         )
     return out.getvalue()
 
 
-def _cell(value: str | None) -> str:
+def spreadsheet_cell(value: str | None) -> str:
     """A spreadsheet cell that cannot run as a formula (CSV injection)."""
     text = value or ""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -63,6 +63,7 @@ READS: dict[str, Rule] = {
     "/api/tickets/{id}/duplicates": Rule("ticket.duplicates", "ticket", ("id",), "ticket"),
     "/api/tickets": Rule("ticket.search", "ticket", (), "ticket", query=True),
     "/api/tickets.csv": Rule("ticket.export", "ticket", (), "export", query=True),
+    "/api/supervision.csv": Rule("supervision.export", "ticket", (), "export", query=True),
     "/api/calls/{call_id}/tickets": Rule("call.tickets", "call", ("call_id",), "ticket"),
     "/api/tickets/{id}/recordings/{recording}.wav": Rule(
         "recording.play", "recording", ("id", "recording"), "recording"

@@ -16,6 +16,7 @@ of the duty list.
     POST /api/department/tickets/{id}/extension {"hours", "reason"}
     POST /api/department/tickets/{id}/reply    {"result"}      department
     GET  /api/supervision                                      supervisor
+    GET  /api/supervision.csv  [?all=1]                        supervisor: export
     POST /api/admin/duty-list/reload                           admin
 """
 
@@ -38,6 +39,7 @@ from ivr.tickets.dispatch import (
     DispatchError,
     Dispatches,
     DispatchNotFoundError,
+    dispatches_csv,
 )
 from ivr.tickets.duty_list import DutyList
 from ivr.tickets.events import TicketEvents
@@ -121,6 +123,7 @@ def dispatch_routes(parts: DispatchParts) -> list[web.AbstractRouteDef]:
         web.get("/api/department/tickets", d.department_tickets),
         web.post("/api/department/tickets/{id}/{step}", d.department_step),
         web.get("/api/supervision", d.supervision),
+        web.get("/api/supervision.csv", d.export),
         web.post("/api/admin/duty-list/reload", d.reload),
     ]
 
@@ -420,6 +423,24 @@ class _DispatchApi:
                 "raises": [r.to_json() for r in raises],
                 "rounds_on": holder[0] if holder and holder[1] > now else None,
             }
+        )
+
+    async def export(self, request: web.Request) -> web.Response:
+        """The open dispatched tickets (every one with ``?all=1``) as CSV."""
+        user = require(request, "supervisor")
+        every = request.query.get("all", "") in ("1", "true")
+        dispatches, tickets = self._dispatches(), self._tickets()
+        rows = []
+        for d in await dispatches.listed(open_only=not every):
+            ticket = await tickets.get(d.ticket_id)
+            rows.append((d, (ticket.value("district") or "") if ticket is not None else ""))
+        shown(request, [d.ticket_id for d, _ in rows])
+        self.p.log.info("dispatch: %s exported %d dispatched tickets as CSV", user.name, len(rows))
+        return web.Response(
+            body=dispatches_csv(rows, self.p.clock()).encode("utf-8"),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": 'attachment; filename="supervision.csv"'},
         )
 
     # -- admins ------------------------------------------------------------------------------
