@@ -14,9 +14,9 @@
     try { data = await Console.api("GET", "/api/situation/spikes"); } catch (e) { return; }
     const spikes = data.spikes, hours = data.rule.window_hours;
     banner.classList.toggle("hidden", spikes.length === 0);
+    const link = location.pathname === "/situation" ? [] : [el("a", { href: "/situation" }, "查看态势地图")];
     banner.replaceChildren(
-      el("strong", {}, `未诉先办预警：${spikes.length} 个区县·分类的工单激增 `),
-      location.pathname === "/situation" ? null : el("a", { href: "/situation" }, "查看态势地图"),
+      el("strong", {}, `未诉先办预警：${spikes.length} 个区县·分类的工单激增 `), ...link,
       el("ul", {}, ...spikes.map(s => el("li", { "data-district": s.district, "data-category": s.category },
         `${s.district} · ${s.category}：最近 ${hours} 小时 ${s.count} 件，前 ${s.baseline.length} 天同时段平均 ${s.mean} 件`))));
   }

@@ -46,6 +46,8 @@
         svg("text", { x: d.label[0], y: d.label[1] + 12, class: "count", fill: dark ? "#fff" : "#1b1f24" }, (spiking.has(d.name) ? "⚠ " : "") + n));
       root.append(g);
     }
+    // spiking districts drawn last, so their red outline is not covered by a neighbour
+    for (const g of [...root.children]) if (g.querySelector("path.spike")) root.append(g);
     $("map").replaceChildren(root);
     $("legend").replaceChildren(...[0, 0.25, 0.5, 0.75, 1].map(t => el("span", { class: "swatch", "data-shade": t })));
     for (const s of $("legend").children) s.style.background = shade(Number(s.dataset.shade) * Math.max(1, max), Math.max(1, max));
