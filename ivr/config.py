@@ -199,7 +199,7 @@ class QualitySettings:
     check_every: float = 300.0  # s between rounds (on the node holding the lease "quality")
     silence_s: float = 10.0  # both sides silent this long mid-conversation: a long silence
     talk_over_s: float = 2.0  # both sides speaking at once this long: talk-over
-    speech_level_db: float = -40.0  # a 20 ms frame louder than this (dBFS) is speech
+    speech_level_db: float = -45.0  # a 20 ms frame louder than this (dBFS) is speech
     greeting_words: tuple[str, ...] = ("您好", "你好", "12345", "很高兴为您服务")
     closing_words: tuple[str, ...] = ("再见", "感谢来电", "感谢您的来电", "谢谢", "祝您")
 
