@@ -672,6 +672,7 @@ class Hotline:
             events=self.events,
             log=self.log.getChild("dispatch"),
             clock=self.wall_clock,
+            cases=lambda: self.cases,
         )
 
     async def reload_plan(self) -> bool:

@@ -24,6 +24,7 @@ from tests.test_console_api import (
     LAMP,
     NOISE,
     WATER,
+    WATER_AGAIN,
     base,
     console_hotline,
     get_json,
@@ -258,3 +259,63 @@ async def test_duty_list_reload_keeps_the_running_list_on_a_mistake(
         assert shown["proposal"]["department"] == "市城管局"
         status, _ = await post_json(op, f"{url}/api/admin/duty-list/reload", {})
         assert status == 403
+
+
+async def test_the_reports_of_one_case_are_dispatched_once(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """Three callers report the same water cut at 文三路90号 (one case, merged);
+    the dispatch list shows the case once (同案 3 件); sending it sends the case:
+    the other reports leave the list with a note, the water company gets one
+    ticket; when it returns the ticket, the case is back in the list, once."""
+    clock = [time.time()]
+    hotline, _ = await dispatch_hotline(start_hotline, tmp_path, clock)
+    assert hotline.cases is not None
+    url = base(hotline)
+    first = await ticket(hotline, WATER, caller="13800000001")
+    second = await ticket(hotline, WATER_AGAIN, caller="13800000002")
+    third = await ticket(hotline, "文三路90号停水了，西湖区的，一直没水", caller="13800000003")
+    noise = await ticket(hotline, NOISE)
+    for t in (first, second, third, noise):
+        await hotline.cases.file(t.id)
+    case = await hotline.cases.case_of(first.id)
+    assert case is not None and case.reports == (first.id, second.id, third.id)
+
+    async with (
+        await hotline_client(hotline, "operator", "op1") as op,
+        await hotline_client(hotline, "department", "water") as water_dept,
+    ):
+        status, body = await get_json(op, f"{url}/api/dispatch/tickets")
+        assert status == 200
+        listed = {t["id"]: t for t in body["tickets"]}
+        water_rows = [i for i in listed if i in case.reports]
+        assert len(water_rows) == 1, body["tickets"]  # the case once
+        (row_id,) = water_rows
+        others = sorted(set(case.reports) - {row_id})
+        assert sorted(listed[row_id]["case"]["with"]) == others
+        assert noise.id in listed and "case" not in listed[noise.id]
+
+        status, sent = await post_json(
+            op, f"{url}/api/dispatch/tickets/{row_id}", {"department": "市水务集团"}
+        )
+        assert status == 200, sent
+        status, body = await get_json(op, f"{url}/api/dispatch/tickets")
+        assert [t["id"] for t in body["tickets"]] == [noise.id]  # the case is in hand
+        assert hotline.tickets is not None
+        for other in others:
+            shown = await hotline.tickets.get(other)
+            assert shown is not None
+            assert f"同案件 {case.id}：随工单 {row_id} 派至 市水务集团 办理" in shown.notes
+        status, mine = await get_json(water_dept, f"{url}/api/department/tickets")
+        assert [t["id"] for t in mine["tickets"]] == [row_id]  # one ticket, not three
+
+        status, _ = await post_json(
+            water_dept,
+            f"{url}/api/department/tickets/{row_id}/return",
+            {"reason": "不属本单位"},
+        )
+        assert status == 200
+        status, body = await get_json(op, f"{url}/api/dispatch/tickets")
+        back = [t for t in body["tickets"] if t["id"] in case.reports]
+        assert [t["id"] for t in back] == [row_id]  # returned: the case once again
+        assert back[0]["dispatch"]["state"] == "returned"

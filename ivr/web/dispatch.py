@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from ivr.tickets import Ticket, TicketStore
+from ivr.tickets.cases import Case, CaseStore
 from ivr.tickets.dispatch import (
     RETURNED,
     DispatchError,
@@ -68,6 +69,8 @@ class DispatchParts:
     events: TicketEvents
     log: logging.Logger
     clock: Callable[[], float] = time.time
+    # [merging]: the reports of one case are dispatched once (None: merging is off)
+    cases: Callable[[], CaseStore | None] = lambda: None
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -230,25 +233,53 @@ class _DispatchApi:
         tickets = self._tickets()
         rows: list[dict[str, Any]] = []
         now = self.p.clock()
+        by_case: dict[int, dict[str, Any]] = {}  # a case's row: its other reports fold in
         for d in await dispatches.listed():
             if d.state != RETURNED:
                 continue
             ticket = await tickets.get(d.ticket_id)
             if ticket is not None:
-                rows.append(
-                    {
-                        **ticket_brief(ticket),
-                        "dispatch": d.to_json(now),
-                        "proposal": self._proposal(ticket),
-                    }
-                )
+                row = {
+                    **ticket_brief(ticket),
+                    "dispatch": d.to_json(now),
+                    "proposal": self._proposal(ticket),
+                }
+                case = await self._case_of(ticket.id)
+                if case is not None and len(case.reports) > 1 and case.id not in by_case:
+                    row["case"] = {"id": case.id, "reports": list(case.reports), "with": []}
+                    by_case[case.id] = row
+                rows.append(row)
         for ticket in await search.find(TicketFilter(status="open", limit=200)):
-            if await dispatches.get(ticket.id) is None:
-                rows.append(
-                    {**ticket_brief(ticket), "dispatch": None, "proposal": self._proposal(ticket)}
-                )
+            if await dispatches.get(ticket.id) is not None:
+                continue
+            row = {**ticket_brief(ticket), "dispatch": None, "proposal": self._proposal(ticket)}
+            case = await self._case_of(ticket.id)
+            if case is not None and len(case.reports) > 1:
+                if await self._case_dispatched(case) is not None:
+                    continue  # handled with the report already sent for the case
+                if case.id in by_case:
+                    by_case[case.id]["case"]["with"].append(ticket.id)
+                    continue
+                row["case"] = {"id": case.id, "reports": list(case.reports), "with": []}
+                by_case[case.id] = row
+            rows.append(row)
         shown(request, [r["id"] for r in rows])
         return _json({"tickets": rows})
+
+    async def _case_of(self, ticket_id: int) -> Case | None:
+        cases = self.p.cases()
+        return await cases.case_of(ticket_id) if cases is not None else None
+
+    async def _case_dispatched(self, case: Case, but: int | None = None) -> int | None:
+        """A report of ``case`` (other than ``but``) in a department's hands, if any."""
+        dispatches = self._dispatches()
+        for report in case.reports:
+            if report == but:
+                continue
+            sent = await dispatches.get(report)
+            if sent is not None and sent.state != RETURNED:
+                return report
+        return None
 
     async def show(self, request: web.Request) -> web.Response:
         require(request, "operator")
@@ -298,9 +329,27 @@ class _DispatchApi:
             raise _fail(409, str(exc)) from None
         what = "dispatched" if before is None else "reassigned"
         self.p.log.info("dispatch: %s %s ticket %d to %s", user.name, what, ticket_id, department)
+        await self._note_case(ticket_id, department, who=user.name)
         body = sent.to_json(self.p.clock())
         self._changed(ticket_id, what, body)
         return _json({"dispatch": body})
+
+    async def _note_case(self, ticket_id: int, department: str, *, who: str) -> None:
+        """The case's other open reports, not dispatched themselves, are handled
+        with this one: each says so (and leaves the dispatch list)."""
+        case = await self._case_of(ticket_id)
+        if case is None or len(case.reports) < 2:
+            return
+        tickets, dispatches = self._tickets(), self._dispatches()
+        for report in case.reports:
+            if report == ticket_id or await dispatches.get(report) is not None:
+                continue
+            other = await tickets.get(report)
+            if other is None or other.status not in ("open", "in_progress"):
+                continue
+            await tickets.add_note(
+                report, f"同案件 {case.id}：随工单 {ticket_id} 派至 {department} 办理", who=who
+            )
 
     async def decide_extension(self, request: web.Request) -> web.Response:
         user = require(request, "supervisor")

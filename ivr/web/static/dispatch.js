@@ -32,8 +32,10 @@ async function dispatchPage() {
       el("option", { value: "" }, "（请选择）"),
       ...departments.map(name => el("option", { value: name, selected: name === t.proposal.department }, name)));
     const back = t.dispatch && t.dispatch.state === "returned" ? el("span", { class: "badge urgent" }, `已退回（${t.dispatch.department}）`) : "";
+    const together = t.case && t.case.with.length
+      ? el("span", { class: "badge case", title: t.case.with.map(id => `#${id}`).join(" ") }, `同案 ${t.case.with.length + 1} 件`) : "";
     return el("tr", { "data-ticket": t.id },
-      el("td", {}, `#${t.id} `, back), el("td", {}, f.category || ""), el("td", {}, f.district || ""),
+      el("td", {}, `#${t.id} `, back, together), el("td", {}, f.category || ""), el("td", {}, f.district || ""),
       el("td", {}, f.address || ""), el("td", {}, f.urgency || ""), el("td", { class: "said" }, said(t)),
       el("td", {}, choose), el("td", {}, `${t.proposal.hours}小时`),
       el("td", {}, el("button", { type: "button", class: "small", onclick: () => send(t, choose.value) }, "派单")));
