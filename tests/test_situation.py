@@ -7,6 +7,8 @@ and /metrics on a real hotline, read by a supervisor, an admin and a scraper."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from ivr.store import Database, open_store
 from ivr.tickets import TicketStore
 from ivr.tickets.district_map import DistrictMapError, grid_layout, load_district_map
 from ivr.tickets.situation import DAY, Situation, SpikeRule
-from tests.conftest import ROOT, StartHotline
+from tests.conftest import ROOT, StartHotline, new_postgres_database, write_config
 from tests.test_metrics import scrape
 from tests.web_client import hotline_client
 
@@ -323,3 +325,53 @@ async def test_the_api_and_metrics_show_counts_and_the_spike(
     figures = await scrape(hotline)
     assert figures.value("ivr_situation_spikes") == 0
     assert "ivr_situation_spike_tickets{" not in figures.text
+
+
+# -- a cluster: two nodes on one PostgreSQL ---------------------------------------------------
+async def test_two_nodes_on_one_postgresql_show_the_same_map_and_spike(
+    request: pytest.FixtureRequest, tmp_path: Path, prompt_cache: Path
+) -> None:
+    """Tickets taken by node A are on node B's map, alert and /metrics: nothing of
+    the situation lives in a node's memory."""
+    from ivr.logs import setup_logging
+    from ivr.server import Hotline
+
+    url = new_postgres_database(request, request.getfixturevalue("postgres_server"))
+    nodes: list[Hotline] = []
+    try:
+        for name in ("a", "b"):
+            directory = tmp_path / name
+            directory.mkdir()
+            config = write_config(
+                directory,
+                operators=["sip:nobody@127.0.0.1:9"],
+                prompt_cache=prompt_cache,
+                extra=f'[node]\nid = "node-{name}"\n',
+            )
+            text, stores = re.subn(r'(?m)^database = ".*"$', f'url = "{url}"', config.read_text())
+            assert stores == 1
+            config.write_text(text)
+            hotline = Hotline(load_settings(config), setup_logging("DEBUG", "text"))
+            nodes.append(hotline)
+            await hotline.start()
+        a = nodes[0]
+        assert a.db is not None and a.tickets is not None
+        now = time.time()
+        await reports(a.db, a.tickets, "燃气", "钱塘区", now=5, per_day=[], before=now)
+        await report(a.db, a.tickets, "燃气", "临平区", now - HOUR)
+        for node in nodes:
+            async with await hotline_client(node, "supervisor") as http:
+                address = f"http://127.0.0.1:{node.api.port}/api/situation?hours=24"
+                async with http.get(address) as response:
+                    body = await response.json()
+            assert body["by_district"] == {"钱塘区": 5, "临平区": 1}, node.metrics.node
+            assert [(s["district"], s["category"]) for s in body["spikes"]] == [("钱塘区", "燃气")]
+            figures = await scrape(node)
+            assert (
+                figures.value("ivr_situation_spike_tickets", district="钱塘区", category="燃气")
+                == 5
+            )
+    finally:
+        for hotline in nodes:
+            await hotline.stop(drain_timeout=2.0)
+        logging.getLogger("ivr").handlers.clear()
