@@ -66,6 +66,7 @@ from ivr.prompts import (
     plan_prompt_keys,
     plan_prompt_texts,
 )
+from ivr.quality.inspection import QualityInspection
 from ivr.recordings import SharedRecordings, purge_conversations, purge_recordings
 from ivr.shared_line import SharedLine
 from ivr.sip.edge_guard import EdgePolicy
@@ -101,6 +102,7 @@ from ivr.web.cases import case_routes
 from ivr.web.console import ConsoleParts, console_routes
 from ivr.web.dispatch import DispatchParts, dispatch_routes
 from ivr.web.metrics import MetricsAccess, metrics_routes
+from ivr.web.quality import quality_routes
 from ivr.web.situation import SituationParts, situation_routes
 
 RECORDING_PURGE_EVERY_S = 6 * 3600
@@ -237,6 +239,8 @@ class Hotline:
         self.duty_list_error: str | None = None
         self.dispatches: Dispatches | None = None
         self.supervision: Supervision | None = None
+        # [quality]: the daily draw of conversations and their checks (ivr/quality/)
+        self.quality: QualityInspection | None = None
         self.calls: dict[str, LiveCall] = {}
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
@@ -452,6 +456,22 @@ class Hotline:
                 raise StartupError(f"the duty list ([dispatch] duty_list):\n{exc}") from exc
             self.supervision.start()
         self.api.app.add_routes(dispatch_routes(self._dispatch_parts()))
+        self.quality = QualityInspection(
+            self.db,
+            node=self.roster.node_id,
+            settings=lambda: self.settings.quality,
+            exclude=self._emergency_uris,  # a bridge to 110/119/120 is not an operator's
+            transcriber=lambda: self.transcriber,
+            clock=self.wall_clock,
+            log=self.log.getChild("quality"),
+        )
+        self.quality.start()  # rounds on the holder of the lease "quality"
+        self.api.app.add_routes(
+            quality_routes(
+                lambda: self.quality.samples if self.quality is not None else None,
+                clock=self.wall_clock,
+            )
+        )
         self.api.use_accounts(self.accounts, secure_cookie=self.settings.web.secure_cookie)
         self.api.app.middlewares.append(  # after the log-in's: it audits the request's user
             audit_middleware(self.access_guard, lambda: self.settings.audit, log=self.audit.log)
@@ -660,6 +680,10 @@ class Hotline:
         )
         return None
 
+    def _emergency_uris(self) -> tuple[str, ...]:
+        e = self.settings.emergency
+        return tuple(uri for uri in (e.police, e.fire, e.ambulance) if uri)
+
     def _dispatch_parts(self) -> DispatchParts:
         return DispatchParts(
             duty_list=lambda: self.duty_list,
@@ -860,6 +884,8 @@ class Hotline:
             await self.followups.stop()
         if self.supervision is not None:
             await self.supervision.stop()  # the lease let go: another node goes on
+        if self.quality is not None:
+            await self.quality.stop()
         await self.api.stop()
         if self.work_orders is not None:
             await self.work_orders.stop()

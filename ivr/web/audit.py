@@ -76,6 +76,12 @@ READS: dict[str, Rule] = {
     "/api/calls/{call_id}": Rule("call.read", "call", ("call_id",)),
     "/api/callbacks/{id}": Rule("callback.read", "callback", ("id",)),
     "/api/admin/audit": Rule("audit.search", "audit", (), query=True),
+    # quality inspection (ivr/web/quality.py): a sample's recording is a recording play
+    "/api/quality/samples/{id}/recording.wav": Rule(
+        "quality.play", "quality_sample", ("id",), "recording"
+    ),
+    "/api/quality/samples/{id}": Rule("quality.read", "quality_sample", ("id",)),
+    "/api/admin/quality/results": Rule("quality.results", "operator", (), query=True),
 }
 WRITES: dict[str, Rule] = {
     "/api/tickets/{id}": Rule("ticket.edit", "ticket", ("id",)),
@@ -93,6 +99,7 @@ WRITES: dict[str, Rule] = {
         "prompt.synthesise", "prompt", ("dialect", "key")
     ),
     "/api/admin/audit/unlock": Rule("audit.unlock", "lock"),  # the guard's own row says more
+    "/api/quality/samples/{id}/review": Rule("quality.review", "quality_sample", ("id",)),
 }
 NOT_AUDITED_WRITES = frozenset({"/api/login", "/api/logout"})  # Accounts audits them
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -1,4 +1,4 @@
-"""Who is at the web console: users (department, operator, supervisor, admin),
+"""Who is at the web console: users (reviewer, department, operator, supervisor, admin),
 log-in, sessions, CSRF.
 
 Passwords are hashed with scrypt (a slow, memory-hard hash) in an executor, so a
@@ -45,8 +45,9 @@ from ivr.store import ConstraintError, Database, Row
 
 # in rising order: each can do everything the ones before it can, except that a
 # department (a body the hotline dispatches tickets to, ivr/tickets/dispatch.py)
-# sees and acts on only its own tickets, and nothing of the operators'
-ROLES = ("department", "operator", "supervisor", "admin")
+# sees and acts on only its own tickets, and nothing of the operators', and a
+# reviewer (质检员, ivr/web/quality.py) only the quality samples, anonymised
+ROLES = ("reviewer", "department", "operator", "supervisor", "admin")
 SESSION_COOKIE = "ivr_session"
 CSRF_HEADER = "X-CSRF-Token"
 

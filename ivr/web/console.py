@@ -173,7 +173,12 @@ class _Console:
     # -- pages ------------------------------------------------------------------
     async def home(self, request: web.Request) -> web.Response:
         user = request.get(USER_KEY)
-        pages = {"admin": "/admin", "supervisor": "/supervisor", "department": "/department"}
+        pages = {
+            "admin": "/admin",
+            "supervisor": "/supervisor",
+            "department": "/department",
+            "reviewer": "/quality",
+        }
         target = "/login" if user is None else pages.get(user.role, "/operator")
         raise web.HTTPFound(target)
 

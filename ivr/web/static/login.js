@@ -8,7 +8,7 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
       name: document.getElementById("name").value.trim(),
       password: document.getElementById("password").value,
     });
-    const pages = { admin: "/admin", supervisor: "/supervisor", department: "/department" };
+    const pages = { admin: "/admin", supervisor: "/supervisor", department: "/department", reviewer: "/quality" };
     location.href = pages[me.user.role] || "/operator";
   } catch (e) {
     // 423: a locked account or address (the audit's thresholds): the server says why
