@@ -515,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub = users.add_subparsers(dest="users_command", required=True)
     users_add = users_sub.add_parser("add", help="add a user")
     users_add.add_argument("name", help="2-32 of a-z 0-9 _ . -")
-    users_add.add_argument("--role", required=True, help="operator or admin")
+    users_add.add_argument(
+        "--role", required=True, help="reviewer, department, operator, supervisor or admin"
+    )
     users_add.add_argument("--sip-uri", help="the operator's phone, e.g. sip:op1@10.0.0.5")
     users_passwd = users_sub.add_parser("passwd", help="set a user's password (ends sessions)")
     users_passwd.add_argument("name")
