@@ -652,6 +652,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        19,
+        "tickets by the time they were taken: the situation map's counts and spike "
+        "baselines read a period of tickets at every scrape and map refresh",
+        ("CREATE INDEX tickets_by_created_at ON tickets (created_at)",),
+    ),
 )
 
 
