@@ -507,6 +507,8 @@ async def test_the_audit_page_shows_the_lock_and_the_admin_unlocks_it(
     banner = page.locator("#audit-alert")
     await banner.wait_for(state="visible", timeout=15000)
     assert "wang" in await banner.inner_text()
+    colour = await banner.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(255, 244, 229)"  # styled (the page's CSP refuses inline styles)
 
     await page.click("#to-audit")
     await page.wait_for_url(f"{url}/admin/audit")

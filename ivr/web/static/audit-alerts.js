@@ -3,8 +3,8 @@
 // address is locked (kept up to date by the event stream's audit_alert, from any node).
 (() => {
   const header = document.querySelector("header");
-  const banner = Console.el("section", { id: "audit-alert", class: "hidden", role: "alert",
-    style: "margin: .6rem 1.2rem 0; border-color: #b42318; background: #fff4e5" });
+  // styled by console.css (#audit-alert): the pages' CSP refuses inline style attributes
+  const banner = Console.el("section", { id: "audit-alert", class: "hidden", role: "alert" });
   header.after(banner);
   async function refresh() {
     let data;
@@ -13,7 +13,7 @@
     banner.classList.toggle("hidden", locks.length === 0);
     banner.replaceChildren(
       Console.el("strong", {}, `告警：${locks.length} 个账号或地址已被锁定 `),
-      ...locks.map(l => Console.el("span", { class: "badge urgent", style: "margin-right: .4rem" },
+      ...locks.map(l => Console.el("span", { class: "badge urgent lock" },
         `${l.kind === "account" ? "账号" : "地址"} ${l.subject}：${l.reason}`)),
       Console.el("a", { href: "/admin/audit" }, "去审计页面解锁"));
   }
