@@ -130,6 +130,27 @@ async def test_a_real_call_is_sampled_reviewed_blind_and_counted(
         async with op.get(f"{base}/api/quality/samples/{sample.id}/recording.wav") as response:
             assert response.status == 403
 
+    # bad scores are refused saying what is wrong, and nothing is stored
+    async with await hotline_client(hotline, "reviewer", "zhang") as reviewer:
+        url = f"{base}/api/quality/samples/{sample.id}/review"
+        for body, status, said in (
+            ({"items": {"规范用语": 30}}, 400, "规范用语"),
+            (
+                {"items": dict.fromkeys(("规范用语", "信息核实", "解答准确", "服务态度"), 26)},
+                400,
+                "26",
+            ),
+            ([1, 2], 400, "items"),
+        ):
+            async with reviewer.post(url, json=body) as response:
+                assert response.status == status and said in (await response.json())["error"]
+        async with reviewer.post(f"{base}/api/quality/samples/999/review", json={}) as response:
+            assert response.status == 404
+        async with reviewer.get(f"{base}/api/quality/samples/x1") as response:
+            assert response.status == 400 and "not a number" in (await response.json())["error"]
+    again = await hotline.quality.samples.get(sample.id)
+    assert again is not None and [r["score"] for r in again.reviews] == [75]
+
     # the admin: results per operator, by name
     page = await log_in(browser, base, "boss")
     await page.wait_for_url(f"{base}/admin")

@@ -204,3 +204,31 @@ async def test_the_same_seed_draws_the_same_calls(tmp_path: Path) -> None:
             assert got is not None and len(got.picked) == 6
             picks.append([s.call_id for s in await q.recent()])
     assert picks[0] == picks[1]
+
+
+def test_bad_quality_settings_name_the_line(tmp_path: Path) -> None:
+    from ivr.config import ConfigError, load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[queues.general]\noperators = ["sip:operator@127.0.0.1:5080"]\n'
+        '[quality]\nshare = 0\nseed = 1.5\nsilence_s = "10"\ngreeting_words = []\n'
+        "sample = 3\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert "config.toml:4: quality.share = 0: must be a share > 0 and <= 1" in message
+    assert "config.toml:5: quality.seed = 1.5: must be an integer or a string" in message
+    assert "config.toml:6: quality.silence_s" in message and "without quotes" in message
+    assert "config.toml:7: quality.greeting_words" in message
+    assert "config.toml:8: quality.sample = 3: unknown key" in message
+    path.write_text(
+        '[queues.general]\noperators = ["sip:operator@127.0.0.1:5080"]\n'
+        '[quality]\nshare = 0.1\nseed = 42\nclosing_words = ["再见"]\n',
+        encoding="utf-8",
+    )
+    quality = load_settings(path).quality
+    assert quality.share == 0.1 and quality.seed == "42"
+    assert quality.closing_words == ("再见",) and quality.silence_s == 10.0

@@ -277,14 +277,14 @@ class QualitySamples:
     ) -> dict[str, Any]:
         """Store ``reviewer``'s score of a sample (their earlier one replaced);
         ReviewError saying what is wrong with the items or the comment."""
-        scores = check_items(items)
-        if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-            raise ReviewError(f"comment must be text of at most {MAX_COMMENT} characters")
-        score = sum(scores.values())
         async with self._db.transaction() as tx:
             found = await tx.fetch_one("SELECT id FROM quality_samples WHERE id = ?", (sample_id,))
             if found is None:
                 raise ReviewError(f"no quality sample {sample_id}")
+            scores = check_items(items)
+            if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+                raise ReviewError(f"comment must be text of at most {MAX_COMMENT} characters")
+            score = sum(scores.values())
             # one review per reviewer and sample: a second one replaces the first
             await tx.execute(
                 "DELETE FROM quality_reviews WHERE sample_id = ? AND reviewer = ?",
