@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import time
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from ivr.call_records import CallRecord, CallRecordStore
@@ -24,6 +27,9 @@ from ivr.quality.samples import (
     how_many,
     seat_codes,
 )
+from ivr.speech.engine import Transcript
+from ivr.speech.scripted_engine import ScriptedEngine
+from ivr.speech.transcriber import Transcriber
 from ivr.store import Database, open_store
 from tests.quality_audio import CALLER_NUMBER, clean_parts, conversation, faulty_parts
 
@@ -232,3 +238,45 @@ def test_bad_quality_settings_name_the_line(tmp_path: Path) -> None:
     quality = load_settings(path).quality
     assert quality.share == 0.1 and quality.seed == "42"
     assert quality.closing_words == ("再见",) and quality.silence_s == 10.0
+
+
+class _SlowEngine(ScriptedEngine):
+    """A recogniser that takes a while and notes whose utterance it began when."""
+
+    name = "slow-stand-in"
+
+    def __init__(self) -> None:
+        super().__init__(["来电人", "录音"])
+        self.began: list[int] = []
+
+    def transcribe(self, pcm: npt.NDArray[np.int16], *, sample_rate: int = 8000) -> Transcript:
+        self.began.append(int(pcm[0]))
+        time.sleep(0.6)
+        return super().transcribe(pcm, sample_rate=sample_rate)
+
+
+async def test_checks_wait_for_the_recogniser_to_be_free_of_callers(tmp_path: Path) -> None:
+    """A sample's utterance goes to the recogniser only once no caller's
+    utterance waits or is being recognised: the caller's, though sent later
+    than the check asked, is begun first."""
+    engine = _SlowEngine()
+    transcriber = Transcriber(engine, workers=1)
+    db = await open_store(tmp_path / "ivr.db")
+    try:
+        inspection = QualityInspection(
+            db, node="n1", settings=QualitySettings, transcriber=lambda: transcriber
+        )
+        recognise, why_not = inspection._recogniser()
+        assert recognise is not None and why_not == ""
+        caller = np.full(8000, 1, dtype=np.int16)  # first sample says whose it is
+        recording = np.full(8000, 2, dtype=np.int16)
+        first_caller = asyncio.ensure_future(transcriber.transcribe(caller))
+        await asyncio.sleep(0.1)  # the caller's utterance is being recognised
+        check = asyncio.ensure_future(recognise(recording))
+        await asyncio.sleep(0.1)
+        second_caller = asyncio.ensure_future(transcriber.transcribe(caller))  # queued
+        await asyncio.gather(first_caller, second_caller, check)
+        assert engine.began == [1, 1, 2]  # both callers before the recording
+    finally:
+        transcriber.close()
+        await db.close()

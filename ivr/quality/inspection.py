@@ -8,7 +8,8 @@ round draws every ended day of the last ``days_back`` that has not been drawn
 (so a node that was down, or a new lease holder, catches up; a day drawn is
 never drawn again), then checks the samples still pending, renewing the lease
 between samples (a check that transcribes takes seconds).  The audio is
-measured in an executor; transcription goes to the hotline's recogniser pool.
+measured in an executor; transcription goes to the hotline's recogniser pool, one
+utterance at a time and only while no caller's utterance waits or is being recognised.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from typing import Any
 
 from ivr.config import QualitySettings
 from ivr.leases import LeaderLease
-from ivr.quality.checks import CheckSettings, Recognise, run_checks
+from ivr.quality.checks import CheckSettings, Pcm, Recognise, run_checks
 from ivr.quality.samples import DayDrawn, QualitySamples, local_day
+from ivr.speech.engine import Transcript
 from ivr.speech.transcriber import Transcriber
 from ivr.store import Database
 from ivr.store_watch import FailingRounds
 
 LEASE = "quality"
 CHECKS_PER_ROUND = 20
+IDLE_POLL_S = 0.5  # how often a check waiting for an idle recogniser looks again
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,16 @@ class QualityInspection:
             )
         if transcriber.engine.name == "scripted":
             return None, "脚本识别器（测试与试用）不识别语音，转写类检查未运行"
-        return transcriber.transcribe, ""
+
+        async def when_idle(pcm: Pcm) -> Transcript:
+            """A recording's utterance goes to the recogniser only while no
+            caller's is waiting or being recognised: live calls go first."""
+            while True:
+                if not (transcriber.queued or transcriber.running):
+                    return await transcriber.transcribe(pcm)
+                await asyncio.sleep(IDLE_POLL_S)
+
+        return when_idle, ""
 
     async def check_pending(self, limit: int = CHECKS_PER_ROUND) -> int:
         """Check the samples not checked yet; how many were."""
