@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.audio_tools import pad, read_8k, write_wav
@@ -167,3 +168,56 @@ async def test_a_real_call_is_sampled_reviewed_blind_and_counted(
     (mine,) = data["operators"]
     assert mine["average_score"] == 75 and mine["checks"]["greeting"]["ran"] == 0
     await page.close()
+
+
+async def test_the_word_checks_run_on_a_real_call_heard_by_whisper(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The same path with Whisper loaded (as in production): the operator's
+    phone says the greeting, reads the caller's number back after the caller
+    has spoken, and closes; the drawn call's word checks are run on what the
+    recording holds, and pass."""
+    from tests.quality_audio import f4, plain
+
+    number = "13812345678"
+    # the conversation's timeline (its recording starts about when the operator's
+    # phone answers, ~10.6 s into the caller's call): greeting 1-10.6 s, the caller
+    # 12-15 s, the number read back 16.5-29.7 s, the closing 30.5-36.4 s, hang-up ~39 s
+    caller_voice = write_wav(tmp_path / "caller.wav", pad(read_8k(CLIP, tmp_path), 22.6, 40.0))
+    greeting = plain(tmp_path, "您好，这里是12345热线。")
+    read_back = plain(tmp_path, "您的电话是幺三八幺二三四五六七八，对吗？")
+    closing = f4(tmp_path, "祝您生活愉快，再见。")
+
+    said = np.zeros(int(8000 * 40.0), np.int16)
+    for start, phrase in ((1.0, greeting), (16.5, read_back), (30.5, closing)):
+        said[int(8000 * start) : int(8000 * start) + len(phrase)] = phrase
+    operator_voice = write_wav(tmp_path / "operator.wav", pad(said, 0.0, 30.0))
+    operator = Baresip(
+        tmp_path / "op", free_udp_port(), play=operator_voice, auto_answer=True, user="wang"
+    )
+    caller = Baresip(tmp_path / "caller", free_udp_port(), play=caller_voice, user=number)
+    await operator.start()
+    await caller.start()
+    try:
+        hotline = await start_hotline([operator.uri], engine="auto")
+        await caller.dial(f"sip:12345@127.0.0.1:{hotline.endpoint.port}")
+        await asyncio.sleep(6.0)
+        await caller.keys("0")
+        await asyncio.sleep(44.0)
+        await caller.hangup()
+        (record,) = await wait_records(hotline, 1)
+    finally:
+        await caller.quit()
+        await operator.quit()
+    assert record.caller == number and record.operator == operator.uri
+    assert hotline.quality is not None
+    done = await hotline.quality.round(time.time() + 86400)
+    assert done is not None and done.checked == 1
+    (sample,) = await hotline.quality.samples.recent()
+    assert sample.check_state == "done", sample.checks
+    states = {n: c["state"] for n, c in sample.checks.items() if n != "transcript"}
+    assert states["greeting"] == states["closing"] == states["phone_confirmed"] == "passed", (
+        sample.checks
+    )
+    assert states["long_silence"] == states["talk_over"] == "passed", sample.checks
+    assert states["end_sentiment"] != "not_run", sample.checks
