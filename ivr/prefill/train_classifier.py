@@ -7,9 +7,11 @@ that training data only, and write ivr/prefill/classifier.json.
         if the file differs from what the training data gives now
 
 Training data: ivr/prefill/training/utterances_train.tsv (written from the
-categories' descriptions, apart from the unseen test set in tests/data/unseen/,
-which is never read here) and, when cross-validation says it helps, the
-regression set tests/data/hotline_utterances.tsv.  Deterministic: fixed folds
+categories' descriptions, apart from the unseen test sets in tests/data/unseen/,
+which are never read here), ivr/prefill/training/situations.tsv said in
+several callers' styles (ivr/prefill/caller_styles.py) and, when
+cross-validation says it helps, the regression set
+tests/data/hotline_utterances.tsv.  Deterministic: fixed folds
 (seed 0), a deterministic solver, weights rounded to 5 decimals, no dates in
 the file; retraining on the same data gives the same file.  Light: a few
 seconds on one core.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ivr.prefill import caller_styles
 from ivr.prefill.categories import Taxonomy, load_taxonomy
 from ivr.prefill.classifier import (
     BUNDLED,
@@ -64,11 +67,15 @@ class Example:
     category: str
     urgency: str
     own: bool  # from the training set (not the regression set)
+    group: str = ""  # examples of one group stay in one fold (a situation's renderings)
 
 
-def read_training(path: Path = TRAINING) -> list[Example]:
-    """The training TSV (header ``id transcript category urgency written``);
-    a bad line raises ValueError naming ``file:line``."""
+def read_training(
+    path: Path = TRAINING, situations: Path = caller_styles.SITUATIONS
+) -> list[Example]:
+    """The training utterances: the training TSV (header ``id transcript
+    category urgency written``) and the situations said in callers' styles; a
+    bad line raises ValueError naming ``file:line``."""
     lines = path.read_text(encoding="utf-8").splitlines()
     if not lines or lines[0].split("\t") != HEADER:
         raise ValueError(f"{path}:1: header must be {' '.join(HEADER)!r} (tab-separated)")
@@ -79,7 +86,9 @@ def read_training(path: Path = TRAINING) -> list[Example]:
         cells = line.split("\t")
         if len(cells) != len(HEADER) or not cells[1].strip():
             raise ValueError(f"{path}:{number}: want {len(HEADER)} cells and a transcript")
-        out.append(Example(cells[0], cells[1], cells[2], cells[3], True))
+        out.append(Example(cells[0], cells[1], cells[2], cells[3], True, cells[0]))
+    for said in caller_styles.utterances(caller_styles.read_situations(situations)):
+        out.append(Example(said.id, said.transcript, said.category, said.urgency, True, said.group))
     return out
 
 
@@ -214,13 +223,16 @@ def rules_urgency(taxonomy: Taxonomy, view: RulesView, category: str) -> str:
 
 
 def folds(examples: Sequence[Example]) -> list[int]:
-    """The fold of each example: stratified by category, fixed seed."""
-    from sklearn.model_selection import StratifiedKFold
+    """The fold of each example: stratified by category, the examples of one
+    group (renderings of one situation) in one fold, fixed seed."""
+    from sklearn.model_selection import StratifiedGroupKFold
 
-    splitter = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+    splitter = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
     fold = [0] * len(examples)
     labels = [e.category for e in examples]
-    for index, (_, held) in enumerate(splitter.split(list(range(len(examples))), labels)):
+    groups = [e.group or e.id for e in examples]
+    indices = list(range(len(examples)))
+    for index, (_, held) in enumerate(splitter.split(indices, labels, groups)):
         for i in held:
             fold[int(i)] = index
     return fold
@@ -333,7 +345,7 @@ def train(log: Callable[[str], None] = print, choice: Choice | None = None) -> d
     if choice is None:
         choice = cross_validate(own, regression, taxonomy, cues, log)
     with_regression, c, policy, figures = choice
-    paths = [TRAINING, CUES] + ([REGRESSION] if with_regression else [])
+    paths = [TRAINING, caller_styles.SITUATIONS, CUES] + ([REGRESSION] if with_regression else [])
     fitted = fit(own + (regression if with_regression else []), c, cues)
     return {
         "format": FORMAT,
