@@ -33,6 +33,7 @@ from tests.audio_tools import pad, read_8k, write_wav
 from tests.conftest import ROOT, SHARED, StartHotline, trial
 from tests.peers import Baresip, SippUas, free_udp_port
 from tests.test_call_path import wait_records
+from tests.test_console_api import LAMP, NOISE, RUBBISH, WATER, WATER_AGAIN, ticket
 from tests.test_speech_calls import say_phone_number
 from tests.web_client import PASSWORD
 
@@ -231,6 +232,8 @@ async def test_admin_publishes_plans_safely_in_the_browser(
     assert hotline.settings.sip.port == sip_port
     await shot(page, "admin-config-reloaded")
 
+    for said in (WATER, WATER_AGAIN, NOISE, LAMP, RUBBISH):  # the tabs show tickets
+        await ticket(hotline, said)
     for tab, ready in (
         ("tickets", "#ticket-filter"),
         ("dashboard", "#chart-category svg"),
@@ -238,6 +241,7 @@ async def test_admin_publishes_plans_safely_in_the_browser(
         await page.click(f".tabs button[data-tab='{tab}']")
         await page.wait_for_selector(ready)
         await shot(page, f"admin-{tab}")
+    assert "共 5 件" in await page.locator("#tab-dashboard").inner_text()
 
 
 async def visible_texts(page: Any, selector: str) -> list[str]:
