@@ -10,7 +10,13 @@ job over once ``until`` has passed; a node that stops cleanly lets it go at once
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
 from ivr.store import Database
+from ivr.store_watch import FailingRounds
 
 
 class LeaderLease:
@@ -58,3 +64,64 @@ class LeaderLease:
             "UPDATE leader_leases SET until = 0 WHERE name = ? AND node = ?",
             (self.name, self.node),
         )
+
+
+class LeaseRounds:
+    """A periodic job's loop on every node: each round (``round``, which takes or
+    renews the lease itself and does nothing where another node holds it) every
+    ``every()`` seconds, or at once when woken, while ``enabled()``. A round that
+    fails (the store away) is said once until one works again; a clean stop lets
+    the lease go, so another node takes the job over at once."""
+
+    def __init__(
+        self,
+        lease: LeaderLease,
+        round_: Callable[[], Awaitable[object]],
+        *,
+        every: Callable[[], float],
+        log: logging.Logger,
+        enabled: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.lease = lease
+        self._round = round_
+        self._every = every
+        self._enabled = enabled
+        self._log = log
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def wake(self) -> None:
+        """Run a round now."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.lease.release()  # another node takes over at once
+        except Exception as exc:
+            self._log.warning("%s: lease not released: %s", self.lease.name, exc)
+
+    async def _run(self) -> None:
+        failing = FailingRounds(self._log, f"{self.lease.name} rounds failed")
+        while True:
+            if self._enabled():
+                try:
+                    await self._round()
+                except Exception as exc:  # the store is away: the next round does it all
+                    failing.failed(exc)
+                else:
+                    failing.worked()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._every())
+            self._wake.clear()

@@ -15,7 +15,6 @@ utterance at a time and only while no caller's utterance waits or is being recog
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -25,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from ivr.config import QualitySettings
-from ivr.leases import LeaderLease
+from ivr.leases import LeaderLease, LeaseRounds
 from ivr.quality.checks import CheckSettings, Pcm, Recognise, run_checks
 from ivr.quality.samples import DayDrawn, QualitySamples, local_day
 from ivr.speech.engine import Transcript
 from ivr.speech.transcriber import Transcriber
 from ivr.store import Database
-from ivr.store_watch import FailingRounds
 
 LEASE = "quality"
 CHECKS_PER_ROUND = 20
@@ -70,8 +68,13 @@ class QualityInspection:
         self._clock = clock
         self._log = log or logging.getLogger("ivr.quality")
         self.lease = LeaderLease(db, LEASE, node)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._rounds = LeaseRounds(
+            self.lease,
+            self.round,
+            every=lambda: self._settings().check_every,
+            enabled=lambda: self._settings().enabled,
+            log=self._log,
+        )
         self.rounds = 0  # rounds this node ran as the lease holder
 
     def _ttl(self) -> float:
@@ -178,38 +181,16 @@ class QualityInspection:
 
     @property
     def running(self) -> bool:
-        return self._task is not None
+        return self._rounds.running
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._rounds.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._rounds.wake()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        try:
-            await self.lease.release()
-        except Exception as exc:
-            self._log.warning("quality: lease not released: %s", exc)
-
-    async def _run(self) -> None:
-        failing = FailingRounds(self._log, "quality rounds failed")
-        while True:
-            if self._settings().enabled:
-                try:
-                    await self.round()
-                except Exception as exc:  # the store is away: the next round does it all
-                    failing.failed(exc)
-                else:
-                    failing.worked()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings().check_every)
-            self._wake.clear()
+        await self._rounds.stop()
 
 
 __all__ = ["LEASE", "QualityInspection", "RoundDone", "ended_days", "local_day"]

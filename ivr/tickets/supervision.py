@@ -19,17 +19,14 @@ of the ``supervision`` leader lease (ivr/leases.py).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ivr.leases import LeaderLease
+from ivr.leases import LeaderLease, LeaseRounds
 from ivr.store import Database
-from ivr.store_watch import FailingRounds
 from ivr.tickets.dispatch import _COLUMNS, LEVEL_NAMES, REPLIED, Dispatch, _dispatch, history
 from ivr.tickets.events import TicketEvents
 
@@ -106,8 +103,7 @@ class Supervision:
         self._clock = clock
         self._log = log or logging.getLogger("ivr.supervision")
         self.lease = LeaderLease(db, LEASE, node)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._rounds = LeaseRounds(self.lease, self.round, every=check_every, log=self._log)
         self.rounds = 0  # rounds this node ran as the lease holder
 
     async def scan(self, now: float) -> list[Raise]:
@@ -179,35 +175,14 @@ class Supervision:
 
     @property
     def running(self) -> bool:
-        return self._task is not None
+        return self._rounds.running
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._rounds.start()
 
     def wake(self) -> None:
         """Run a round now (a ticket was returned or reassigned)."""
-        self._wake.set()
+        self._rounds.wake()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        try:
-            await self.lease.release()  # another node takes over at once
-        except Exception as exc:
-            self._log.warning("supervision: lease not released: %s", exc)
-
-    async def _run(self) -> None:
-        failing = FailingRounds(self._log, "supervision rounds failed")
-        while True:
-            try:
-                await self.round()
-            except Exception as exc:  # the store is away: the next round does it all
-                failing.failed(exc)
-            else:
-                failing.worked()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._check_every())
-            self._wake.clear()
+        await self._rounds.stop()
