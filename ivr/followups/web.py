@@ -17,7 +17,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -26,14 +25,9 @@ from ivr.followups.model import FollowupState, Outcome
 from ivr.followups.queue import MAX_LIST, FollowupError, FollowupNotFoundError, FollowupQueue
 from ivr.store import Database
 from ivr.web.auth import require
+from ivr.web.responses import json_response as _json
 
 _NUMBER = re.compile(r"[0-9]{1,18}")
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False), status=status, content_type="application/json"
-    )
 
 
 def _whole(text: str | None, what: str, low: int, high: int) -> int:

@@ -47,6 +47,7 @@ from ivr.dialplan.load import DialPlanError
 from ivr.dialplan.model import DialPlan
 from ivr.plan_store import PlanNotFoundError, PlanStore, PublishError
 from ivr.toml_lines import Problem
+from ivr.web.responses import json_response as _json
 
 MAX_SOURCE_BYTES = 256 * 1024
 MAX_NOTE_CHARS = 500
@@ -229,10 +230,4 @@ def _error(kind: type[web.HTTPException], message: str, **kwargs: Any) -> web.HT
         text=json.dumps({"error": message}, ensure_ascii=False),
         content_type="application/json",
         **kwargs,
-    )
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False), status=status, content_type="application/json"
     )

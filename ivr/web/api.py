@@ -37,6 +37,7 @@ from ivr.web.auth import (
     auth_routes,
     require,
 )
+from ivr.web.responses import json_response as _json
 
 KEEPALIVE_S = 15.0
 
@@ -330,12 +331,4 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault(
         "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
-    )
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
     )

@@ -31,8 +31,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -41,8 +39,9 @@ from ivr.audit import OUTCOMES, AccessGuard, AuditEntry, AuditQuery
 from ivr.config import AuditSettings
 from ivr.store import DatabaseError
 from ivr.web.auth import USER_KEY, User, require
+from ivr.web.responses import json_response as _json
+from ivr.web.responses import static_page
 
-STATIC = Path(__file__).parent / "static"
 # what the handler showed: how many objects (a search's tickets) and their ids
 AUDIT_SHOWN = web.RequestKey("audit_shown", object)
 MAX_IDS_IN_DETAIL = 50
@@ -151,15 +150,6 @@ def _inside(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6N
     except ValueError:
         return False
     return any(ip in n for n in networks)
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False, default=str),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _outcome(status: int) -> str:
@@ -285,16 +275,6 @@ def _epoch(text: str, name: str) -> float:
 
 
 def audit_routes(guard: AccessGuard) -> list[web.AbstractRouteDef]:
-    async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(
-            STATIC / "audit.html",
-            headers={
-                "Cache-Control": "no-store",
-                "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
-
     async def search(request: web.Request) -> web.Response:
         require(request, "admin")
         q = request.query
@@ -348,7 +328,7 @@ def audit_routes(guard: AccessGuard) -> list[web.AbstractRouteDef]:
         return _json({"unlocked": {"kind": body["kind"], "subject": subject}})
 
     return [
-        web.get("/admin/audit", page),
+        web.get("/admin/audit", static_page("audit.html")),
         web.get("/api/admin/audit", search),
         web.get("/api/admin/audit/locks", locks),
         web.post("/api/admin/audit/unlock", unlock),

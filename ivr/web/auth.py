@@ -42,6 +42,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ivr.audit import AccessGuard, AccessRefusedError
 from ivr.store import ConstraintError, Database, Row
+from ivr.web.responses import json_response as _json
 
 # in rising order: each can do everything the ones before it can, except that a
 # department (a body the hotline dispatches tickets to, ivr/tickets/dispatch.py)
@@ -439,15 +440,6 @@ def _error(cls: type[web.HTTPError], message: str, **kwargs: Any) -> web.HTTPErr
         text=json.dumps({"error": message}, ensure_ascii=False),
         content_type="application/json",
         **kwargs,
-    )
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
     )
 
 

@@ -26,15 +26,10 @@ from ivr.tickets.cases import Case, CaseError, CaseStore, MergeRefusedError
 from ivr.tickets.events import TicketEvents
 from ivr.web.audit import shown
 from ivr.web.auth import require
+from ivr.web.responses import json_response as _json
 
 _NUMBER = re.compile(r"[0-9]{1,18}")
 MAX_BODY = 4096
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False), status=status, content_type="application/json"
-    )
 
 
 def _fail(status: int, message: str) -> web.HTTPException:
@@ -122,8 +117,13 @@ def case_routes(
             case = await case_store.split(ticket_id, who=user.name)
         except CaseError as exc:
             raise _fail(404 if "does not exist" in str(exc) else 409, str(exc)) from None
-        log.info("cases: %s split ticket %d from case %s into %d", user.name, ticket_id,
-                 before.id if before else "-", case.id)
+        log.info(
+            "cases: %s split ticket %d from case %s into %d",
+            user.name,
+            ticket_id,
+            before.id if before else "-",
+            case.id,
+        )
         await publish(case, ticket_store)
         return _json(await described(case, ticket_store))
 

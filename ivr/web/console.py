@@ -47,8 +47,9 @@ from ivr.tickets.search import TicketFilter, TicketSearch, tickets_csv
 from ivr.voice_recordings import VoiceImportError, check_recording, install_recording, voice_status
 from ivr.web.audit import shown
 from ivr.web.auth import USER_KEY, require
+from ivr.web.responses import STATIC, static_page
+from ivr.web.responses import json_response as _json
 
-STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a prompt recording; minutes of 16-bit 44.1 kHz stereo
 MAX_EDIT_BYTES = 64 * 1024
 EDITABLE = re.compile(r"[a-z_]{1,40}")
@@ -107,9 +108,9 @@ def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
     c = _Console(parts)
     return [
         web.get("/", c.home),
-        web.get("/login", c.page("login.html")),
-        web.get("/operator", c.page("operator.html")),
-        web.get("/admin", c.page("admin.html")),
+        web.get("/login", static_page("login.html")),
+        web.get("/operator", static_page("operator.html")),
+        web.get("/admin", static_page("admin.html")),
         web.static("/static", STATIC),
         web.get("/api/console/me", c.me),
         web.post("/api/console/availability", c.availability),
@@ -131,14 +132,6 @@ def console_routes(parts: ConsoleParts) -> list[web.AbstractRouteDef]:
         web.post("/api/admin/prompts/{dialect}/{key}", c.upload_prompt),
         web.post("/api/admin/prompts/{dialect}/{key}/synthesise", c.synthesise_prompt),
     ]
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False, default=str),
-        status=status,
-        content_type="application/json",
-    )
 
 
 def _error(status: int, message: str) -> web.HTTPException:
@@ -181,20 +174,6 @@ class _Console:
         }
         target = "/login" if user is None else pages.get(user.role, "/operator")
         raise web.HTTPFound(target)
-
-    def page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def serve(request: web.Request) -> web.StreamResponse:
-            return web.FileResponse(
-                STATIC / name,
-                headers={
-                    "Cache-Control": "no-store",
-                    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                    "media-src 'self' blob:; frame-ancestors 'none'",
-                    "X-Content-Type-Options": "nosniff",
-                },
-            )
-
-        return serve
 
     # -- helpers ----------------------------------------------------------------
     def _store(self) -> TicketStore:

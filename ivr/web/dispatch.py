@@ -28,7 +28,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -48,8 +47,9 @@ from ivr.tickets.search import TicketFilter, TicketSearch
 from ivr.tickets.supervision import Supervision
 from ivr.web.audit import shown
 from ivr.web.auth import User, require
+from ivr.web.responses import json_response as _json
+from ivr.web.responses import static_page
 
-STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024
 _NUMBER = re.compile(r"[0-9]{1,18}")
 SHOWN_FIELDS = ("category", "urgency", "district", "address", "name", "phone")
@@ -71,15 +71,6 @@ class DispatchParts:
     clock: Callable[[], float] = time.time
     # [merging]: the reports of one case are dispatched once (None: merging is off)
     cases: Callable[[], CaseStore | None] = lambda: None
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _fail(status: int, message: str) -> web.HTTPException:
@@ -115,9 +106,9 @@ def ticket_brief(ticket: Ticket) -> dict[str, Any]:
 def dispatch_routes(parts: DispatchParts) -> list[web.AbstractRouteDef]:
     d = _DispatchApi(parts)
     return [
-        web.get("/dispatch", d.page("dispatch.html")),
-        web.get("/department", d.page("department.html")),
-        web.get("/supervisor", d.page("supervisor.html")),
+        web.get("/dispatch", static_page("dispatch.html")),
+        web.get("/department", static_page("department.html")),
+        web.get("/supervisor", static_page("supervisor.html")),
         web.get("/api/dispatch/duty-list", d.duty_list),
         web.get("/api/dispatch/tickets", d.waiting),
         web.get("/api/dispatch/tickets/{id}", d.show),
@@ -134,19 +125,6 @@ def dispatch_routes(parts: DispatchParts) -> list[web.AbstractRouteDef]:
 class _DispatchApi:
     def __init__(self, parts: DispatchParts) -> None:
         self.p = parts
-
-    def page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def serve(request: web.Request) -> web.StreamResponse:
-            return web.FileResponse(
-                STATIC / name,
-                headers={
-                    "Cache-Control": "no-store",
-                    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-                    "X-Content-Type-Options": "nosniff",
-                },
-            )
-
-        return serve
 
     # -- helpers ----------------------------------------------------------------------
     def _duty(self) -> DutyList:

@@ -23,29 +23,20 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from ivr.quality.checks import CHECKS
 from ivr.quality.samples import ITEM_MAX, ITEMS, QualitySamples, ReviewError
 from ivr.web.auth import User, require
+from ivr.web.responses import json_response as _json
+from ivr.web.responses import static_page
 
-STATIC = Path(__file__).parent / "static"
 REVIEW_ROLES = frozenset({"reviewer", "supervisor", "admin"})
 MAX_BODY = 16 * 1024
 RESULT_DAYS = 30
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _fail(kind: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -67,8 +58,8 @@ def quality_routes(
 ) -> list[web.AbstractRouteDef]:
     q = _QualityApi(samples, clock)
     return [
-        web.get("/quality", q.page("quality.html")),
-        web.get("/admin/quality", q.page("quality-results.html")),
+        web.get("/quality", static_page("quality.html")),
+        web.get("/admin/quality", static_page("quality-results.html")),
         web.get("/api/quality/samples", q.list),
         web.get("/api/quality/samples/{id}", q.show),
         web.get("/api/quality/samples/{id}/recording.wav", q.recording),
@@ -83,20 +74,6 @@ class _QualityApi:
     ) -> None:
         self._samples = samples
         self._clock = clock
-
-    def page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def serve(request: web.Request) -> web.StreamResponse:
-            return web.FileResponse(
-                STATIC / name,
-                headers={
-                    "Cache-Control": "no-store",
-                    "Content-Security-Policy": "default-src 'self'; media-src 'self'; "
-                    "frame-ancestors 'none'",
-                    "X-Content-Type-Options": "nosniff",
-                },
-            )
-
-        return serve
 
     def _store(self) -> QualitySamples:
         store = self._samples()

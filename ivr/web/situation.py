@@ -19,7 +19,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -27,8 +26,9 @@ from aiohttp import web
 from ivr.tickets.district_map import DistrictLayout
 from ivr.tickets.situation import Situation, SpikeRule
 from ivr.web.auth import require
+from ivr.web.responses import json_response as _json
+from ivr.web.responses import static_page
 
-STATIC = Path(__file__).parent / "static"
 MAX_HOURS = 24 * 366
 _NUMBER = re.compile(r"[0-9]{1,6}")
 
@@ -44,19 +44,11 @@ class SituationParts:
 def situation_routes(parts: SituationParts) -> list[web.AbstractRouteDef]:
     s = _SituationApi(parts)
     return [
-        web.get("/situation", s.page),
+        web.get("/situation", static_page("situation.html")),
         web.get("/api/situation/map", s.map),
         web.get("/api/situation/spikes", s.spikes),
         web.get("/api/situation", s.figures),
     ]
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-    )
 
 
 def _bad(message: str) -> web.HTTPException:
@@ -95,16 +87,6 @@ def rule_json(rule: SpikeRule) -> dict[str, Any]:
 class _SituationApi:
     def __init__(self, parts: SituationParts) -> None:
         self.p = parts
-
-    async def page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(
-            STATIC / "situation.html",
-            headers={
-                "Cache-Control": "no-store",
-                "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
 
     def _situation(self) -> Situation:
         situation = self.p.situation()
