@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ivr.prefill.chinese_numbers import to_arabic
+from ivr.prefill.data_files import tsv_rows
 
 SITUATIONS = Path(__file__).resolve().parent / "training" / "situations.tsv"
 HEADER = ["category", "urgency", "situation"]
@@ -148,18 +149,10 @@ class Utterance:
 
 def read_situations(path: Path = SITUATIONS) -> list[Situation]:
     """The situations TSV; a bad line raises ValueError naming ``file:line``."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0].split("\t") != HEADER:
-        raise ValueError(f"{path}:1: header must be {' '.join(HEADER)!r} (tab-separated)")
-    out = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) != len(HEADER) or not cells[2].strip():
-            raise ValueError(f"{path}:{number}: want {len(HEADER)} cells and a situation")
-        out.append(Situation(number, cells[0], cells[1], cells[2]))
-    return out
+    return [
+        Situation(number, cells[0], cells[1], cells[2])
+        for number, cells in tsv_rows(path, HEADER, 2, "a situation")
+    ]
 
 
 def digits(text: str) -> str:

@@ -3,6 +3,7 @@ the file, the line where it can be found, and what is wrong."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,21 @@ def string_list(value: object) -> list[str] | None:
     if not all(isinstance(v, str) and v.strip() for v in value):
         return None
     return [v.strip() for v in value]
+
+
+def tsv_rows(
+    path: Path, header: Sequence[str], needed: int, what: str
+) -> Iterator[tuple[int, list[str]]]:
+    """The rows of a tab-separated file with ``header`` as its first line, each
+    with its line number; blank lines skipped. A wrong header, a row with another
+    number of cells or an empty cell ``needed`` raises ValueError naming file:line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t") != list(header):
+        raise ValueError(f"{path}:1: header must be {' '.join(header)!r} (tab-separated)")
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(header) or not cells[needed].strip():
+            raise ValueError(f"{path}:{number}: want {len(header)} cells and {what}")
+        yield number, cells

@@ -41,6 +41,7 @@ from ivr.prefill.classifier import (
     cue_width,
     training_hash,
 )
+from ivr.prefill.data_files import tsv_rows
 from ivr.prefill.deciding import URGENCY_MODES, Guess, Policy, category_label, urgency_label
 from ivr.prefill.distress import distress
 from ivr.prefill.emergency import detect
@@ -76,17 +77,10 @@ def read_training(
     """The training utterances: the training TSV (header ``id transcript
     category urgency written``) and the situations said in callers' styles; a
     bad line raises ValueError naming ``file:line``."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0].split("\t") != HEADER:
-        raise ValueError(f"{path}:1: header must be {' '.join(HEADER)!r} (tab-separated)")
-    out = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) != len(HEADER) or not cells[1].strip():
-            raise ValueError(f"{path}:{number}: want {len(HEADER)} cells and a transcript")
-        out.append(Example(cells[0], cells[1], cells[2], cells[3], True, cells[0]))
+    out = [
+        Example(cells[0], cells[1], cells[2], cells[3], True, cells[0])
+        for _, cells in tsv_rows(path, HEADER, 1, "a transcript")
+    ]
     for said in caller_styles.utterances(caller_styles.read_situations(situations)):
         out.append(Example(said.id, said.transcript, said.category, said.urgency, True, said.group))
     return out
