@@ -74,3 +74,13 @@ def test_the_renderings_of_one_situation_stay_in_one_fold() -> None:
     styled = [g for g in where if g.startswith("S")]
     assert styled and all(len(where[g]) == 1 for g in styled)
     assert len(set(fold)) == 5
+
+
+def test_a_bad_line_of_the_situations_names_its_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "situations.tsv"
+    bad.write_text("category\turgency\tsituation\n供水\t一般\t停水了\n\n燃气\t紧急\n", "utf-8")
+    with pytest.raises(ValueError, match=rf"{bad}:4: want 3 cells and a situation"):
+        read_situations(bad)
+    bad.write_text("类别\turgency\tsituation\n", "utf-8")
+    with pytest.raises(ValueError, match=rf"{bad}:1: header must be"):
+        read_situations(bad)
