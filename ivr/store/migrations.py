@@ -658,6 +658,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         "baselines read a period of tickets at every scrape and map refresh",
         ("CREATE INDEX tickets_by_created_at ON tickets (created_at)",),
     ),
+    Migration(
+        20,
+        "spike episodes (未诉先办): when each district x category spike began and ended, "
+        "its peak, and who acknowledged it",
+        (
+            """
+            CREATE TABLE spike_episodes (
+                id               INTEGER PRIMARY KEY AUTOINCREMENT,
+                district         TEXT NOT NULL,
+                category         TEXT NOT NULL,
+                began_at         REAL NOT NULL,
+                began_count      INTEGER NOT NULL,
+                began_mean       REAL NOT NULL,   -- the baseline when it began
+                began_sd         REAL NOT NULL,
+                peak             INTEGER NOT NULL,
+                peak_at          REAL NOT NULL,
+                last_count       INTEGER NOT NULL,
+                ended_at         REAL,            -- NULL while open
+                acknowledged_by  TEXT,
+                acknowledged_at  REAL,
+                note             TEXT NOT NULL DEFAULT '',
+                node             TEXT NOT NULL    -- the node whose pass opened it
+            )
+            """,
+            # one open episode per pair, whatever node or restart opens it
+            """
+            CREATE UNIQUE INDEX spike_episodes_one_open ON spike_episodes (district, category)
+            WHERE ended_at IS NULL
+            """,
+            "CREATE INDEX spike_episodes_by_began_at ON spike_episodes (began_at)",
+        ),
+    ),
+    Migration(
+        21,
+        "duty list versions: every duty list (权责清单) published, followed by every node, "
+        "for history and rollback",
+        (
+            """
+            CREATE TABLE duty_list_versions (
+                id           INTEGER PRIMARY KEY,
+                version      TEXT NOT NULL,    -- first 12 hex digits of the text's sha256
+                source       TEXT NOT NULL,    -- the TOML as published
+                author       TEXT NOT NULL,
+                note         TEXT NOT NULL DEFAULT '',
+                published_at REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 
