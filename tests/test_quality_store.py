@@ -280,3 +280,27 @@ async def test_checks_wait_for_the_recogniser_to_be_free_of_callers(tmp_path: Pa
     finally:
         transcriber.close()
         await db.close()
+
+
+async def test_migration_22_keeps_each_considered_recording_once(
+    store_location: str | Path,
+) -> None:
+    from ivr.store import MIGRATIONS, ConstraintError
+
+    async with await open_store(store_location) as db:
+        assert await db.schema_version() >= 22
+        assert MIGRATIONS[21].version == 22 and "quality" in MIGRATIONS[21].description
+        await db.execute(
+            "INSERT INTO quality_days (day, share, candidates, picked, sampled_at, node) "
+            "VALUES ('2026-03-01', 0.05, 3, 1, 1.0, 'n1')"
+        )
+        day = await db.fetch_one("SELECT * FROM quality_days")
+        assert day is not None
+        assert (day["late_tracked"], day["late_passes"], day["late_candidates"]) == (0, 0, 0)
+        assert day["late_picked"] == 0
+        add = "INSERT INTO quality_considered (recording_id, day, pass, considered_at) "
+        await db.execute(add + "VALUES (7, '2026-03-01', 0, 1.0)")
+        with pytest.raises(ConstraintError):  # a recording is considered once, ever
+            await db.execute(add + "VALUES (7, '2026-03-01', 1, 2.0)")
+        with pytest.raises(ConstraintError):  # only for a day that was drawn
+            await db.execute(add + "VALUES (8, '2026-03-02', 0, 1.0)")

@@ -707,6 +707,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        22,
+        "quality inspection: calls written after their day was drawn get their chance "
+        "(every recording considered by a draw, the later passes counted per day)",
+        (
+            # 1 once the day's considered recordings are kept in quality_considered
+            # (days drawn before this migration: unknown, so no later pass for them)
+            "ALTER TABLE quality_days ADD COLUMN late_tracked INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE quality_days ADD COLUMN late_passes INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE quality_days ADD COLUMN late_candidates INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE quality_days ADD COLUMN late_picked INTEGER NOT NULL DEFAULT 0",
+            # 0: drawn with its day; 1, 2 ...: by the day's later pass of that number
+            "ALTER TABLE quality_samples ADD COLUMN pass INTEGER NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE quality_considered (
+                recording_id  INTEGER PRIMARY KEY NOT NULL,  -- conversation_recordings.id
+                day           TEXT NOT NULL REFERENCES quality_days (day),
+                pass          INTEGER NOT NULL,              -- 0 the day's draw, then 1, 2 ...
+                considered_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX quality_considered_by_day ON quality_considered (day)",
+        ),
+    ),
 )
 
 
