@@ -106,13 +106,18 @@ def load_duty_list(
 ) -> DutyList:
     """Read and check the duty list against the taxonomy's categories and the
     gazetteer's districts; DutyListError (every problem, file:line) if wrong."""
+    text = read_duty_list(path)
+    return parse_duty_list(text, str(path), categories=categories, districts=districts)
+
+
+def read_duty_list(path: Path) -> str:
+    """A duty list file's text; DutyListError saying why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DutyListError(f"{path}: no such file ([dispatch] duty_list)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DutyListError(f"{path}: cannot read: {exc}") from None
-    return parse_duty_list(text, str(path), categories=categories, districts=districts)
 
 
 def parse_duty_list(
