@@ -1806,6 +1806,7 @@ RELOADABLE_KEYS: frozenset[str] = frozenset(
         "dispatch.duty_list",
         "dispatch.warn_share",
         "dispatch.check_every",
+        "situation.map",  # the file read again (a bad one keeps the running map)
         "situation.window_hours",
         "situation.baseline_days",
         "situation.min_count",

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ivr.store_watch import StoreWatch
     from ivr.tickets.dispatch import Dispatches
     from ivr.tickets.situation import Situation, Spike
+    from ivr.tickets.spike_episodes import SpikeEpisodes
     from ivr.tickets.work_orders import WorkOrderOutbox
 
 STORE_READ_TIMEOUT_S = 1.0  # a scrape waits at most this long for the store
@@ -86,6 +87,8 @@ class MetricSources:
     clock: Callable[[], float] = time.time
     # the situation map's spike alerts, computed from the tickets (ivr/tickets/situation.py)
     situation: Callable[[], Situation | None] = lambda: None
+    # the spike episodes kept in the store (ivr/tickets/spike_episodes.py)
+    spike_episodes: Callable[[], SpikeEpisodes | None] = lambda: None
     # dispatched tickets per department and supervision level (ivr/tickets/dispatch.py)
     dispatches: Callable[[], Dispatches | None] = lambda: None
 
@@ -106,12 +109,16 @@ class StoreFigures:
     outbox: OutboxDepth | None = None
     spikes: list[Spike] | None = None
     spikes_asked: bool = False  # a situation is watched, so spikes were to be read
+    episodes: tuple[int, int] | None = None  # (open, open and unacknowledged)
+    episodes_asked: bool = False
     departments: list[dict[str, Any]] | None = None  # Dispatches.counts
     departments_asked: bool = False
 
     @property
     def complete(self) -> bool:
         if self.spikes_asked and self.spikes is None:
+            return False
+        if self.episodes_asked and self.episodes is None:
             return False
         if self.departments_asked and self.departments is None:
             return False
@@ -256,6 +263,10 @@ class HotlineMetrics:
         if situation is not None:
             figures.spikes_asked = True
             reads["spike alerts"] = asyncio.ensure_future(situation.spikes())
+        episodes = sources.spike_episodes()
+        if episodes is not None:
+            figures.episodes_asked = True
+            reads["spike episodes"] = asyncio.ensure_future(episodes.counts())
         dispatches = sources.dispatches()
         if dispatches is not None:
             figures.departments_asked = True
@@ -279,6 +290,7 @@ class HotlineMetrics:
         figures.callbacks = answers.get("callbacks")
         figures.outbox = answers.get("the outbox")
         figures.spikes = answers.get("spike alerts")
+        figures.episodes = answers.get("spike episodes")
         figures.departments = answers.get("dispatches")
         if figures.complete:
             self._failing.worked()
@@ -364,6 +376,8 @@ class LiveFigures:
 
         if store.spikes is not None:
             yield from _spikes(store.spikes)
+        if store.episodes is not None:
+            yield from _episodes(*store.episodes)
         if store.departments is not None:
             yield from _departments(store.departments)
 
@@ -468,6 +482,20 @@ def _spikes(spikes: list[Spike]) -> Iterable[Metric]:
         mean.add_metric((spike.district, spike.category), spike.mean)
     yield count
     yield mean
+
+
+def _episodes(open_: int, unacknowledged: int) -> Iterable[Metric]:
+    """The spike episodes in the store (the cluster's figure, no node label)."""
+    yield GaugeMetricFamily(
+        "ivr_situation_spikes_open",
+        "Spike episodes begun and not ended yet, as the last pass of the lease holder left them",
+        value=open_,
+    )
+    yield GaugeMetricFamily(
+        "ivr_situation_spikes_unacknowledged",
+        "Open spike episodes no supervisor or admin has acknowledged yet (fresh alarms)",
+        value=unacknowledged,
+    )
 
 
 def _gauge(name: str, documentation: str, node: str, value: float) -> GaugeMetricFamily:

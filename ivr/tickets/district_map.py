@@ -17,6 +17,7 @@ north up), so the browser draws them without any map library or network.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -56,11 +57,15 @@ class DistrictLayout:
     height: float
     shapes: tuple[DistrictShape, ...]
     missing: tuple[str, ...]  # districts of the gazetteer the file does not draw
+    # what was loaded (the file's sha256, 12 hex digits; "grid"): a page whose map
+    # is of another version fetches the shapes again (the file reloads)
+    version: str = "grid"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "source": self.source,
+            "version": self.version,
             "width": round(self.width, 1),
             "height": round(self.height, 1),
             "districts": [
@@ -135,6 +140,7 @@ def load_district_map(path: Path, districts: Sequence[str]) -> DistrictLayout:
         height=height,
         shapes=tuple(shapes),
         missing=tuple(d for d in districts if d not in rings_of),
+        version=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
     )
 
 

@@ -1,7 +1,10 @@
 // The situation map (态势地图): the districts of the gazetteer drawn from
 // GET /api/situation/map, coloured by the tickets of the chosen period and
-// category (GET /api/situation), districts spiking outlined in red. Redrawn on
-// every ticket event (from any node) and every 30 s.
+// category (GET /api/situation), districts spiking outlined in red (dashed amber
+// once a supervisor acknowledged the spike). Redrawn on every ticket or spike
+// event (from any node) and every 30 s; the shapes fetched again when the map
+// file was reloaded (another map_version). Below: the latest spike episodes
+// (GET /api/situation/episodes).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -33,17 +36,21 @@
 
   function draw(data) {
     const counts = data.by_district, max = Math.max(0, ...Object.values(counts));
-    const spiking = new Set(data.spikes.filter(s => !data.category || s.category === data.category).map(s => s.district));
+    const shown = data.spikes.filter(s => !data.category || s.category === data.category);
+    const spiking = new Set(shown.map(s => s.district));
+    // a district is an alarm while any of its spikes is not acknowledged
+    const fresh = new Set(shown.filter(s => !(s.episode && s.episode.acknowledged_at)).map(s => s.district));
+    const mark = (name) => !spiking.has(name) ? "" : fresh.has(name) ? "spike" : "spike acknowledged";
     const root = svg("svg", { id: "map-svg", viewBox: `0 0 ${layout.width} ${layout.height}`, role: "img" });
     for (const d of layout.districts) {
       const n = counts[d.name] || 0, fill = shade(n, max);
       const g = svg("g", { "data-district": d.name, "data-count": n });
-      const shape = svg("path", { d: d.path, fill, "data-fill": fill, class: spiking.has(d.name) ? "spike" : "" });
+      const shape = svg("path", { d: d.path, fill, "data-fill": fill, class: mark(d.name) });
       shape.append(svg("title", {}, `${d.name}：${n} 件`));
       const dark = n && n / Math.max(1, max) > 0.5;
       g.append(shape,
         svg("text", { x: d.label[0], y: d.label[1] - 4, fill: dark ? "#fff" : "#1b1f24" }, d.name),
-        svg("text", { x: d.label[0], y: d.label[1] + 12, class: "count", fill: dark ? "#fff" : "#1b1f24" }, (spiking.has(d.name) ? "⚠ " : "") + n));
+        svg("text", { x: d.label[0], y: d.label[1] + 12, class: "count", fill: dark ? "#fff" : "#1b1f24" }, (fresh.has(d.name) ? "⚠ " : spiking.has(d.name) ? "✓ " : "") + n));
       root.append(g);
     }
     // spiking districts drawn last, so their red outline is not covered by a neighbour
@@ -54,7 +61,7 @@
     // the table: every district of the map, then any the map does not draw (未知 included)
     const names = [...layout.districts.map(d => d.name), ...layout.missing];
     for (const name of Object.keys(counts)) if (!names.includes(name)) names.push(name);
-    $("rows").replaceChildren(...names.map(name => el("tr", { "data-district": name, class: spiking.has(name) ? "spike" : "" },
+    $("rows").replaceChildren(...names.map(name => el("tr", { "data-district": name, class: mark(name) },
       el("td", {}, name + (layout.missing.includes(name) ? "（不在地图上）" : "")), el("td", { class: "n" }, counts[name] || 0))));
     $("missing").classList.toggle("hidden", !layout.missing.length);
     $("missing").textContent = layout.missing.length ? `地图未画出：${layout.missing.join("、")}` : "";
@@ -74,13 +81,27 @@
     select.value = chosen;
   }
 
+  function history(episodes) {
+    const rows = episodes.map(e => el("tr", { "data-episode": e.id, "data-district": e.district, "data-category": e.category },
+      el("td", {}, `${e.district} · ${e.category}`),
+      el("td", {}, Console.when(e.began_at)),
+      el("td", { class: e.ended_at ? "" : "open" }, e.ended_at ? Console.when(e.ended_at) : "进行中"),
+      el("td", { class: "n" }, `${e.peak}（起 ${e.began_count}，均 ${e.began_mean}）`),
+      el("td", { class: "ack" }, e.acknowledged_by ? `${e.acknowledged_by} ${Console.when(e.acknowledged_at)}` + (e.note ? `：${e.note}` : "") : "未确认")));
+    $("episodes").replaceChildren(...rows);
+    $("no-episodes").classList.toggle("hidden", episodes.length > 0);
+  }
+
   async function refresh() {
     if (loading) { again = true; return; }
     loading = true;
     try {
-      if (!layout) layout = await Console.api("GET", "/api/situation/map");
       const data = await Console.api("GET", "/api/situation?" + query());
+      // the map file was reloaded on the server: the new shapes
+      if (!layout || layout.version !== data.map_version) layout = await Console.api("GET", "/api/situation/map");
       categories(data); draw(data);
+      history((await Console.api("GET", "/api/situation/episodes?limit=20")).episodes);
+      document.body.dataset.map = layout.version;
       $("error").classList.add("hidden");
       document.body.dataset.loaded = query();
     } catch (e) {
@@ -111,7 +132,8 @@
     $("from").value = today; $("to").value = today;
     await refresh();
     const events = new EventSource("/api/events");
-    for (const kind of ["created", "prefilled", "edited", "emergency"]) events.addEventListener(kind, soon);
+    for (const kind of ["created", "prefilled", "edited", "emergency", "spike"]) events.addEventListener(kind, soon);
+    document.addEventListener("spike-acknowledged", soon);
     setInterval(refresh, 30000);
   })();
 })();
