@@ -551,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ivr.enterprises import add_enterprise_commands
 
     add_enterprise_commands(sub)
+    from ivr.quality.cli import add_quality_commands
+
+    add_quality_commands(sub)
     _config_after_the_command(parser)
     return parser
 

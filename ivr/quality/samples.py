@@ -404,6 +404,18 @@ class QualitySamples:
             by_id[review["sample_id"]].reviews.append(review)
         return samples
 
+    async def of_days(self, start_day: str, end_day: str) -> list[Sample]:
+        """The samples of days start_day..end_day with their reviews, by day and id."""
+        rows = await self._db.fetch_all(
+            f"{_SAMPLE} WHERE s.day >= ? AND s.day <= ? ORDER BY s.day, s.id",
+            (start_day, end_day),
+        )
+        samples = [_sample(r) for r in rows]
+        by_id = {s.id: s for s in samples}
+        for review in await self._reviews(list(by_id)):
+            by_id[review["sample_id"]].reviews.append(review)
+        return samples
+
     async def _reviews(self, sample_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not sample_ids:
             return []
