@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import json
 import re
 import sys
@@ -170,12 +171,24 @@ def read_registry_csv(path: Path) -> list[Enterprise]:
     """Every business in the CSV at ``path``; RegistryFileError listing every
     bad line (nothing is taken from a file with one)."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(enumerate(csv.reader(f), start=1))
-    except UnicodeDecodeError as exc:
-        raise RegistryFileError([f"{path}: not UTF-8 ({exc.reason}); save it as UTF-8"]) from None
-    except (OSError, csv.Error) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise RegistryFileError([f"{path}: cannot be read ({exc})"]) from None
+    return parse_registry(data, str(path))
+
+
+def parse_registry(data: bytes, source: str) -> list[Enterprise]:
+    """Every business in the CSV ``data`` (a file's or an upload's bytes,
+    named ``source`` in the errors: ``source:line: what``); RegistryFileError
+    listing every bad line (nothing is taken from a file with one)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RegistryFileError([f"{source}: not UTF-8 ({exc.reason}); save it as UTF-8"]) from None
+    try:
+        rows = list(enumerate(csv.reader(io.StringIO(text, newline="")), start=1))
+    except csv.Error as exc:
+        raise RegistryFileError([f"{source}: not CSV ({exc})"]) from None
     found: dict[str, tuple[Enterprise, int]] = {}
     problems: list[str] = []
     first = True
@@ -185,7 +198,7 @@ def read_registry_csv(path: Path) -> list[Enterprise]:
             cells.pop()
         if not cells:
             continue  # an empty line
-        where = f"{path}:{line}"
+        where = f"{source}:{line}"
         number = normal_number(cells[0])
         if first and not number:
             first = False

@@ -97,6 +97,7 @@ from ivr.web.admin_plans import config_routes, plan_routes
 from ivr.web.allow import WebAllow
 from ivr.web.api import HotlineApi
 from ivr.web.audit import audit_middleware, audit_routes
+from ivr.web.enterprises import enterprise_routes
 from ivr.web.auth import Accounts, require
 from ivr.web.cases import case_routes
 from ivr.web.console import ConsoleParts, console_routes
@@ -477,6 +478,9 @@ class Hotline:
             audit_middleware(self.access_guard, lambda: self.settings.audit, log=self.audit.log)
         )
         self.api.app.add_routes(audit_routes(self.access_guard))
+        self.api.app.add_routes(
+            enterprise_routes(lambda: self.db, log=self.log.getChild("enterprises"))
+        )
         self.api.app.add_routes(plan_routes(self.plan_store, admin, running=lambda: self.plan))
         self.api.app.add_routes(config_routes(self._reload_json, admin))
         self._console = self._console_parts()

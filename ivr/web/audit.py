@@ -75,6 +75,7 @@ READS: dict[str, Rule] = {
     "/api/calls/{call_id}": Rule("call.read", "call", ("call_id",)),
     "/api/callbacks/{id}": Rule("callback.read", "callback", ("id",)),
     "/api/admin/audit": Rule("audit.search", "audit", (), query=True),
+    "/api/admin/enterprises": Rule("enterprises.list", "enterprise_registry"),
     # quality inspection (ivr/web/quality.py): a sample's recording is a recording play
     "/api/quality/samples/{id}/recording.wav": Rule(
         "quality.play", "quality_sample", ("id",), "recording"
@@ -98,6 +99,8 @@ WRITES: dict[str, Rule] = {
         "prompt.synthesise", "prompt", ("dialect", "key")
     ),
     "/api/admin/audit/unlock": Rule("audit.unlock", "lock"),  # the guard's own row says more
+    "/api/admin/enterprises/import": Rule("enterprises.import", "enterprise_registry"),
+    "/api/admin/enterprises/remove": Rule("enterprises.remove", "enterprise_registry"),
     "/api/quality/samples/{id}/review": Rule("quality.review", "quality_sample", ("id",)),
 }
 NOT_AUDITED_WRITES = frozenset({"/api/login", "/api/logout"})  # Accounts audits them
