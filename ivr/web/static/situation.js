@@ -86,7 +86,7 @@
       el("td", {}, `${e.district} · ${e.category}`),
       el("td", {}, Console.when(e.began_at)),
       el("td", { class: e.ended_at ? "" : "open" }, e.ended_at ? Console.when(e.ended_at) : "进行中"),
-      el("td", { class: "n" }, `${e.peak}（起 ${e.began_count}，均 ${e.began_mean}）`),
+      el("td", { class: "n" }, `${e.peak}（起 ${e.began_count}，基线均 ${e.began_mean}）`),
       el("td", { class: "ack" }, e.acknowledged_by ? `${e.acknowledged_by} ${Console.when(e.acknowledged_at)}` + (e.note ? `：${e.note}` : "") : "未确认")));
     $("episodes").replaceChildren(...rows);
     $("no-episodes").classList.toggle("hidden", episodes.length > 0);
