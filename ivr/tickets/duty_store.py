@@ -197,6 +197,10 @@ class RunningDutyList:
     def published(self) -> bool:
         return self.entry is not None
 
+    async def check(self, text: str, name: str) -> DutyList:
+        """``text`` checked as this node would (CHECK_ERRORS), nothing stored."""
+        return await check_text(self._check, text, name)
+
     # -- starting and following --------------------------------------------------
     async def start(self) -> None:
         """The newest published version this node can check; with none, the
