@@ -261,7 +261,10 @@ class RunningDutyList:
         """SIGHUP, the admins' 重新读取: a newer published version is taken now;
         with none published, the seed file is read again. None, or why it was
         refused (logged; the running list kept)."""
+        refused = self.refused
         await self.follow()
+        if self.refused is not None and self.refused is not refused:
+            return self.error  # the newest published version does not check here
         if self.published:
             self.log.info(
                 "duty list reload: the published version #%d runs (the file is only the seed "
