@@ -247,6 +247,8 @@ class QualityInspection:
         if not sample.path:
             return {"error": "录音已按保留期删除，无法检查"}, "error"
         if not Path(sample.path).is_file():
+            if sample.node == self.node:  # it was recorded here
+                return {"error": f"录音文件不在节点 {self.node} 上（已被移走或删除）"}, "error"
             return {"error": f"录音文件不在节点 {self.node} 上（录音目录未共享？）"}, "error"
         settings = self._settings()
         recognise, why_not = self._recogniser()
