@@ -19,6 +19,7 @@ from tests.quality_audio import CALLER_NUMBER, clean_parts, conversation
 from tests.test_quality_store import OPS, POLICE, inspection, noon, settings
 
 YESTERDAY = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+BEFORE = (datetime.date.today() - datetime.timedelta(days=2)).isoformat()
 TODAY_NOON = noon(datetime.date.today().isoformat())
 
 
@@ -204,5 +205,15 @@ async def test_each_sample_is_checked_on_the_node_holding_its_recording(
         got = await c.samples.get(by_node["node-c"].id)
         assert got is not None and got.check_state == "done" and got.checked_on == "node-c"
         assert "waiting" not in got.checks
+
+        # a recording gone from the node that made it is an error that says so
+        await record(db_a, BEFORE, range(1), tmp_path / "c" / "moved.wav", node="node-c")
+        now[0] += 300
+        await rosters["c"].beat()
+        await a.round()  # a later pass draws it (share 1); a leaves it to c, live
+        assert await c.round() is None
+        (moved,) = [x for x in await c.samples.recent() if x.day == BEFORE]
+        assert moved.check_state == "error" and moved.checked_on == "node-c"
+        assert "录音文件不在节点 node-c 上（已被移走或删除）" in moved.checks["error"]
         for q in (a, b, c):
             await q.stop()
