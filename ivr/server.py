@@ -59,7 +59,7 @@ from ivr.operators import (
     QueueConfig,
 )
 from ivr.plan_store import PlanLoadError, PlanStore, logged_errors
-from ivr.prefill import PrefillDataError, Prefiller, load_gazetteer, load_taxonomy
+from ivr.prefill import Prefiller, load_gazetteer, load_taxonomy
 from ivr.prefill.classifier import load_classifier
 from ivr.prompts import (
     PromptLibrary,
@@ -86,22 +86,25 @@ from ivr.tickets.district_map import (
     grid_layout,
     load_district_map,
 )
-from ivr.tickets.duty_list import DutyList, DutyListError, load_duty_list
+from ivr.tickets.duty_list import DutyList, parse_duty_list
+from ivr.tickets.duty_store import CHECK_ERRORS, DutyListStore, RunningDutyList
 from ivr.tickets.events import TicketEvents
 from ivr.tickets.intake import Intake
 from ivr.tickets.search import TicketSearch
 from ivr.tickets.situation import Situation, SpikeRule
+from ivr.tickets.spike_episodes import SpikeEpisodes
 from ivr.tickets.supervision import Supervision
 from ivr.tickets.work_orders import WorkOrderOutbox
 from ivr.web.admin_plans import config_routes, plan_routes
 from ivr.web.allow import WebAllow
 from ivr.web.api import HotlineApi
 from ivr.web.audit import audit_middleware, audit_routes
-from ivr.web.enterprises import enterprise_routes
 from ivr.web.auth import Accounts, require
 from ivr.web.cases import case_routes
 from ivr.web.console import ConsoleParts, console_routes
 from ivr.web.dispatch import DispatchParts, dispatch_routes
+from ivr.web.duty_lists import duty_list_routes
+from ivr.web.enterprises import enterprise_routes
 from ivr.web.metrics import MetricsAccess, metrics_routes
 from ivr.web.quality import quality_routes
 from ivr.web.situation import SituationParts, situation_routes
@@ -109,6 +112,7 @@ from ivr.web.situation import SituationParts, situation_routes
 RECORDING_PURGE_EVERY_S = 6 * 3600
 RECORDINGS_SHARE_CHECK_S = 30.0  # is recordings_dir shared with every live node?
 PLAN_FOLLOW_EVERY_S = 2.0  # how often a node looks for a plan published on another node
+SPIKE_PASS_EVERY_S = 60.0  # the spike episodes' passes (and at once on a ticket event)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class ReloadResult:
     needs_restart: tuple[str, ...]
     plan_version: str | None
     plan_error: str | None = None
+    map_error: str | None = None  # the situation map file refused, the running map kept
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -127,6 +132,7 @@ class ReloadResult:
             "needs_restart": list(self.needs_restart),
             "plan_version": self.plan_version,
             "plan_error": self.plan_error,
+            "map_error": self.map_error,
         }
 
 
@@ -188,6 +194,9 @@ class Hotline:
         # the situation map (态势): counts and spike alerts from the store, the districts' shapes
         self.situation: Situation | None = None
         self.district_layout: DistrictLayout | None = None
+        self.district_map_error: str | None = None  # why the last reload kept the running map
+        self._districts: tuple[str, ...] = ()  # the gazetteer's, that the map draws
+        self.spike_episodes: SpikeEpisodes | None = None  # began, ended, acknowledged
         self.cases: CaseStore | None = None  # [merging]: one matter, many reports
         self.records: CallRecordStore | None = None
         self.tickets: TicketStore | None = None
@@ -234,10 +243,10 @@ class Hotline:
         self.callback_queue: CallbackQueue | None = None
         self.callback_dialler: CallbackDialler | None = None
         self.followups: FollowUps | None = None  # [followups]: 回访 after closed tickets
-        # [dispatch]: the duty list running (None: none), why its last load failed,
-        # the dispatched tickets and the supervision rounds (ivr/tickets/dispatch.py)
-        self.duty_list: DutyList | None = None
-        self.duty_list_error: str | None = None
+        # [dispatch]: the duty list running (the newest published in the store this
+        # node can check, else the file; ivr/tickets/duty_store.py), the dispatched
+        # tickets and the supervision rounds (ivr/tickets/dispatch.py)
+        self.duty_lists: RunningDutyList | None = None
         self.dispatches: Dispatches | None = None
         self.supervision: Supervision | None = None
         # [quality]: the daily draw of conversations and their checks (ivr/quality/)
@@ -329,9 +338,13 @@ class Hotline:
             classifier=None if unknown else classifier,
         )
         # a bad [situation] map stops the start (file:line)
-        self.district_layout = await asyncio.to_thread(
-            self._load_district_layout, prefiller.gazetteer.districts
-        )
+        self._districts = prefiller.gazetteer.districts
+        try:
+            self.district_layout = await asyncio.to_thread(
+                self._load_district_layout, self.settings
+            )
+        except DistrictMapError as exc:
+            raise StartupError(f"the situation map ([situation] map):\n{exc}") from exc
         await self._load_speech(self.plan)  # SpeechModelError stops the start
         await self.prompts.build(self._prompt_texts(self.plan), self.plan.dialect_prompts)
         try:
@@ -440,6 +453,17 @@ class Hotline:
         self.accounts.guard = self.access_guard
         self.ticket_search = TicketSearch(self.db, self.tickets)
         self.situation = Situation(self.db, rule=self._spike_rule, clock=self.wall_clock)
+        self.spike_episodes = SpikeEpisodes(
+            self.db,
+            self.situation,
+            node=self.roster.node_id,
+            check_every=lambda: SPIKE_PASS_EVERY_S,
+            events=self.events,
+            clock=self.wall_clock,
+            log=self.log.getChild("spikes"),
+        )
+        self.events.on_publish.append(self._wake_spike_episodes)
+        self.spike_episodes.start()  # passes on the holder of the lease "spike_episodes"
         self.dispatches = Dispatches(self.db)
         self.supervision = Supervision(
             self.db,
@@ -450,13 +474,20 @@ class Hotline:
             clock=self.wall_clock,
             log=self.log.getChild("supervision"),
         )
-        if self.settings.dispatch.duty_list is not None:  # a bad duty list stops the start
-            try:
-                self.duty_list = await asyncio.to_thread(self._load_duty_list, self.settings)
-            except DutyListError as exc:
-                raise StartupError(f"the duty list ([dispatch] duty_list):\n{exc}") from exc
+        self.duty_lists = RunningDutyList(
+            DutyListStore(self.db, clock=self.wall_clock),
+            check=self._check_duty_list,
+            seed_file=lambda: self.settings.dispatch.duty_list,
+            log=self.log.getChild("dispatch"),
+        )
+        try:  # the published list; without one, the file (a bad file stops the start)
+            await self.duty_lists.start()
+        except CHECK_ERRORS as exc:
+            raise StartupError(f"the duty list ([dispatch] duty_list):\n{exc}") from exc
+        if self.duty_lists.duty is not None:
             self.supervision.start()
         self.api.app.add_routes(dispatch_routes(self._dispatch_parts()))
+        self.api.app.add_routes(duty_list_routes(self.duty_lists, admin))
         self.quality = QualityInspection(
             self.db,
             node=self.roster.node_id,
@@ -488,7 +519,10 @@ class Hotline:
         self.api.app.add_routes(
             situation_routes(
                 SituationParts(
-                    situation=lambda: self.situation, layout=lambda: self.district_layout
+                    situation=lambda: self.situation,
+                    layout=lambda: self.district_layout,
+                    episodes=lambda: self.spike_episodes,
+                    reload_map=self.reload_district_map,
                 )
             )
         )
@@ -582,6 +616,7 @@ class Hotline:
                 work_orders=lambda: self.work_orders,
                 watch=lambda: self.store_watch,
                 situation=lambda: self.situation,
+                spike_episodes=lambda: self.spike_episodes,
                 dispatches=lambda: self.dispatches,
                 clock=self.wall_clock,  # the time the tickets' deadlines are kept in
             )
@@ -623,15 +658,13 @@ class Hotline:
             cases=lambda: self.cases,
         )
 
-    def _load_district_layout(self, districts: tuple[str, ...]) -> DistrictLayout:
-        """The situation map's shapes: [situation] map, or a grid without one."""
-        path = self.settings.situation.map
+    def _load_district_layout(self, settings: Settings) -> DistrictLayout:
+        """The situation map's shapes: [situation] map, or a grid without one
+        (DistrictMapError, file:line, when the file cannot be used)."""
+        path = settings.situation.map
         if path is None:
-            return grid_layout(districts)
-        try:
-            layout = load_district_map(path, districts)
-        except DistrictMapError as exc:
-            raise StartupError(f"the situation map ([situation] map):\n{exc}") from exc
+            return grid_layout(self._districts)
+        layout = load_district_map(path, self._districts)
         if layout.missing:
             self.log.warning(
                 "situation: %s does not draw %s; they are listed beside the map",
@@ -639,6 +672,31 @@ class Hotline:
                 "、".join(layout.missing),
             )
         return layout
+
+    async def reload_district_map(self) -> str | None:
+        """Read the situation map file again (SIGHUP, the admins' reload): None,
+        or why it was refused (file:line, logged) and the running map kept."""
+        running = self.district_layout.version if self.district_layout is not None else "-"
+        try:
+            layout = await asyncio.to_thread(self._load_district_layout, self.settings)
+        except DistrictMapError as exc:
+            self.district_map_error = str(exc)
+            self.log.error("situation map reload failed, keeping version %s:\n%s", running, exc)
+            return str(exc)
+        self.district_layout, self.district_map_error = layout, None
+        if layout.version != running:
+            self.log.info(
+                "situation map loaded: %s version %s (was %s)",
+                layout.source or "the grid",
+                layout.version,
+                running,
+            )
+        return None
+
+    def _wake_spike_episodes(self, kind: str, _: dict[str, object]) -> None:
+        """A ticket made or changed here: the spike episodes' pass runs now."""
+        if self.spike_episodes is not None and kind in ("created", "prefilled", "edited"):
+            self.spike_episodes.wake()
 
     def _spike_rule(self) -> SpikeRule:
         """[situation]'s rule as it is now (the keys reload)."""
@@ -651,38 +709,34 @@ class Hotline:
             ratio=s.ratio,
         )
 
-    def _load_duty_list(self, settings: Settings) -> DutyList:
-        """The duty list file, checked against the taxonomy's categories and the
+    def _check_duty_list(self, text: str, name: str) -> DutyList:
+        """A duty list's text checked against the taxonomy's categories and the
         gazetteer's districts (DutyListError, PrefillDataError)."""
-        path = settings.dispatch.duty_list
-        assert path is not None
-        tickets = settings.tickets
-        return load_duty_list(
-            path,
+        tickets = self.settings.tickets
+        return parse_duty_list(
+            text,
+            name,
             categories=load_taxonomy(tickets.taxonomy).names,
             districts=load_gazetteer(tickets.gazetteer).districts,
         )
 
+    @property
+    def duty_list(self) -> DutyList | None:
+        """The duty list dispatch runs by now (None: no dispatch)."""
+        return self.duty_lists.duty if self.duty_lists is not None else None
+
     async def reload_duty_list(self) -> str | None:
-        """Read the duty list again (SIGHUP, the admins' reload): None, or why it
-        was refused (file:line, logged) and the running list kept."""
-        if self.settings.dispatch.duty_list is None:
-            self.duty_list, self.duty_list_error = None, None
+        """SIGHUP, the admins' reload: a newer published list, else the file read
+        again. None, or why it was refused (file:line, logged; the list kept)."""
+        if self.duty_lists is None:
             return None
-        running = self.duty_list.version if self.duty_list is not None else "-"
-        try:
-            duty = await asyncio.to_thread(self._load_duty_list, self.settings)
-        except (DutyListError, PrefillDataError) as exc:
-            self.duty_list_error = str(exc)
-            self.log.error("duty list reload failed, keeping version %s:\n%s", running, exc)
-            return str(exc)
-        self.duty_list, self.duty_list_error = duty, None
-        if self.supervision is not None and not self.supervision.running:
+        error = await self.duty_lists.reload()
+        self._supervise_if_listed()
+        return error
+
+    def _supervise_if_listed(self) -> None:
+        if self.duty_list is not None and self.supervision and not self.supervision.running:
             self.supervision.start()
-        self.log.info(
-            "duty list loaded: %s version %s (was %s)", duty.source, duty.version, running
-        )
-        return None
 
     def _emergency_uris(self) -> tuple[str, ...]:
         e = self.settings.emergency
@@ -691,7 +745,7 @@ class Hotline:
     def _dispatch_parts(self) -> DispatchParts:
         return DispatchParts(
             duty_list=lambda: self.duty_list,
-            duty_error=lambda: self.duty_list_error,
+            duty_error=lambda: self.duty_lists.error if self.duty_lists else None,
             dispatches=lambda: self.dispatches,
             tickets=lambda: self.tickets,
             search=lambda: self.ticket_search,
@@ -770,6 +824,7 @@ class Hotline:
                 raise
             self._apply_settings(change, configs)
             await self.reload_duty_list()  # a bad one is logged, the running one kept
+            map_error = await self.reload_district_map()  # the same
             if plan is not None:
                 self.plan = plan
                 self.log.info("dial plan reloaded: %s version %s", plan.name, plan.version)
@@ -784,6 +839,7 @@ class Hotline:
                 needs_restart=tuple(c.key for c in change.needs_restart),
                 plan_version=self.plan.version if self.plan else None,
                 plan_error=plan_error,
+                map_error=map_error,
             )
 
     def _check_running_plan(self, plan: DialPlan, change: ConfigReload, why: str) -> None:
@@ -890,6 +946,8 @@ class Hotline:
             await self.supervision.stop()  # the lease let go: another node goes on
         if self.quality is not None:
             await self.quality.stop()
+        if self.spike_episodes is not None:
+            await self.spike_episodes.stop()
         await self.api.stop()
         if self.work_orders is not None:
             await self.work_orders.stop()
@@ -1066,8 +1124,9 @@ class Hotline:
             self.callback_dialler.wake()
 
     async def _follow_published_plans(self) -> None:
-        """A plan published on another node is run here too, for the next calls."""
+        """A plan or a duty list published on another node is run here too."""
         failing = FailingRounds(self.log, "published plans not read")
+        duty_failing = FailingRounds(self.log, "published duty lists not read")
         while True:
             await asyncio.sleep(PLAN_FOLLOW_EVERY_S)
             if self.plan_store is None:
@@ -1078,6 +1137,15 @@ class Hotline:
                 failing.failed(exc)
             else:
                 failing.worked()
+            if self.duty_lists is None:
+                continue
+            try:
+                if await self.duty_lists.follow() is not None:
+                    self._supervise_if_listed()
+            except Exception as exc:  # the store is away: keep the running list (said once)
+                duty_failing.failed(exc)
+            else:
+                duty_failing.worked()
 
     async def _flag_ticket(self, ticket_id: int, text: str) -> None:
         if self.tickets is not None:

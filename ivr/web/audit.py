@@ -82,6 +82,9 @@ READS: dict[str, Rule] = {
     ),
     "/api/quality/samples/{id}": Rule("quality.read", "quality_sample", ("id",)),
     "/api/admin/quality/results": Rule("quality.results", "operator", (), query=True),
+    "/api/admin/quality/results.csv": Rule(
+        "quality.export", "quality_sample", (), "export", query=True
+    ),
 }
 WRITES: dict[str, Rule] = {
     "/api/tickets/{id}": Rule("ticket.edit", "ticket", ("id",)),
@@ -94,6 +97,10 @@ WRITES: dict[str, Rule] = {
     "/api/admin/plans/validate": Rule("plans.validate", "dialplan"),
     "/api/admin/plans/diff": Rule("plans.diff", "dialplan"),
     "/api/admin/config/reload": Rule("config.reload", "config"),
+    "/api/admin/duty-list/publish": Rule("duty_list.publish", "duty_list"),
+    "/api/admin/duty-list/{id}/rollback": Rule("duty_list.rollback", "duty_list", ("id",)),
+    "/api/admin/duty-list/validate": Rule("duty_list.validate", "duty_list"),
+    "/api/admin/duty-list/reload": Rule("duty_list.reload", "duty_list"),
     "/api/admin/prompts/{dialect}/{key}": Rule("prompt.upload", "prompt", ("dialect", "key")),
     "/api/admin/prompts/{dialect}/{key}/synthesise": Rule(
         "prompt.synthesise", "prompt", ("dialect", "key")
@@ -102,6 +109,11 @@ WRITES: dict[str, Rule] = {
     "/api/admin/enterprises/import": Rule("enterprises.import", "enterprise_registry"),
     "/api/admin/enterprises/remove": Rule("enterprises.remove", "enterprise_registry"),
     "/api/quality/samples/{id}/review": Rule("quality.review", "quality_sample", ("id",)),
+    # the situation map (ivr/web/situation.py): the note is kept on the episode itself
+    "/api/situation/episodes/{id}/acknowledge": Rule(
+        "spike.acknowledge", "spike_episode", ("id",)
+    ),
+    "/api/admin/situation/map/reload": Rule("situation.map_reload", "situation_map"),
 }
 NOT_AUDITED_WRITES = frozenset({"/api/login", "/api/logout"})  # Accounts audits them
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
