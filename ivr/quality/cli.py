@@ -200,7 +200,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         if start > end:
             raise _Refused(f"--from {start} is after --to {end}")
-        text, count = await results_csv(QualitySamples(db), start, end)
+        text, ids = await results_csv(QualitySamples(db), start, end)
+        count = len(ids)
         args.file.write_text(text, encoding="utf-8")
         await _audit(db, "quality.export", f"{start}..{end}", f"{count} sample(s) to {args.file}")
         return [f"{args.file}: {count} sample(s) of {start}..{end}, and the results per operator"]

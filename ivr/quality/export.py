@@ -66,8 +66,8 @@ def _operator_row(o: dict[str, Any], start: str, end: str) -> list[Any]:
     ]
 
 
-async def results_csv(samples: QualitySamples, start: str, end: str) -> tuple[str, int]:
-    """The CSV of days ``start``..``end`` (YYYY-MM-DD), and how many samples it has."""
+async def results_csv(samples: QualitySamples, start: str, end: str) -> tuple[str, list[int]]:
+    """The CSV of days ``start``..``end`` (YYYY-MM-DD), and the ids of its samples."""
     per_operator = await samples.results(start, end)
     names = {o["operator"]: o["name"] for o in per_operator}
     found = await samples.of_days(start, end)
@@ -79,7 +79,7 @@ async def results_csv(samples: QualitySamples, start: str, end: str) -> tuple[st
         writer.writerow(_sample_row(sample, names.get(sample.operator)))
     for o in per_operator:
         writer.writerow(_operator_row(o, start, end))
-    return out.getvalue(), len(found)
+    return out.getvalue(), [sample.id for sample in found]
 
 
 def checked_day(value: str, what: str) -> str:

@@ -16,6 +16,9 @@ departments may not review.
     GET  /api/quality/samples/{id}/recording.wav     reviewer: the recording
     POST /api/quality/samples/{id}/review  {"items": {...}, "comment": "..."}
     GET  /api/admin/quality/results?from=&to=        admin: per operator
+    GET  /api/admin/quality/results.csv?from=&to=    admin: per sample and per operator,
+                                                     as CSV (no caller details; audited
+                                                     as the export quality.export)
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from pathlib import Path
 from aiohttp import web
 
 from ivr.quality.checks import CHECKS
+from ivr.quality.export import results_csv
 from ivr.quality.samples import ITEM_MAX, ITEMS, QualitySamples, ReviewError
+from ivr.web.audit import shown
 from ivr.web.auth import User, require
 from ivr.web.responses import json_response as _json
 from ivr.web.responses import static_page
@@ -65,6 +70,7 @@ def quality_routes(
         web.get("/api/quality/samples/{id}/recording.wav", q.recording),
         web.post("/api/quality/samples/{id}/review", q.review),
         web.get("/api/admin/quality/results", q.results),
+        web.get("/api/admin/quality/results.csv", q.export),
     ]
 
 
@@ -143,8 +149,8 @@ class _QualityApi:
             raise _fail(kind, str(exc)) from None
         return _json(stored)
 
-    async def results(self, request: web.Request) -> web.Response:
-        require(request, "admin")
+    def _range(self, request: web.Request) -> tuple[str, str]:
+        """The days asked (?from=&to=, the last RESULT_DAYS by default)."""
         today = datetime.datetime.fromtimestamp(self._clock()).date()
         start = (
             request.query.get("from") or (today - datetime.timedelta(days=RESULT_DAYS)).isoformat()
@@ -157,5 +163,25 @@ class _QualityApi:
                 raise _fail(
                     web.HTTPBadRequest, f"{name}={value[:20]!r}: want a date like 2026-11-25"
                 ) from None
+        return start, end
+
+    async def results(self, request: web.Request) -> web.Response:
+        require(request, "admin")
+        start, end = self._range(request)
         rows = await self._store().results(start, end)
         return _json({"from": start, "to": end, "operators": rows, "checks": list(CHECKS)})
+
+    async def export(self, request: web.Request) -> web.Response:
+        require(request, "admin")
+        start, end = self._range(request)
+        text, ids = await results_csv(self._store(), start, end)
+        shown(request, ids)  # the audit row lists the samples exported
+        return web.Response(
+            body=text.encode("utf-8"),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="quality-{start}-{end}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )

@@ -92,6 +92,8 @@
     if ($("to").value) query.set("to", $("to").value);
     const data = await Console.api("GET", `/api/admin/quality/results?${query}`);
     $("from").value = data.from; $("to").value = data.to;
+    // the export of the same days: per sample and per operator, no caller details
+    $("results-csv").href = `/api/admin/quality/results.csv?${new URLSearchParams({ from: data.from, to: data.to })}`;
     $("results-head").replaceChildren(...["坐席", "抽检", "已自动检查", "已评分", "平均分"].map((t) => el("th", {}, t)),
       ...data.checks.map((c) => el("th", {}, `${CHECK_NAMES[c]}未通过`)));
     const rows = $("results"); rows.replaceChildren();
