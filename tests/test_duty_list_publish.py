@@ -8,9 +8,15 @@ a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from ivr.prefill import load_gazetteer, load_taxonomy
@@ -23,7 +29,9 @@ from ivr.tickets.duty_store import (
     RunningDutyList,
     version_of,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, StartHotline, new_postgres_database, write_config
+from tests.test_console_api import LAMP, OPERATORS, PLAN, base, get_json, post_json, ticket
+from tests.web_client import hotline_client
 
 SAMPLE = (ROOT / "duty_list.toml").read_text(encoding="utf-8")
 ROADS = 'department = "市交通运输局"'
@@ -136,6 +144,18 @@ async def test_two_nodes_follow_refuse_and_roll_back(
         assert b.error is not None and "cannot run on this node" in b.error
         assert any(f"duty list #{bad_id}:1: unknown key" in r.getMessage() for r in caplog.records)
         assert await b.follow() is None and b.refused[0].id == bad_id  # not tried again
+        # found by SIGHUP's reload instead: the reload says why
+        async with one.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO duty_list_versions (version, source, author, note, published_at) "
+                "VALUES (?, ?, 'future', '', 2.0)",
+                (version_of(newer), newer),
+            )
+        said = await b.reload()
+        assert said is not None and "cannot run on this node" in said
+        assert b.refused[0].id == bad_id + 1
+        assert b.duty.department_for("道路交通", "上城区") == "市城管局"
+        bad_id += 1
 
         # a restart of B: the newest it can check (the refused one is skipped)
         c = running(DutyListStore(two), seed, "c")
@@ -181,3 +201,220 @@ async def test_without_a_published_list_the_file_reloads_as_before(
         bare = running(DutyListStore(db), None, "bare")
         await bare.start()
         assert bare.duty is None and bare.error is None
+
+
+# -- two hotlines on one PostgreSQL ---------------------------------------------------------
+async def until_proposed(
+    http: aiohttp.ClientSession, url: str, department: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    """GET a ticket's dispatch view until the duty list proposes ``department``
+    (a node looks for a newer published list every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = await get_json(http, url)
+        assert status == 200, body
+        if body["proposal"]["department"] == department or time.monotonic() > deadline:
+            return body
+        await asyncio.sleep(0.25)
+
+
+async def test_a_list_published_on_node_a_is_what_node_b_proposes(
+    request: pytest.FixtureRequest, tmp_path: Path, prompt_cache: Path
+) -> None:
+    """Admin on A uploads a list (a bad one first: 422 with file:line, nothing
+    changes on either node); B's operator is then proposed the new department
+    and can dispatch to it; a rollback made on B reaches A; each change is in
+    the audit log."""
+    from ivr.config import load_settings
+    from ivr.logs import setup_logging
+    from ivr.server import Hotline
+
+    url = new_postgres_database(request, request.getfixturevalue("postgres_server"))
+    nodes: list[Hotline] = []
+    try:
+        for name in ("a", "b"):
+            directory = tmp_path / name
+            directory.mkdir()
+            duty = directory / "duty_list.toml"
+            duty.write_text(SAMPLE, encoding="utf-8")
+            plan = directory / "plan.toml"
+            plan.write_text(PLAN)
+            config = write_config(
+                directory,
+                operators=OPERATORS,
+                prompt_cache=prompt_cache,
+                dialplan=plan,
+                voices_dir=directory / "voices",
+                extra=f'[node]\nid = "node-{name}"\n[dispatch]\nduty_list = "{duty}"\n',
+            )
+            text, stores = re.subn(r'(?m)^database = ".*"$', f'url = "{url}"', config.read_text())
+            assert stores == 1
+            config.write_text(text)
+            hotline = Hotline(load_settings(config), setup_logging("DEBUG", "text"))
+            nodes.append(hotline)
+            await hotline.start()
+        a, b = nodes
+        lamp = await ticket(a, LAMP)  # 道路交通, 上城区: taken on A, in the shared store
+        async with (
+            await hotline_client(a, "admin", "admin-a") as admin_a,
+            await hotline_client(b, "admin", "admin-b") as admin_b,
+            await hotline_client(b, "operator", "op-b") as op_b,
+        ):
+            shown = f"{base(b)}/api/dispatch/tickets/{lamp.id}"
+            status, body = await get_json(op_b, shown)
+            assert body["proposal"]["department"] == "市交通运输局"
+            status, before = await get_json(admin_b, f"{base(b)}/api/admin/duty-list")
+            assert before["running"]["from"] == "file" and before["history"] == []
+
+            wrong = roads_to("市交警支队")
+            status, body = await post_json(
+                admin_a,
+                f"{base(a)}/api/admin/duty-list/publish",
+                {"source": wrong, "name": "bad.toml", "note": "oops"},
+            )
+            assert status == 422, body
+            (problem,) = body["problems"]
+            assert (problem["file"], problem["line"]) == ("bad.toml", line_of(wrong, WRONG))
+            assert "市交警支队" in problem["message"]
+            for node in (a, b):
+                assert node.duty_list is not None
+                assert node.duty_list.version == version_of(SAMPLE)
+
+            status, body = await post_json(
+                admin_a,
+                f"{base(a)}/api/admin/duty-list/publish",
+                {"source": roads_to("市城管局"), "name": "new.toml", "note": "roads to 城管"},
+            )
+            assert status == 200, body
+            published = body["published"]
+            assert body["running"]["from"] == "store" and published["author"] == "admin-a"
+            body = await until_proposed(op_b, shown, "市城管局")
+            assert body["proposal"]["department"] == "市城管局"  # B follows A's publish
+            assert "市城管局" in body["departments"]
+            status, sent = await post_json(op_b, shown, {"department": "市城管局"})
+            assert status == 200, sent
+            status, seen = await get_json(admin_b, f"{base(b)}/api/admin/duty-list")
+            assert seen["running"]["published"]["id"] == published["id"]
+            seed = seen["history"][-1]
+            assert seed["author"] == SEED_AUTHOR and seed["version"] == version_of(SAMPLE)
+
+            # rolled back on B: A follows
+            status, body = await post_json(
+                admin_b, f"{base(b)}/api/admin/duty-list/{seed['id']}/rollback", None
+            )
+            assert status == 200, body
+            assert body["published"]["note"] == f"rollback to #{seed['id']}"
+            deadline = time.monotonic() + 15
+            while a.duty_list is not None and a.duty_list.version != version_of(SAMPLE):
+                assert time.monotonic() < deadline, "A did not follow B's rollback"
+                await asyncio.sleep(0.25)
+            assert a.duty_list is not None
+            assert a.duty_list.department_for("道路交通", "上城区") == "市交通运输局"
+            admin_url = f"{base(b)}/api/admin/duty-list"
+            status, body = await post_json(admin_b, f"{admin_url}/999/rollback", None)
+            assert status == 404
+            status, body = await post_json(op_b, f"{admin_url}/publish", {"source": SAMPLE})
+            assert status == 403
+
+        assert a.db is not None
+        rows = await a.db.fetch_all(
+            "SELECT user_name, action, outcome, node FROM audit_log "
+            "WHERE action LIKE 'duty_list.%' ORDER BY id"
+        )
+        assert [(r["user_name"], r["action"], r["outcome"], r["node"]) for r in rows] == [
+            ("admin-a", "duty_list.publish", "failed", "node-a"),
+            ("admin-a", "duty_list.publish", "allowed", "node-a"),
+            ("admin-b", "duty_list.rollback", "allowed", "node-b"),
+            ("admin-b", "duty_list.rollback", "failed", "node-b"),
+            ("op-b", "duty_list.publish", "refused", "node-b"),
+        ]
+    finally:
+        for hotline in nodes:
+            await hotline.stop(drain_timeout=2.0)
+        logging.getLogger("ivr").handlers.clear()
+
+
+# -- the command line, beside a running node --------------------------------------------------
+async def ivr(config: Path, *args: str) -> tuple[int, str, str]:
+    """``ivr --config CONFIG dispatch ARGS`` as a subprocess (the node keeps running)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ivr.cli",
+        "--config",
+        str(config),
+        "dispatch",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_ivr_dispatch_publish_history_rollback_show(
+    start_hotline: StartHotline, tmp_path: Path
+) -> None:
+    """The CLI publishes into the store a running hotline shares (SQLite): a bad
+    file is refused with file:line and nothing is stored; a good one is run by
+    the node within seconds; history, rollback, show; audited as role cli."""
+    duty = tmp_path / "duty_list.toml"
+    duty.write_text(SAMPLE, encoding="utf-8")
+    hotline = await start_hotline(extra=f'[dispatch]\nduty_list = "{duty}"\n')
+    config = tmp_path / "config.toml"
+    assert hotline.duty_list is not None and hotline.db is not None
+
+    code, out, err = await ivr(config, "show")
+    assert code == 0, err
+    assert out.startswith(f"nothing published: each node runs its own file; here {duty} version")
+    code, out, _ = await ivr(config, "history")
+    assert code == 0 and out.startswith("no duty list published")
+
+    wrong = roads_to("市交警支队")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(wrong, encoding="utf-8")
+    code, out, err = await ivr(config, "publish", str(bad))
+    assert code == 1 and out == ""
+    assert err.startswith(f"{bad}:{line_of(wrong, WRONG)}: duty: department '市交警支队'"), err
+    assert err.rstrip().endswith("ivr dispatch: nothing published")
+    assert await DutyListStore(hotline.db).history() == []
+
+    good = tmp_path / "roads.toml"
+    good.write_text(roads_to("市城管局"), encoding="utf-8")
+    code, out, err = await ivr(config, "publish", str(good), "--note", "roads to 城管")
+    assert code == 0, err
+    assert out.startswith("published duty list #2 version ")
+    assert "(roads to 城管)" in out and "every node runs it within a few seconds" in out
+    deadline = time.monotonic() + 15
+    while hotline.duty_list.department_for("道路交通", "上城区") != "市城管局":
+        assert time.monotonic() < deadline, "the node did not take the published list"
+        await asyncio.sleep(0.25)
+    assert hotline.duty_list.version == version_of(roads_to("市城管局"))
+
+    code, out, err = await ivr(config, "history")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("#2 version ") and "(roads to 城管)" in lines[0]
+    assert lines[1].startswith(f"#1 version {version_of(SAMPLE)} by file ")  # the seed
+
+    code, out, err = await ivr(config, "rollback", "7")
+    assert code == 1 and "no published duty list #7" in err
+    code, out, err = await ivr(config, "rollback", "1")
+    assert code == 0, err
+    assert out.startswith("published duty list #3 version ") and "(rollback to #1)" in out
+    deadline = time.monotonic() + 15
+    while hotline.duty_list.department_for("道路交通", "上城区") != "市交通运输局":
+        assert time.monotonic() < deadline, "the node did not take the rollback"
+        await asyncio.sleep(0.25)
+    code, out, err = await ivr(config, "show")
+    assert code == 0 and out.startswith(f"duty list #3 version {version_of(SAMPLE)} ")
+
+    rows = await hotline.db.fetch_all(
+        "SELECT role, action, object_id FROM audit_log WHERE action LIKE 'duty_list.%' ORDER BY id"
+    )
+    assert [(r["role"], r["action"], r["object_id"]) for r in rows] == [
+        ("cli", "duty_list.publish", "2"),
+        ("cli", "duty_list.rollback", "3"),
+    ]
