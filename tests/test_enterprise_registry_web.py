@@ -94,6 +94,12 @@ async def test_an_admin_imports_and_removes_and_a_bad_line_imports_nothing(
         async with admin.post(f"{base}/api/admin/enterprises/import", data=bad_bytes) as r:
             assert r.status == 400
             assert (await r.json())["problems"][0].startswith("gbk.csv: not UTF-8")
+        async with admin.post(
+            f"{base}/api/admin/enterprises/import",
+            data=b"--y\r\nnot a part",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        ) as r:
+            assert r.status == 400 and "multipart body cannot be read" in (await r.json())["error"]
         async with admin.post(f"{base}/api/admin/enterprises/remove", json={"number": "abc"}) as r:
             assert r.status == 400
         assert await registry.count() == 2

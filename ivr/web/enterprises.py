@@ -36,6 +36,16 @@ async def _upload(request: web.Request) -> tuple[str, bytes, bool]:
     saying what is wrong with the request."""
     if not request.content_type.startswith("multipart/"):
         raise _bad("send the CSV as multipart/form-data with a field named file")
+    try:
+        return await _read_parts(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # aiohttp's multipart reader raises several kinds on a bad body
+        why = f"{type(exc).__name__}: {exc}"[:200]
+        raise _bad(f"the multipart body cannot be read ({why})") from None
+
+
+async def _read_parts(request: web.Request) -> tuple[str, bytes, bool]:
     reader = await request.multipart()
     name, data, replace = "", b"", False
     seen_file = False
