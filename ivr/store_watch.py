@@ -276,11 +276,9 @@ class PendingWrites:
         while True:
             if self._items and self.watch.up:
                 await self.flush()
-            changed = asyncio.ensure_future(self.watch.changed())
-            try:
-                await asyncio.wait({changed}, timeout=self.watch.every)
-            finally:
-                changed.cancel()
+            with contextlib.suppress(TimeoutError):  # no task of its own (see LeaseRounds)
+                async with asyncio.timeout(self.watch.every):
+                    await self.watch.changed()
 
 
 class FailingRounds:

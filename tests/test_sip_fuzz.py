@@ -142,6 +142,9 @@ async def settled(hotline: Hotline, tasks_before: int, timeout: float) -> dict[s
             "tasks over the start": max(0, len(asyncio.all_tasks()) - tasks_before - 1),
         }
         if not any(left.values()) or loop.time() > deadline:
+            if left["tasks over the start"]:  # say which, for whoever reads the failure
+                running = sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
+                logging.getLogger("ivr.test").error("tasks at the end: %s", ", ".join(running))
             return left
         await asyncio.sleep(0.5)
 
