@@ -66,15 +66,7 @@ function listen() {
 }
 
 (async () => {
-  const user = await Console.whoami();
-  $("who").textContent = user.name;
-  $("logout").addEventListener("click", () => Console.logout());
-  if (user.role !== "admin") {
-    $("denied-who").textContent = user.name;
-    $("denied").classList.remove("hidden");
-    return;
-  }
-  document.querySelector("main").classList.remove("hidden");
+  if (!(await Console.adminPage())) return;
   $("audit-filter").addEventListener("submit", (e) => { e.preventDefault(); search(false); });
   $("audit-more").addEventListener("click", () => search(true));
   listen();

@@ -21,6 +21,20 @@ const Console = {
     this.csrf = me.csrf;
     return me.user;
   },
+  // An admins' page: who is logged in, the log-out button, and either the page's
+  // <main> shown (the user, returned) or its #denied section (null, for other roles).
+  async adminPage() {
+    const user = await this.whoami();
+    document.getElementById("who").textContent = user.name;
+    document.getElementById("logout").addEventListener("click", () => this.logout());
+    if (user.role !== "admin") {
+      document.getElementById("denied-who").textContent = user.name;
+      document.getElementById("denied").classList.remove("hidden");
+      return null;
+    }
+    document.querySelector("main").classList.remove("hidden");
+    return user;
+  },
   async logout() {
     try { await this.api("POST", "/api/logout", {}); } finally { location.href = "/login"; }
   },

@@ -57,12 +57,8 @@
     const r = await send("/api/admin/duty-list/publish");
     if (r) { await load(); $("duty-status").textContent = `已发布 Published: #${r.published.id} 版本 ${r.published.version}`; }
   });
-  $("logout").addEventListener("click", () => Console.logout());
   (async () => {
-    const user = await Console.whoami();
-    $("who").textContent = user.name;
-    if (user.role !== "admin") { $("denied-who").textContent = user.name; $("denied").classList.remove("hidden"); return; }
-    document.querySelector("main").classList.remove("hidden");
+    if (!(await Console.adminPage())) return;
     await load();
   })();
 })();

@@ -48,15 +48,7 @@ async function upload(event) {
 }
 
 (async () => {
-  const user = await Console.whoami();
-  $("who").textContent = user.name;
-  $("logout").addEventListener("click", () => Console.logout());
-  if (user.role !== "admin") {
-    $("denied-who").textContent = user.name;
-    $("denied").classList.remove("hidden");
-    return;
-  }
-  document.querySelector("main").classList.remove("hidden");
+  if (!(await Console.adminPage())) return;
   $("import-form").addEventListener("submit", upload);
   $("filter").addEventListener("input", draw);
   await load();
